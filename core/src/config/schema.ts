@@ -1,0 +1,102 @@
+import { z } from "zod";
+
+/** Marks a setting as secret: redacted in `config print` and logs, and settable through `*_FILE`. */
+const secret = <T extends z.ZodType>(schema: T, description: string) =>
+  schema.meta({ secret: true, description });
+
+const port = z.coerce.number().int().min(0).max(65535);
+const bool = z
+  .union([z.boolean(), z.enum(["true", "false", "1", "0"])])
+  .transform((v) => v === true || v === "true" || v === "1");
+
+/** Every setting of WorkSynapse. The docs' configuration table is generated from this schema. */
+export const configSchema = z.object({
+  env: z
+    .enum(["development", "production", "test"])
+    .default("production")
+    .describe("Run mode; development enables pretty logs. Env: NODE_ENV also sets it."),
+  dataDir: z
+    .string()
+    .min(1)
+    .default("./data")
+    .describe("Directory for everything local: embedded database, bus storage, files, models, secrets."),
+  roles: z
+    .array(z.enum(["web", "worker"]))
+    .min(1)
+    .default(["web", "worker"])
+    .describe("Which roles this process runs (comma-separated in env or --roles)."),
+  http: z
+    .object({
+      host: z.string().default("0.0.0.0").describe("Address the HTTP server binds to."),
+      port: port.default(8080).describe("HTTP port for the UI and API."),
+      bodyLimit: z.string().default("1mb").describe("Largest JSON or form body accepted."),
+      trustProxy: bool.default(false).describe("Trust X-Forwarded-* headers from a reverse proxy."),
+      shutdownTimeoutMs: z.coerce
+        .number()
+        .int()
+        .positive()
+        .default(15000)
+        .describe("How long graceful shutdown waits for in-flight work."),
+      uiDir: z
+        .string()
+        .optional()
+        .describe("Directory of the built web UI; defaults to the bundled ui/build."),
+    })
+    .default({
+      host: "0.0.0.0",
+      port: 8080,
+      bodyLimit: "1mb",
+      trustProxy: false,
+      shutdownTimeoutMs: 15000,
+    }),
+  log: z
+    .object({
+      level: z
+        .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+        .default("info")
+        .describe("Log level."),
+      pretty: bool.optional().describe("Human-readable logs; defaults to on in development only."),
+    })
+    .default({ level: "info" }),
+  database: z
+    .object({
+      url: secret(z.string().optional(), "PostgreSQL URL the server uses (the application role). Unset: embedded PGlite in the data directory. Env: DATABASE_URL."),
+      ownerUrl: secret(z.string().optional(), "PostgreSQL URL of the owner role that runs migrations; defaults to database.url. Env: DATABASE_OWNER_URL."),
+      appRole: z
+        .string()
+        .regex(/^[a-z_][a-z0-9_]*$/)
+        .default("worksynapse_app")
+        .describe("Database role the server runs as; owns nothing, cannot bypass row-level security."),
+      poolMax: z.coerce.number().int().min(1).default(10).describe("Largest PostgreSQL connection pool."),
+      migrateOnStart: bool
+        .default(true)
+        .describe("Apply pending migrations at start (as the owner role); off when migrations are run by the installer."),
+    })
+    .default({ appRole: "worksynapse_app", poolMax: 10, migrateOnStart: true }),
+  nats: z
+    .object({
+      url: z
+        .string()
+        .optional()
+        .describe("External NATS server URL. Unset: a local nats-server is started. Env: NATS_URL."),
+      serverBin: z
+        .string()
+        .optional()
+        .describe("Path of the nats-server binary for the local bus. Env: NATS_SERVER_BIN."),
+      prefix: z
+        .string()
+        .regex(/^[A-Za-z0-9_-]+$/)
+        .default("ws")
+        .describe("Prefix of every stream and subject, so installations can share one NATS."),
+      token: secret(z.string().optional(), "Token for an external NATS server."),
+    })
+    .default({ prefix: "ws" }),
+  secrets: z
+    .object({
+      masterKey: secret(z.string().min(32).optional(), "Key that encrypts stored credentials. `worksynapse init` writes it to secrets/master.key."),
+    })
+    .default({}),
+});
+
+/** The validated configuration of one WorkSynapse process. */
+export type Config = z.infer<typeof configSchema>;

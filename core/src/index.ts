@@ -1,0 +1,10 @@
+/** Public surface of core used by the installer, scripts and tests. */
+export { loadConfig, listSettings, redactConfig, configFilePath, ConfigError } from "./config/load.js";
+export { configSchema, type Config } from "./config/schema.js";
+export { createLogger, silentLogger, type Logger } from "./platform/log.js";
+export { openDatabase, openOwnerDatabase, ensureAppRole } from "./platform/db/database.js";
+export { runMigrations, type MigrateAction, type MigrationStatus } from "./platform/db/migrate.js";
+export { findNatsServer, natsServerVersion } from "./platform/bus/local-server.js";
+export { buildApp } from "./app.js";
+export { startServer, type RunningServer } from "./server.js";
+export { VERSION } from "./platform/paths.js";

@@ -1,0 +1,55 @@
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig } from "./config/load.js";
+import { createLogger } from "./platform/log.js";
+import { startServer } from "./server.js";
+
+/** Entry point: `node core/dist/src/main.js [--roles web,worker]`. */
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { roles: { type: "string" } }, allowPositionals: false });
+  let config;
+  try {
+    config = loadConfig({
+      overrides: { roles: values.roles?.split(",").map((r) => r.trim()) },
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger({ level: config.log.level, pretty: config.log.pretty ?? config.env === "development" });
+  let server;
+  try {
+    server = await startServer(config, log);
+  } catch (err) {
+    log.fatal({ err }, "could not start");
+    process.exitCode = 1;
+    return;
+  }
+  if (server.url) {
+    log.info(
+      `Open ${server.url} in a browser. First run: the setup page creates the first organization and admin (or run \`npx worksynapse admin create\`).`,
+    );
+  }
+  let signals = 0;
+  const onSignal = (sig: string) => {
+    signals += 1;
+    if (signals > 1) {
+      log.warn({ sig }, "second signal: exiting now");
+      process.exit(1);
+    }
+    log.info({ sig }, "signal received");
+    server
+      .stop()
+      .then(() => process.exit(0))
+      .catch((err: unknown) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      });
+  };
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
+}
+
+void main();

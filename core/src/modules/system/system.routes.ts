@@ -1,0 +1,105 @@
+import { createRequire } from "node:module";
+import path from "node:path";
+import { send } from "@koa/send";
+import type { Registry } from "prom-client";
+import { z } from "zod";
+import type { Api } from "../../platform/http/api.js";
+import { dataOf } from "../../platform/http/api.js";
+import { ASSETS_DIR } from "../../platform/paths.js";
+import { livenessSchema, readinessSchema, systemInfoSchema } from "./system.schemas.js";
+
+/** Readiness state shared with the process lifecycle. */
+export interface Readiness {
+  /** True once shutdown began: /readyz answers 503 so load balancers stop sending traffic. */
+  draining: boolean;
+  checks: Record<string, () => Promise<void>>;
+}
+
+const require = createRequire(import.meta.url);
+const SWAGGER_DIR = path.dirname(require.resolve("swagger-ui-dist/package.json"));
+const DOCS_DIR = path.join(ASSETS_DIR, "api-docs");
+const SWAGGER_FILES = new Set(["swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js"]);
+
+/** Registers health, readiness, metrics, system info and the API documentation routes. */
+export function registerSystemRoutes(
+  api: Api,
+  deps: {
+    readiness: Readiness;
+    metrics: Registry;
+    info: z.infer<typeof systemInfoSchema>;
+    openapi: () => unknown;
+  },
+): void {
+  api.route({
+    method: "get",
+    path: "/livez",
+    operationId: "liveness",
+    summary: "The process is alive (checks nothing else)",
+    tags: ["system"],
+    response: livenessSchema,
+    handler: async () => ({ status: "ok" }),
+  });
+
+  api.route({
+    method: "get",
+    path: "/readyz",
+    operationId: "readiness",
+    summary: "Database and bus are reachable and the process is not draining",
+    tags: ["system"],
+    response: readinessSchema,
+    errors: [503],
+    handler: async (ctx) => {
+      const checks: Record<string, { ok: boolean; error?: string }> = {};
+      await Promise.all(
+        Object.entries(deps.readiness.checks).map(async ([name, check]) => {
+          try {
+            await Promise.race([
+              check(),
+              new Promise((_, reject) => setTimeout(() => reject(new Error("timed out")), 2000).unref()),
+            ]);
+            checks[name] = { ok: true };
+          } catch (err) {
+            checks[name] = { ok: false, error: err instanceof Error ? err.message.slice(0, 200) : "failed" };
+          }
+        }),
+      );
+      const ok = Object.values(checks).every((c) => c.ok);
+      const status = deps.readiness.draining ? "draining" : ok ? "ready" : "not_ready";
+      if (status !== "ready") ctx.status = 503;
+      return { status, checks };
+    },
+  });
+
+  api.route({
+    method: "get",
+    path: "/metrics",
+    operationId: "metrics",
+    summary: "Prometheus metrics",
+    tags: ["system"],
+    response: z.string(),
+    responseType: "text/plain; version=0.0.4",
+    handler: async () => deps.metrics.metrics(),
+  });
+
+  api.route({
+    method: "get",
+    path: "/api/system/info",
+    operationId: "getSystemInfo",
+    summary: "Name, version and roles of this installation",
+    tags: ["system"],
+    response: dataOf(systemInfoSchema),
+    handler: async () => ({ data: deps.info }),
+  });
+
+  api.router.get("/api/openapi.json", (ctx) => {
+    ctx.body = deps.openapi();
+  });
+  // The docs page is bundled (swagger-ui-dist): no CDN, no validator calls.
+  api.router.get("/api/docs", (ctx) => ctx.redirect("/api/docs/index.html"));
+  api.router.get("/api/docs/:file", async (ctx) => {
+    const file = ctx.params.file as string;
+    if (SWAGGER_FILES.has(file)) await send(ctx, file, { root: SWAGGER_DIR, maxage: 86400000 });
+    else if (file === "index.html" || file === "init.js") await send(ctx, file, { root: DOCS_DIR });
+  });
+}
+

@@ -1,0 +1,111 @@
+import http from "node:http";
+import { hostname } from "node:os";
+import type { AddressInfo } from "node:net";
+import type { Config } from "./config/schema.js";
+import type { Logger } from "./platform/log.js";
+import { buildApp } from "./app.js";
+import { openDatabase, type Database } from "./platform/db/database.js";
+import { connectBus, databaseDeadLetters, type Bus, type Worker } from "./platform/bus/bus.js";
+import { startLocalNats, type LocalNats } from "./platform/bus/local-server.js";
+import { Outbox, OutboxRelay } from "./platform/bus/outbox.js";
+import { EVENTS } from "./platform/bus/topology.js";
+import type { Readiness } from "./modules/system/system.routes.js";
+
+/** A started WorkSynapse process. */
+export interface RunningServer {
+  /** Base URL of the HTTP server when the web role runs. */
+  url?: string;
+  db: Database;
+  bus: Bus;
+  outbox: Outbox;
+  readiness: Readiness;
+  /** Graceful shutdown in a fixed order; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/** Starts the roles of this process: database, bus, then the web server and/or workers. */
+export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  const db = await openDatabase(config, { migrate: config.database.migrateOnStart, log });
+  let localNats: LocalNats | undefined;
+  let bus: Bus;
+  try {
+    let url = config.nats.url;
+    if (!url) {
+      localNats = await startLocalNats({ bin: config.nats.serverBin, dataDir: config.dataDir, log });
+      url = localNats.url;
+    }
+    bus = await connectBus({
+      url,
+      prefix: config.nats.prefix,
+      token: config.nats.token,
+      name: `worksynapse-${hostname()}-${process.pid}`,
+      log,
+      deadLetters: databaseDeadLetters(db.knex),
+    });
+  } catch (err) {
+    await localNats?.stop();
+    await db.close();
+    throw err;
+  }
+
+  const outbox = new Outbox(config.nats.prefix);
+  const relay = new OutboxRelay(db.knex, bus, log.child({ module: "outbox" }));
+  relay.start(outbox);
+  const readiness: Readiness = {
+    draining: false,
+    checks: {
+      database: () => db.ping(),
+      bus: async () => {
+        if (!bus.isConnected()) throw new Error("not connected");
+      },
+    },
+  };
+  const workers: Worker[] = [];
+  // Module queues get their workers here as modules add them (topology.ts lists the queues).
+
+  let server: http.Server | undefined;
+  let baseUrl: string | undefined;
+  if (config.roles.includes("web")) {
+    const { app } = buildApp({ config, log, readiness, database: db.kind });
+    server = http.createServer(app.callback());
+    server.keepAliveTimeout = 5000;
+    await new Promise<void>((resolve, reject) => {
+      server?.once("error", reject);
+      server?.listen(config.http.port, config.http.host, () => resolve());
+    });
+    const addr = server.address() as AddressInfo;
+    const host = config.http.host === "0.0.0.0" || config.http.host === "::" ? "localhost" : config.http.host;
+    baseUrl = `http://${host}:${addr.port}`;
+    log.info({ url: baseUrl, roles: config.roles }, "WorkSynapse is serving");
+  }
+  await db.knex.transaction((trx) =>
+    outbox.event(trx, EVENTS[0] as (typeof EVENTS)[0], { node: hostname(), roles: config.roles }),
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      const t0 = Date.now();
+      log.info("shutting down: readiness off");
+      readiness.draining = true;
+      // Stop accepting new connections; in-flight requests go on.
+      const httpClosed = server
+        ? new Promise<void>((resolve) => server?.close(() => resolve()))
+        : Promise.resolve();
+      server?.closeIdleConnections();
+      await Promise.all(workers.map((w) => w.stop()));
+      await relay.stop();
+      const timeout = setTimeout(() => {
+        log.warn("in-flight requests did not finish in time; closing their connections");
+        server?.closeAllConnections();
+      }, config.http.shutdownTimeoutMs);
+      await httpClosed;
+      clearTimeout(timeout);
+      await bus.close();
+      await localNats?.stop();
+      await db.close();
+      log.info({ ms: Date.now() - t0 }, "shutdown complete");
+    })());
+
+  return { url: baseUrl, db, bus, outbox, readiness, stop };
+}
