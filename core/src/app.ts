@@ -17,6 +17,8 @@ export interface AppDeps {
   log: Logger;
   readiness: Readiness;
   database: "postgres" | "pglite";
+  /** Route registrations beyond the built-in modules. */
+  routes?: ((api: Api) => void)[];
 }
 
 /** The built app: Koa instance (not listening), its API registry, and its metrics registry. */
@@ -70,6 +72,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
     openapi,
   });
 
+  for (const register of deps.routes ?? []) register(api);
   app.use(api.router.routes());
   app.use(api.router.allowedMethods({ throw: true }));
   const uiDir = config.http.uiDir ?? DEFAULT_UI_DIR;

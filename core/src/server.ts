@@ -8,7 +8,8 @@ import { openDatabase, type Database } from "./platform/db/database.js";
 import { connectBus, databaseDeadLetters, type Bus, type Worker } from "./platform/bus/bus.js";
 import { startLocalNats, type LocalNats } from "./platform/bus/local-server.js";
 import { Outbox, OutboxRelay } from "./platform/bus/outbox.js";
-import { EVENTS } from "./platform/bus/topology.js";
+import { EVENTS, type QueueDef } from "./platform/bus/topology.js";
+import type { Api } from "./platform/http/api.js";
 import type { Readiness } from "./modules/system/system.routes.js";
 
 /** A started WorkSynapse process. */
@@ -23,8 +24,14 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+/** Extra wiring for a process: more routes and queues (tests and embedders use it). */
+export interface StartOptions {
+  routes?: ((api: Api) => void)[];
+  queues?: QueueDef[];
+}
+
 /** Starts the roles of this process: database, bus, then the web server and/or workers. */
-export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+export async function startServer(config: Config, log: Logger, opts: StartOptions = {}): Promise<RunningServer> {
   const db = await openDatabase(config, { migrate: config.database.migrateOnStart, log });
   let localNats: LocalNats | undefined;
   let bus: Bus;
@@ -41,6 +48,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       name: `worksynapse-${hostname()}-${process.pid}`,
       log,
       deadLetters: databaseDeadLetters(db.knex),
+      extraQueues: opts.queues,
     });
   } catch (err) {
     await localNats?.stop();
@@ -66,7 +74,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   let server: http.Server | undefined;
   let baseUrl: string | undefined;
   if (config.roles.includes("web")) {
-    const { app } = buildApp({ config, log, readiness, database: db.kind });
+    const { app } = buildApp({ config, log, readiness, database: db.kind, routes: opts.routes });
     server = http.createServer(app.callback());
     server.keepAliveTimeout = 5000;
     await new Promise<void>((resolve, reject) => {

@@ -49,15 +49,25 @@ export interface Bus {
   /** Publishes to JetStream and waits for the stream's ack; a repeated msgId within the window is dropped. */
   publish(subject: string, payload: unknown, msgId?: string): Promise<{ duplicate: boolean }>;
   /** Adds a job directly (outside a transaction); use `enqueueAfterCommit` inside one. */
-  enqueue<T extends z.ZodType>(queue: QueueDef<T>, payload: z.infer<T>, jobId: string): Promise<{ duplicate: boolean }>;
+  enqueue<T extends z.ZodType>(
+    queue: QueueDef<T>,
+    payload: z.infer<T>,
+    jobId: string,
+  ): Promise<{ duplicate: boolean }>;
   /** Consumes a queue until stopped. */
-  work<T extends z.ZodType>(queue: QueueDef<T>, handler: (job: Job<z.infer<T>>) => Promise<void>): Promise<Worker>;
+  work<T extends z.ZodType>(
+    queue: QueueDef<T>,
+    handler: (job: Job<z.infer<T>>) => Promise<void>,
+  ): Promise<Worker>;
   isConnected(): boolean;
   /** Drains consumers and closes the connection. */
   close(): Promise<void>;
 }
 
-async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+async function ensureStream(
+  jsm: JetStreamManager,
+  cfg: Partial<StreamConfig> & { name: string },
+): Promise<void> {
   try {
     await jsm.streams.info(cfg.name);
     await jsm.streams.update(cfg.name, cfg);
@@ -68,7 +78,11 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
 }
 
 /** Creates or updates the streams and the durable consumer of each queue. */
-export async function ensureTopology(jsm: JetStreamManager, prefix: string, queues: QueueDef[]): Promise<void> {
+export async function ensureTopology(
+  jsm: JetStreamManager,
+  prefix: string,
+  queues: QueueDef[],
+): Promise<void> {
   for (const cfg of streamConfigs(prefix)) await ensureStream(jsm, cfg);
   const stream = streamNames(prefix).jobs;
   for (const q of queues) {
@@ -123,11 +137,18 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
   const workers = new Set<Worker>();
 
   const publish = async (subject: string, payload: unknown, msgId?: string) => {
-    const ack = await js.publish(subject, encoder.encode(JSON.stringify(payload)), msgId ? { msgID: msgId } : {});
+    const ack = await js.publish(
+      subject,
+      encoder.encode(JSON.stringify(payload)),
+      msgId ? { msgID: msgId } : {},
+    );
     return { duplicate: ack.duplicate };
   };
 
-  const work = async <T extends z.ZodType>(queue: QueueDef<T>, handler: (job: Job<z.infer<T>>) => Promise<void>) => {
+  const work = async <T extends z.ZodType>(
+    queue: QueueDef<T>,
+    handler: (job: Job<z.infer<T>>) => Promise<void>,
+  ) => {
     const consumer = await js.consumers.get(streamNames(opts.prefix).jobs, queue.name);
     const messages: ConsumerMessages = await consumer.consume({ max_messages: queue.concurrency });
     const inFlight = new Set<Promise<void>>();
@@ -198,7 +219,8 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
   return {
     prefix: opts.prefix,
     publish,
-    enqueue: (queue, payload, jobId) => publish(jobSubject(opts.prefix, queue.name), queue.schema.parse(payload), jobId),
+    enqueue: async (queue, payload, jobId) =>
+      publish(jobSubject(opts.prefix, queue.name), queue.schema.parse(payload), jobId),
     work,
     isConnected: () => !nc.isClosed() && !nc.isDraining(),
     close: async () => {

@@ -57,7 +57,8 @@ function lockDir(dir: string): () => void {
   if (existsSync(lock)) {
     const pid = Number(readFileSync(lock, "utf8"));
     let alive = false;
-    if (pid > 0 && pid !== process.pid) {
+    if (pid === process.pid) alive = true;
+    else if (pid > 0) {
       try {
         process.kill(pid, 0);
         alive = true;

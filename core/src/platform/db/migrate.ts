@@ -81,10 +81,11 @@ export async function runMigrations(
   } else if (action === "rollback-all") {
     await migrator.rollback(config, true);
   }
-  const [completed, pending] = (await migrator.list(config)) as [{ name: string }[], { file: string }[]];
+  // With a custom source, knex lists pending migrations as the source's own items (file names).
+  const [completed, pending] = (await migrator.list(config)) as [{ name: string }[], string[]];
   const names = new FolderSource(MIGRATIONS_DIR);
   return [
     ...completed.map((c) => ({ name: c.name, applied: true })),
-    ...pending.map((p) => ({ name: names.getMigrationName(p.file), applied: false })),
+    ...pending.map((p) => ({ name: names.getMigrationName(p), applied: false })),
   ];
 }

@@ -1,0 +1,26 @@
+import type { MessageKey } from "$lib/i18n";
+
+/** A module of the product as the navigation shows it. */
+export interface ModuleEntry {
+  id: string;
+  label: MessageKey;
+  description: MessageKey;
+  section: "work" | "ai" | "admin";
+}
+
+/** Every module of the product, in navigation order. */
+export const MODULES: ModuleEntry[] = [
+  { id: "assistant", label: "module.assistant", description: "module.assistant.desc", section: "ai" },
+  { id: "kb", label: "module.kb", description: "module.kb.desc", section: "ai" },
+  { id: "projects", label: "module.projects", description: "module.projects.desc", section: "work" },
+  { id: "chat", label: "module.chat", description: "module.chat.desc", section: "work" },
+  { id: "notes", label: "module.notes", description: "module.notes.desc", section: "work" },
+  { id: "calendar", label: "module.calendar", description: "module.calendar.desc", section: "work" },
+  { id: "workflows", label: "module.workflows", description: "module.workflows.desc", section: "work" },
+  { id: "integrations", label: "module.integrations", description: "module.integrations.desc", section: "work" },
+  { id: "productivity", label: "module.productivity", description: "module.productivity.desc", section: "work" },
+  { id: "analytics", label: "module.analytics", description: "module.analytics.desc", section: "work" },
+  { id: "admin", label: "module.admin", description: "module.admin.desc", section: "admin" },
+  { id: "models", label: "module.models", description: "module.models.desc", section: "admin" },
+  { id: "audit", label: "module.audit", description: "module.audit.desc", section: "admin" },
+];
