@@ -90,6 +90,8 @@ export async function startServer(config: Config, log: Logger, opts: StartOption
     outbox.event(trx, EVENTS[0] as (typeof EVENTS)[0], { node: hostname(), roles: config.roles }),
   );
 
+  log.info({ roles: config.roles, database: db.kind }, "started");
+
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {

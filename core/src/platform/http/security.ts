@@ -6,6 +6,8 @@ export const CSP = [
   "default-src 'self'",
   "script-src 'self'",
   "style-src 'self'",
+  // Style attributes only (SvelteKit's route announcer uses one); they run no script. <style> elements stay blocked.
+  "style-src-attr 'unsafe-inline'",
   "img-src 'self' data: blob:",
   "font-src 'self'",
   "connect-src 'self'",

@@ -1,0 +1,63 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+const MAIN = new URL("../../core/dist/src/main.js", import.meta.url).pathname;
+
+/** A core process started as an admin would start it, with its log lines collected. */
+export interface CoreProcess {
+  child: ChildProcess;
+  url: Promise<string>;
+  lines: string[];
+  stderr: () => string;
+  exit: Promise<{ code: number | null; signal: string | null }>;
+  dataDir: string;
+}
+
+/** Spawns `node core/dist/src/main.js` on a free loopback port; `url` resolves when it serves. */
+export function spawnCore(env: Record<string, string | undefined> = {}, args: string[] = []): CoreProcess {
+  const dataDir = env.WORKSYNAPSE_DATA_DIR ?? mkdtempSync(path.join(tmpdir(), "ws-proc-"));
+  const cleanEnv = { ...process.env };
+  for (const k of Object.keys(cleanEnv)) if (k.startsWith("WORKSYNAPSE_") || k === "DATABASE_URL" || k === "NATS_URL") delete cleanEnv[k];
+  delete cleanEnv.NODE_ENV;
+  const child = spawn(process.execPath, [MAIN, ...args], {
+    env: { ...cleanEnv, WORKSYNAPSE_HTTP_HOST: "127.0.0.1", WORKSYNAPSE_HTTP_PORT: "0", WORKSYNAPSE_DATA_DIR: dataDir, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  let err = "";
+  let resolveUrl: (u: string) => void;
+  const url = new Promise<string>((r) => (resolveUrl = r));
+  let buf = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      lines.push(line);
+      const m = /"url":"(http:\/\/[^"]+)"/.exec(line);
+      if (m?.[1] && line.includes("WorkSynapse is serving")) resolveUrl(m[1]);
+    }
+  });
+  child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
+  const exit = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  return { child, url, lines, stderr: () => err, exit, dataDir };
+}
+
+/** Polls a URL until it answers 200. */
+export async function waitForOk(url: string, ms = 60000): Promise<number> {
+  const start = Date.now();
+  for (;;) {
+    try {
+      if ((await fetch(url)).status === 200) return Date.now() - start;
+    } catch {
+      // not yet listening
+    }
+    if (Date.now() - start > ms) throw new Error(`${url} not ready in ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
