@@ -1,0 +1,129 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { loadConfig } from "@worksynapse/core";
+import { dbSetup, doctor, init } from "./cli.js";
+import { createTestDatabase, type TestDatabase } from "../../tests/support/pg.js";
+import { NATS_URL, PG_ADMIN_URL } from "../../tests/support/env.js";
+
+const run = promisify(execFile);
+const BIN = new URL("../bin/worksynapse.mjs", import.meta.url).pathname;
+const tmp = () => mkdtempSync(path.join(tmpdir(), "ws-cli-"));
+const cleanup: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const c of cleanup) await c();
+});
+
+describe("worksynapse init", () => {
+  it("creates the data directory, config and a 0600 master key without printing it, and keeps them on rerun", () => {
+    const dir = path.join(tmp(), "data");
+    const out: string[] = [];
+    init(dir, (s) => out.push(s));
+    const key = readFileSync(path.join(dir, "secrets", "master.key"), "utf8").trim();
+    expect(key.length).toBeGreaterThanOrEqual(64);
+    expect(statSync(path.join(dir, "secrets", "master.key")).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(dir, "secrets")).mode & 0o777).toBe(0o700);
+    expect(out.join("\n")).not.toContain(key);
+    init(dir, (s) => out.push(s));
+    expect(readFileSync(path.join(dir, "secrets", "master.key"), "utf8").trim()).toBe(key);
+    expect(out.join("\n")).toContain("kept");
+    // The server picks the key up from the data directory.
+    expect(loadConfig({ env: { WORKSYNAPSE_DATA_DIR: dir } }).secrets.masterKey).toBe(key);
+  });
+});
+
+describe("worksynapse doctor", () => {
+  it("passes with reachable PostgreSQL and NATS", async () => {
+    const cfg = loadConfig({
+      env: { WORKSYNAPSE_DATA_DIR: tmp(), DATABASE_URL: PG_ADMIN_URL, NATS_URL, WORKSYNAPSE_HTTP_PORT: "0" },
+    });
+    const checks = await doctor(cfg);
+    expect(checks.filter((c) => !c.ok)).toEqual([]);
+    expect(checks.find((c) => c.name === "Database")?.detail).toMatch(/^PostgreSQL \d+/);
+    expect(checks.find((c) => c.name === "Bus")?.detail).toContain("with JetStream");
+  });
+
+  it("fails with a table naming what is wrong, and exits 1", async () => {
+    const env = {
+      ...process.env,
+      WORKSYNAPSE_DATA_DIR: tmp(),
+      DATABASE_URL: "postgres://nobody@127.0.0.1:1/none",
+      NATS_URL: "nats://127.0.0.1:1",
+    };
+    const err = (await run(process.execPath, [BIN, "doctor"], { env }).catch((e: unknown) => e)) as {
+      code: number;
+      stdout: string;
+    };
+    expect(err.code).toBe(1);
+    expect(err.stdout).toMatch(/Database\s+FAIL\s+cannot connect/);
+    expect(err.stdout).toMatch(/Bus\s+FAIL\s+cannot connect/);
+    expect(err.stdout).toMatch(/Node\.js\s+pass/);
+  });
+});
+
+describe("worksynapse migrate", () => {
+  it("shows status, applies, rolls back and reapplies on PostgreSQL", async () => {
+    const db: TestDatabase = await createTestDatabase("cli");
+    cleanup.push(db.drop);
+    const env = { ...process.env, WORKSYNAPSE_DATA_DIR: tmp(), DATABASE_URL: db.url };
+    const status = async (action: string) => (await run(process.execPath, [BIN, "migrate", action], { env })).stdout;
+    expect(await status("status")).toMatch(/platform_bus\s+pending/);
+    expect(await status("up")).toMatch(/platform_bus\s+applied/);
+    expect(await status("down")).toMatch(/platform_bus\s+pending/);
+    expect(await status("up")).toMatch(/platform_bus\s+applied/);
+    const bad = (await run(process.execPath, [BIN, "migrate", "sideways"], { env }).catch((e: unknown) => e)) as {
+      code: number;
+      stderr: string;
+    };
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("Allowed choices are up, down, status");
+  });
+});
+
+describe("worksynapse db setup", () => {
+  it("creates an owner and an app role that can log in, owns nothing and cannot bypass RLS", async () => {
+    const sfx = randomBytes(3).toString("hex");
+    const names = { database: `wsdb_${sfx}`, owner: `wso_${sfx}`, app: `wsa_${sfx}` };
+    const dataDir = tmp();
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await admin.connect();
+    cleanup.push(async () => {
+      await admin.query(`drop database if exists ${names.database} with (force)`);
+      await admin.query(`drop role if exists ${names.app}`);
+      await admin.query(`drop role if exists ${names.owner}`);
+      await admin.end();
+    });
+    const out: string[] = [];
+    await dbSetup({ adminUrl: PG_ADMIN_URL, dataDir, out: (s) => out.push(s), ...names });
+    const appUrl = readFileSync(path.join(dataDir, "secrets", "database.url"), "utf8").trim();
+    expect(statSync(path.join(dataDir, "secrets", "database.url")).mode & 0o777).toBe(0o600);
+    expect(out.join("\n")).not.toContain(new URL(appUrl).password);
+    const roles = await admin.query("select rolname, rolsuper, rolbypassrls, rolcanlogin from pg_roles where rolname = $1", [
+      names.app,
+    ]);
+    expect(roles.rows[0]).toEqual({ rolname: names.app, rolsuper: false, rolbypassrls: false, rolcanlogin: true });
+    // Migrate as the owner, then the server connects as the app role with its own password.
+    const env = {
+      ...process.env,
+      WORKSYNAPSE_DATA_DIR: dataDir,
+      WORKSYNAPSE_DATABASE_APP_ROLE: names.app,
+      DATABASE_URL_FILE: path.join(dataDir, "secrets", "database.url"),
+      DATABASE_OWNER_URL_FILE: path.join(dataDir, "secrets", "database-owner.url"),
+    };
+    expect((await run(process.execPath, [BIN, "migrate", "up"], { env })).stdout).toMatch(/applied/);
+    const app = new pg.Client({ connectionString: appUrl });
+    await app.connect();
+    const owned = await app.query(
+      "select count(*)::int as n from pg_class c join pg_roles r on r.oid = c.relowner where r.rolname = current_user",
+    );
+    expect(owned.rows[0]).toEqual({ n: 0 });
+    await expect(app.query("create table intruder (id int)")).rejects.toThrow(/permission denied/);
+    expect((await app.query("select count(*)::int as n from outbox")).rows[0]).toEqual({ n: 0 });
+    await app.end();
+  });
+});

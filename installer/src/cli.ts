@@ -1,0 +1,320 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { accessSync, constants, existsSync, mkdirSync, statfsSync, writeFileSync, chmodSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Argument, Command, Option } from "commander";
+import pg from "pg";
+import { stringify as toYaml } from "yaml";
+import { connect } from "@nats-io/transport-node";
+import {
+  ConfigError,
+  configFilePath,
+  findNatsServer,
+  loadConfig,
+  natsServerVersion,
+  openOwnerDatabase,
+  redactConfig,
+  runMigrations,
+  silentLogger,
+  VERSION,
+  type Config,
+  type MigrateAction,
+} from "@worksynapse/core";
+
+const CORE_MAIN = fileURLToPath(import.meta.resolve("@worksynapse/core")).replace(/index\.js$/, "main.js");
+
+/** One line of `doctor`'s table. */
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+function config(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+/** Renders rows as an aligned plain-text table. */
+export function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+}
+
+const portFree = (host: string, port: number) =>
+  new Promise<boolean>((resolve) => {
+    const srv = net.createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+
+/** Runs every installation check; nothing is changed. */
+export async function doctor(cfg: Config): Promise<Check[]> {
+  const checks: Check[] = [];
+  const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
+  checks.push({
+    name: "Node.js",
+    ok: major > 20 || (major === 20 && minor >= 19),
+    detail: `${process.versions.node} (need 20.19 or newer)`,
+  });
+
+  try {
+    mkdirSync(cfg.dataDir, { recursive: true });
+    accessSync(cfg.dataDir, constants.W_OK);
+    checks.push({ name: "Data directory", ok: true, detail: `${cfg.dataDir} is writable` });
+  } catch (err) {
+    checks.push({ name: "Data directory", ok: false, detail: `${cfg.dataDir}: ${(err as Error).message}` });
+  }
+  try {
+    const fs = statfsSync(existsSync(cfg.dataDir) ? cfg.dataDir : ".");
+    const freeGiB = (fs.bavail * fs.bsize) / 2 ** 30;
+    checks.push({ name: "Free disk", ok: freeGiB >= 2, detail: `${freeGiB.toFixed(1)} GiB free (need 2 GiB)` });
+  } catch (err) {
+    checks.push({ name: "Free disk", ok: false, detail: (err as Error).message });
+  }
+
+  if (cfg.database.url) {
+    const client = new pg.Client({ connectionString: cfg.database.url, connectionTimeoutMillis: 5000 });
+    try {
+      await client.connect();
+      const v = await client.query("show server_version");
+      const version = String((v.rows[0] as { server_version: string }).server_version);
+      const ok = Number(version.split(".")[0]) >= 14;
+      checks.push({ name: "Database", ok, detail: `PostgreSQL ${version}${ok ? "" : " (need 14 or newer)"}` });
+    } catch (err) {
+      checks.push({ name: "Database", ok: false, detail: `cannot connect: ${(err as Error).message}` });
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  } else {
+    checks.push({ name: "Database", ok: true, detail: "embedded PGlite in the data directory (single node only)" });
+  }
+
+  if (cfg.nats.url) {
+    try {
+      const nc = await connect({ servers: cfg.nats.url, token: cfg.nats.token, timeout: 5000, maxReconnectAttempts: 0 });
+      const info = nc.info;
+      await nc.close();
+      const js = info?.jetstream === true;
+      checks.push({
+        name: "Bus",
+        ok: js,
+        detail: `NATS ${info?.version ?? "?"} at ${cfg.nats.url}${js ? " with JetStream" : " WITHOUT JetStream (enable -js)"}`,
+      });
+    } catch (err) {
+      checks.push({ name: "Bus", ok: false, detail: `cannot connect to ${cfg.nats.url}: ${(err as Error).message}` });
+    }
+  } else {
+    const bin = findNatsServer(cfg.nats.serverBin);
+    checks.push(
+      bin
+        ? { name: "Bus", ok: true, detail: `local nats-server ${natsServerVersion(bin)} at ${bin}` }
+        : { name: "Bus", ok: false, detail: "no nats-server binary: apt-get install nats-server, or set NATS_URL" },
+    );
+  }
+
+  if (cfg.roles.includes("web")) {
+    const free = await portFree(cfg.http.host, cfg.http.port);
+    checks.push({
+      name: "HTTP port",
+      ok: free,
+      detail: `${cfg.http.host}:${cfg.http.port} ${free ? "is free" : "is in use (set WORKSYNAPSE_HTTP_PORT)"}`,
+    });
+  }
+  return checks;
+}
+
+function writeSecret(file: string, value: string): void {
+  writeFileSync(file, value + "\n", { mode: 0o600 });
+  chmodSync(file, 0o600);
+}
+
+/** Creates the data directory, a config file and generated secrets (mode 0600); never prints a secret. */
+export function init(dataDir: string, out: (s: string) => void): void {
+  const dir = path.resolve(dataDir);
+  const secrets = path.join(dir, "secrets");
+  mkdirSync(secrets, { recursive: true, mode: 0o700 });
+  chmodSync(secrets, 0o700);
+  const keyFile = path.join(secrets, "master.key");
+  if (existsSync(keyFile)) out(`kept      ${keyFile} (already there)`);
+  else {
+    writeSecret(keyFile, randomBytes(48).toString("base64url"));
+    out(`created   ${keyFile} (mode 0600)`);
+  }
+  const configFile = path.join(dir, "config.yaml");
+  if (existsSync(configFile)) out(`kept      ${configFile} (already there)`);
+  else {
+    const body = [
+      "# WorkSynapse configuration. Every setting and its variable: docs/configuration.md",
+      "# Secrets belong in files referenced by *_FILE variables, not here.",
+      toYaml({ http: { port: 8080 }, log: { level: "info" } }).trim(),
+      "# database:",
+      "#   url: postgres://worksynapse_app@db-host/worksynapse   # unset: embedded PGlite",
+      "# nats:",
+      "#   url: nats://bus-host:4222                              # unset: local nats-server",
+      "",
+    ].join("\n");
+    writeFileSync(configFile, body, { mode: 0o640 });
+    out(`created   ${configFile}`);
+  }
+  out(`\nNext: WORKSYNAPSE_DATA_DIR=${dir} worksynapse doctor, then worksynapse start.`);
+}
+
+const ident = (s: string) => {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(s)) throw new Error(`not a safe identifier: ${s}`);
+  return s;
+};
+
+/** Creates the owner role, the application role and the database on PostgreSQL, with generated passwords. */
+export async function dbSetup(opts: {
+  adminUrl: string;
+  database: string;
+  owner: string;
+  app: string;
+  dataDir: string;
+  out: (s: string) => void;
+}): Promise<void> {
+  const database = ident(opts.database);
+  const owner = ident(opts.owner);
+  const app = ident(opts.app);
+  const client = new pg.Client({ connectionString: opts.adminUrl });
+  await client.connect();
+  const secrets = path.join(path.resolve(opts.dataDir), "secrets");
+  mkdirSync(secrets, { recursive: true, mode: 0o700 });
+  try {
+    const exists = async (role: string) =>
+      ((await client.query("select 1 from pg_roles where rolname = $1", [role])).rowCount ?? 0) > 0;
+    const passwords: Record<string, string> = {};
+    for (const [role, extra] of [
+      [owner, "login createrole"],
+      [app, "login nobypassrls nosuperuser nocreatedb nocreaterole"],
+    ] as const) {
+      const pw = randomBytes(24).toString("base64url");
+      passwords[role] = pw;
+      const verb = (await exists(role)) ? "alter" : "create";
+      // Passwords cannot be bind parameters in DDL; base64url has no quote characters.
+      await client.query(`${verb} role ${role} with ${extra} password '${pw}'`);
+      opts.out(`${verb === "create" ? "created" : "updated"}   role ${role}`);
+    }
+    await client.query(`grant ${app} to ${owner}`);
+    const db = await client.query("select 1 from pg_database where datname = $1", [database]);
+    if (db.rowCount === 0) {
+      await client.query(`create database ${database} owner ${owner}`);
+      opts.out(`created   database ${database} owned by ${owner}`);
+    }
+    const base = new URL(opts.adminUrl);
+    const urlFor = (role: string) => {
+      const u = new URL(base.toString());
+      u.username = role;
+      u.password = passwords[role] as string;
+      u.pathname = `/${database}`;
+      return u.toString();
+    };
+    writeSecret(path.join(secrets, "database-owner.url"), urlFor(owner));
+    writeSecret(path.join(secrets, "database.url"), urlFor(app));
+    opts.out(`wrote     ${path.join(secrets, "database-owner.url")} and database.url (mode 0600)`);
+    opts.out(
+      `\nSet DATABASE_URL_FILE=${path.join(secrets, "database.url")} and ` +
+        `DATABASE_OWNER_URL_FILE=${path.join(secrets, "database-owner.url")}, then run worksynapse migrate up.`,
+    );
+  } finally {
+    await client.end();
+  }
+  // The public schema of the new database belongs to the owner; nobody else may create objects in it.
+  const dbClient = new pg.Client({ connectionString: Object.assign(new URL(opts.adminUrl), { pathname: `/${database}` }).toString() });
+  await dbClient.connect();
+  try {
+    await dbClient.query(`alter schema public owner to ${owner}`);
+    await dbClient.query("revoke create on schema public from public");
+  } finally {
+    await dbClient.end();
+  }
+}
+
+/** Builds the `worksynapse` command. */
+export function program(): Command {
+  const cmd = new Command("worksynapse").description("Install and run WorkSynapse").version(VERSION);
+  const out = (s: string) => process.stdout.write(s + "\n");
+
+  cmd
+    .command("doctor")
+    .description("check this machine and the configuration; exits 1 when a check fails")
+    .option("--json", "print JSON")
+    .action(async (o: { json?: boolean }) => {
+      const checks = await doctor(config());
+      if (o.json) out(JSON.stringify(checks, null, 2));
+      else out(table([["CHECK", "RESULT", "DETAIL"], ...checks.map((c) => [c.name, c.ok ? "pass" : "FAIL", c.detail])]));
+      process.exitCode = checks.every((c) => c.ok) ? 0 : 1;
+    });
+
+  cmd
+    .command("init")
+    .description("create the data directory, a config file and secrets")
+    .option("--data-dir <dir>", "data directory", process.env.WORKSYNAPSE_DATA_DIR ?? "./data")
+    .action((o: { dataDir: string }) => init(o.dataDir, out));
+
+  cmd
+    .command("migrate")
+    .description("database migrations, run as the owner role")
+    .addArgument(
+      new Argument("[action]", "up (all pending), down (the last one), status")
+        .choices(["up", "down", "status"])
+        .default("status"),
+    )
+    .action(async (action: "up" | "down" | "status") => {
+      const cfg = config();
+      const owner = openOwnerDatabase(cfg);
+      try {
+        const map: Record<string, MigrateAction> = { up: "latest", down: "down", status: "status" };
+        const list = await runMigrations(owner.knex, cfg.database.appRole, map[action] as MigrateAction, silentLogger());
+        out(table([["MIGRATION", "STATE"], ...list.map((m) => [m.name, m.applied ? "applied" : "pending"])]));
+      } finally {
+        await owner.close();
+      }
+    });
+
+  cmd
+    .command("start")
+    .description("start the server (same as node core/dist/src/main.js)")
+    .addOption(new Option("--roles <roles>", "web, worker or web,worker"))
+    .action((o: { roles?: string }) => {
+      const child = spawn(process.execPath, [CORE_MAIN, ...(o.roles ? ["--roles", o.roles] : [])], { stdio: "inherit" });
+      for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => child.kill(sig));
+      child.on("exit", (code) => process.exit(code ?? 1));
+    });
+
+  const configCmd = cmd.command("config").description("configuration");
+  configCmd
+    .command("print")
+    .description("print the effective configuration with secrets redacted")
+    .option("--json", "print JSON")
+    .action((o: { json?: boolean }) => {
+      const redacted = redactConfig(config());
+      out(`# from ${configFilePath()} and the environment`);
+      out(o.json ? JSON.stringify(redacted, null, 2) : toYaml(redacted).trim());
+    });
+
+  const dbCmd = cmd.command("db").description("database administration");
+  dbCmd
+    .command("setup")
+    .description("create the owner and application roles and the database on PostgreSQL")
+    .requiredOption("--admin-url <url>", "URL of a PostgreSQL superuser (used once, not stored)")
+    .option("--database <name>", "database name", "worksynapse")
+    .option("--owner-role <name>", "owner role (runs migrations)", "worksynapse_owner")
+    .option("--app-role <name>", "application role (the server)", "worksynapse_app")
+    .option("--data-dir <dir>", "where the generated URLs are written", process.env.WORKSYNAPSE_DATA_DIR ?? "./data")
+    .action(async (o: { adminUrl: string; database: string; ownerRole: string; appRole: string; dataDir: string }) => {
+      await dbSetup({ adminUrl: o.adminUrl, database: o.database, owner: o.ownerRole, app: o.appRole, dataDir: o.dataDir, out });
+    });
+
+  return cmd;
+}
