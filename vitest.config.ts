@@ -7,7 +7,12 @@ export default defineConfig({
       {
         test: {
           name: "integration",
-          include: ["core/src/**/*.test.ts", "installer/src/**/*.test.ts", "tests/integration/**/*.test.ts"],
+          include: [
+            "core/src/**/*.test.ts",
+            "installer/src/**/*.test.ts",
+            "plugins/*/src/**/*.test.ts",
+            "tests/integration/**/*.test.ts",
+          ],
           globalSetup: ["tests/support/global-setup.ts"],
           testTimeout: 60_000,
           hookTimeout: 60_000,

@@ -47,7 +47,8 @@ export function buildApp(deps: AppDeps): BuiltApp {
       await next();
     } finally {
       const ms = Math.round((performance.now() - start) * 10) / 10;
-      if (ctx.status >= 500) reqLog.error({ method: ctx.method, path: ctx.path, status: ctx.status, ms }, "request");
+      if (ctx.status >= 500)
+        reqLog.error({ method: ctx.method, path: ctx.path, status: ctx.status, ms }, "request");
       else reqLog.debug({ method: ctx.method, path: ctx.path, status: ctx.status, ms }, "request");
     }
   });

@@ -8,6 +8,13 @@ export { findNatsServer, natsServerVersion } from "./platform/bus/local-server.j
 export { buildApp } from "./app.js";
 export { startServer, type RunningServer } from "./server.js";
 export { VERSION } from "./platform/paths.js";
-export { connectBus, claimJob, databaseDeadLetters, type Bus, type Job, type Worker } from "./platform/bus/bus.js";
+export {
+  connectBus,
+  claimJob,
+  databaseDeadLetters,
+  type Bus,
+  type Job,
+  type Worker,
+} from "./platform/bus/bus.js";
 export { defineQueue, defineEvent, type QueueDef, type EventDef } from "./platform/bus/topology.js";
 export { Outbox, OutboxRelay } from "./platform/bus/outbox.js";

@@ -18,7 +18,10 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const log = createLogger({ level: config.log.level, pretty: config.log.pretty ?? config.env === "development" });
+  const log = createLogger({
+    level: config.log.level,
+    pretty: config.log.pretty ?? config.env === "development",
+  });
   let server;
   try {
     server = await startServer(config, log);

@@ -31,7 +31,11 @@ export interface StartOptions {
 }
 
 /** Starts the roles of this process: database, bus, then the web server and/or workers. */
-export async function startServer(config: Config, log: Logger, opts: StartOptions = {}): Promise<RunningServer> {
+export async function startServer(
+  config: Config,
+  log: Logger,
+  opts: StartOptions = {},
+): Promise<RunningServer> {
   const db = await openDatabase(config, { migrate: config.database.migrateOnStart, log });
   let localNats: LocalNats | undefined;
   let bus: Bus;

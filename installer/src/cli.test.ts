@@ -71,12 +71,15 @@ describe("worksynapse migrate", () => {
     const db: TestDatabase = await createTestDatabase("cli");
     cleanup.push(db.drop);
     const env = { ...process.env, WORKSYNAPSE_DATA_DIR: tmp(), DATABASE_URL: db.url };
-    const status = async (action: string) => (await run(process.execPath, [BIN, "migrate", action], { env })).stdout;
+    const status = async (action: string) =>
+      (await run(process.execPath, [BIN, "migrate", action], { env })).stdout;
     expect(await status("status")).toMatch(/platform_bus\s+pending/);
     expect(await status("up")).toMatch(/platform_bus\s+applied/);
     expect(await status("down")).toMatch(/platform_bus\s+pending/);
     expect(await status("up")).toMatch(/platform_bus\s+applied/);
-    const bad = (await run(process.execPath, [BIN, "migrate", "sideways"], { env }).catch((e: unknown) => e)) as {
+    const bad = (await run(process.execPath, [BIN, "migrate", "sideways"], { env }).catch(
+      (e: unknown) => e,
+    )) as {
       code: number;
       stderr: string;
     };
@@ -103,10 +106,16 @@ describe("worksynapse db setup", () => {
     const appUrl = readFileSync(path.join(dataDir, "secrets", "database.url"), "utf8").trim();
     expect(statSync(path.join(dataDir, "secrets", "database.url")).mode & 0o777).toBe(0o600);
     expect(out.join("\n")).not.toContain(new URL(appUrl).password);
-    const roles = await admin.query("select rolname, rolsuper, rolbypassrls, rolcanlogin from pg_roles where rolname = $1", [
-      names.app,
-    ]);
-    expect(roles.rows[0]).toEqual({ rolname: names.app, rolsuper: false, rolbypassrls: false, rolcanlogin: true });
+    const roles = await admin.query(
+      "select rolname, rolsuper, rolbypassrls, rolcanlogin from pg_roles where rolname = $1",
+      [names.app],
+    );
+    expect(roles.rows[0]).toEqual({
+      rolname: names.app,
+      rolsuper: false,
+      rolbypassrls: false,
+      rolcanlogin: true,
+    });
     // Migrate as the owner, then the server connects as the app role with its own password.
     const env = {
       ...process.env,

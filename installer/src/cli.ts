@@ -47,7 +47,14 @@ function config(): Config {
 /** Renders rows as an aligned plain-text table. */
 export function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
 }
 
 const portFree = (host: string, port: number) =>
@@ -77,7 +84,11 @@ export async function doctor(cfg: Config): Promise<Check[]> {
   try {
     const fs = statfsSync(existsSync(cfg.dataDir) ? cfg.dataDir : ".");
     const freeGiB = (fs.bavail * fs.bsize) / 2 ** 30;
-    checks.push({ name: "Free disk", ok: freeGiB >= 2, detail: `${freeGiB.toFixed(1)} GiB free (need 2 GiB)` });
+    checks.push({
+      name: "Free disk",
+      ok: freeGiB >= 2,
+      detail: `${freeGiB.toFixed(1)} GiB free (need 2 GiB)`,
+    });
   } catch (err) {
     checks.push({ name: "Free disk", ok: false, detail: (err as Error).message });
   }
@@ -89,19 +100,32 @@ export async function doctor(cfg: Config): Promise<Check[]> {
       const v = await client.query("show server_version");
       const version = String((v.rows[0] as { server_version: string }).server_version);
       const ok = Number(version.split(".")[0]) >= 14;
-      checks.push({ name: "Database", ok, detail: `PostgreSQL ${version}${ok ? "" : " (need 14 or newer)"}` });
+      checks.push({
+        name: "Database",
+        ok,
+        detail: `PostgreSQL ${version}${ok ? "" : " (need 14 or newer)"}`,
+      });
     } catch (err) {
       checks.push({ name: "Database", ok: false, detail: `cannot connect: ${(err as Error).message}` });
     } finally {
       await client.end().catch(() => undefined);
     }
   } else {
-    checks.push({ name: "Database", ok: true, detail: "embedded PGlite in the data directory (single node only)" });
+    checks.push({
+      name: "Database",
+      ok: true,
+      detail: "embedded PGlite in the data directory (single node only)",
+    });
   }
 
   if (cfg.nats.url) {
     try {
-      const nc = await connect({ servers: cfg.nats.url, token: cfg.nats.token, timeout: 5000, maxReconnectAttempts: 0 });
+      const nc = await connect({
+        servers: cfg.nats.url,
+        token: cfg.nats.token,
+        timeout: 5000,
+        maxReconnectAttempts: 0,
+      });
       const info = nc.info;
       await nc.close();
       const js = info?.jetstream === true;
@@ -111,14 +135,22 @@ export async function doctor(cfg: Config): Promise<Check[]> {
         detail: `NATS ${info?.version ?? "?"} at ${cfg.nats.url}${js ? " with JetStream" : " WITHOUT JetStream (enable -js)"}`,
       });
     } catch (err) {
-      checks.push({ name: "Bus", ok: false, detail: `cannot connect to ${cfg.nats.url}: ${(err as Error).message}` });
+      checks.push({
+        name: "Bus",
+        ok: false,
+        detail: `cannot connect to ${cfg.nats.url}: ${(err as Error).message}`,
+      });
     }
   } else {
     const bin = findNatsServer(cfg.nats.serverBin);
     checks.push(
       bin
         ? { name: "Bus", ok: true, detail: `local nats-server ${natsServerVersion(bin)} at ${bin}` }
-        : { name: "Bus", ok: false, detail: "no nats-server binary: apt-get install nats-server, or set NATS_URL" },
+        : {
+            name: "Bus",
+            ok: false,
+            detail: "no nats-server binary: apt-get install nats-server, or set NATS_URL",
+          },
     );
   }
 
@@ -230,7 +262,9 @@ export async function dbSetup(opts: {
     await client.end();
   }
   // The public schema of the new database belongs to the owner; nobody else may create objects in it.
-  const dbClient = new pg.Client({ connectionString: Object.assign(new URL(opts.adminUrl), { pathname: `/${database}` }).toString() });
+  const dbClient = new pg.Client({
+    connectionString: Object.assign(new URL(opts.adminUrl), { pathname: `/${database}` }).toString(),
+  });
   await dbClient.connect();
   try {
     await dbClient.query(`alter schema public owner to ${owner}`);
@@ -252,7 +286,13 @@ export function program(): Command {
     .action(async (o: { json?: boolean }) => {
       const checks = await doctor(config());
       if (o.json) out(JSON.stringify(checks, null, 2));
-      else out(table([["CHECK", "RESULT", "DETAIL"], ...checks.map((c) => [c.name, c.ok ? "pass" : "FAIL", c.detail])]));
+      else
+        out(
+          table([
+            ["CHECK", "RESULT", "DETAIL"],
+            ...checks.map((c) => [c.name, c.ok ? "pass" : "FAIL", c.detail]),
+          ]),
+        );
       process.exitCode = checks.every((c) => c.ok) ? 0 : 1;
     });
 
@@ -275,7 +315,12 @@ export function program(): Command {
       const owner = openOwnerDatabase(cfg);
       try {
         const map: Record<string, MigrateAction> = { up: "latest", down: "down", status: "status" };
-        const list = await runMigrations(owner.knex, cfg.database.appRole, map[action] as MigrateAction, silentLogger());
+        const list = await runMigrations(
+          owner.knex,
+          cfg.database.appRole,
+          map[action] as MigrateAction,
+          silentLogger(),
+        );
         out(table([["MIGRATION", "STATE"], ...list.map((m) => [m.name, m.applied ? "applied" : "pending"])]));
       } finally {
         await owner.close();
@@ -287,7 +332,9 @@ export function program(): Command {
     .description("start the server (same as node core/dist/src/main.js)")
     .addOption(new Option("--roles <roles>", "web, worker or web,worker"))
     .action((o: { roles?: string }) => {
-      const child = spawn(process.execPath, [CORE_MAIN, ...(o.roles ? ["--roles", o.roles] : [])], { stdio: "inherit" });
+      const child = spawn(process.execPath, [CORE_MAIN, ...(o.roles ? ["--roles", o.roles] : [])], {
+        stdio: "inherit",
+      });
       for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => child.kill(sig));
       child.on("exit", (code) => process.exit(code ?? 1));
     });
@@ -311,10 +358,29 @@ export function program(): Command {
     .option("--database <name>", "database name", "worksynapse")
     .option("--owner-role <name>", "owner role (runs migrations)", "worksynapse_owner")
     .option("--app-role <name>", "application role (the server)", "worksynapse_app")
-    .option("--data-dir <dir>", "where the generated URLs are written", process.env.WORKSYNAPSE_DATA_DIR ?? "./data")
-    .action(async (o: { adminUrl: string; database: string; ownerRole: string; appRole: string; dataDir: string }) => {
-      await dbSetup({ adminUrl: o.adminUrl, database: o.database, owner: o.ownerRole, app: o.appRole, dataDir: o.dataDir, out });
-    });
+    .option(
+      "--data-dir <dir>",
+      "where the generated URLs are written",
+      process.env.WORKSYNAPSE_DATA_DIR ?? "./data",
+    )
+    .action(
+      async (o: {
+        adminUrl: string;
+        database: string;
+        ownerRole: string;
+        appRole: string;
+        dataDir: string;
+      }) => {
+        await dbSetup({
+          adminUrl: o.adminUrl,
+          database: o.database,
+          owner: o.ownerRole,
+          app: o.appRole,
+          dataDir: o.dataDir,
+          out,
+        });
+      },
+    );
 
   return cmd;
 }

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import AxeBuilder from "@axe-core/playwright";
+import { AxeBuilder } from "@axe-core/playwright";
 import type { Browser } from "playwright-core";
 import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
 import { launchBrowser, watchPage } from "../support/browser.js";
@@ -37,7 +37,9 @@ describe("the served web UI", () => {
     await expect(page.getByRole("heading", { name: "Sign in" }).isVisible()).resolves.toBe(true);
     await expect(page.getByText("Version 0.1.0").isVisible()).resolves.toBe(true);
     await page.getByRole("button", { name: "Sign in" }).click();
-    await expect(page.getByRole("alert").textContent()).resolves.toContain("Enter your username and password");
+    await expect(page.getByRole("alert").textContent()).resolves.toContain(
+      "Enter your username and password",
+    );
     await page.screenshot({ path: `${SHOTS}login.png`, fullPage: true });
     const axe = await new AxeBuilder({ page }).analyze();
     expect(axe.violations.map((v) => `${v.id}: ${v.help}`)).toEqual([]);
@@ -50,10 +52,20 @@ describe("the served web UI", () => {
     const page = await (await browser.newContext()).newPage();
     const watch = watchPage(page);
     await page.goto(`${url}/`, { waitUntil: "networkidle" });
-    await expect(page.getByRole("heading", { name: "Welcome to WorkSynapse" }).isVisible()).resolves.toBe(true);
+    await expect(page.getByRole("heading", { name: "Welcome to WorkSynapse" }).isVisible()).resolves.toBe(
+      true,
+    );
     const nav = page.getByRole("navigation", { name: "Main navigation" });
     const modules = ["Assistant", "Knowledge base", "Projects", "Chat", "Notes", "Calendar", "Workflows"];
-    for (const name of [...modules, "Integrations", "Productivity", "Analytics", "Organization", "AI models", "Audit log"]) {
+    for (const name of [
+      ...modules,
+      "Integrations",
+      "Productivity",
+      "Analytics",
+      "Organization",
+      "AI models",
+      "Audit log",
+    ]) {
       await expect(nav.getByRole("link", { name, exact: true }).count(), name).resolves.toBe(1);
     }
     // The first Tab reaches the skip link; Enter on a nav link opens the module.
@@ -63,7 +75,9 @@ describe("the served web UI", () => {
     await page.keyboard.press("Enter");
     await page.waitForURL(`${url}/projects`);
     await expect(page.getByRole("heading", { name: "Nothing here yet" }).isVisible()).resolves.toBe(true);
-    await expect(nav.getByRole("link", { name: "Projects" }).getAttribute("aria-current")).resolves.toBe("page");
+    await expect(nav.getByRole("link", { name: "Projects" }).getAttribute("aria-current")).resolves.toBe(
+      "page",
+    );
 
     await page.getByLabel("Theme").selectOption("dark");
     await expect(page.evaluate(() => document.documentElement.dataset.theme)).resolves.toBe("dark");
@@ -75,7 +89,9 @@ describe("the served web UI", () => {
 
     const missing = await page.goto(`${url}/no-such-module`, { waitUntil: "networkidle" });
     expect(missing?.status()).toBe(200); // the SPA shell answers; the router shows the not-found page
-    await expect(page.getByRole("heading", { name: "This page does not exist." }).isVisible()).resolves.toBe(true);
+    await expect(page.getByRole("heading", { name: "This page does not exist." }).isVisible()).resolves.toBe(
+      true,
+    );
     expect(watch.consoleErrors).toEqual([]);
     expect(watch.foreignRequests).toEqual([]);
     await page.close();

@@ -26,7 +26,13 @@ const children: ChildProcess[] = [];
 
 function startWorker(): Promise<ChildProcess> {
   const child = fork(WORKER, [], {
-    env: { ...process.env, DATABASE_URL: pg.url, NATS_URL, WORKSYNAPSE_NATS_PREFIX: prefix, WORKSYNAPSE_DATA_DIR: "/tmp" },
+    env: {
+      ...process.env,
+      DATABASE_URL: pg.url,
+      NATS_URL,
+      WORKSYNAPSE_NATS_PREFIX: prefix,
+      WORKSYNAPSE_DATA_DIR: "/tmp",
+    },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   children.push(child);
@@ -101,10 +107,9 @@ describe("a worker killed with SIGKILL while working", () => {
 
     expect(atFirstKill).toBeLessThan(JOBS);
     expect(atSecondKill).toBeLessThan(JOBS);
-    const totals = await db.knex("crash_results").select(
-      db.knex.raw("count(*)::int as rows"),
-      db.knex.raw("count(distinct n)::int as distinct_jobs"),
-    );
+    const totals = await db
+      .knex("crash_results")
+      .select(db.knex.raw("count(*)::int as rows"), db.knex.raw("count(distinct n)::int as distinct_jobs"));
     expect(totals[0]).toEqual({ rows: JOBS, distinct_jobs: JOBS });
     const stream = await jsm.streams.info(`${prefix}_JOBS`);
     expect(stream.state.messages).toBe(0);

@@ -97,7 +97,10 @@ describe("the core process", () => {
   });
 
   it("runs the worker role alone without an HTTP server", async () => {
-    const p = spawnCore({ DATABASE_URL: pg.url, NATS_URL, WORKSYNAPSE_NATS_PREFIX: "proctest2" }, ["--roles", "worker"]);
+    const p = spawnCore({ DATABASE_URL: pg.url, NATS_URL, WORKSYNAPSE_NATS_PREFIX: "proctest2" }, [
+      "--roles",
+      "worker",
+    ]);
     const deadline = Date.now() + 30000;
     while (!p.lines.some((l) => l.includes('"msg":"started"')) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));

@@ -34,7 +34,10 @@ export function watchPage(page: Page): PageWatch {
   page.on("pageerror", (e) => w.consoleErrors.push(e.message));
   page.on("request", (r) => {
     const u = new URL(r.url());
-    if ((u.protocol === "http:" || u.protocol === "https:" || u.protocol === "ws:") && !LOCAL.has(u.hostname)) {
+    if (
+      (u.protocol === "http:" || u.protocol === "https:" || u.protocol === "ws:") &&
+      !LOCAL.has(u.hostname)
+    ) {
       w.foreignRequests.push(r.url());
     }
   });

@@ -2,7 +2,8 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import { loadConfig, type Config } from "../../core/src/config/load.js";
+import { loadConfig } from "../../core/src/config/load.js";
+import type { Config } from "../../core/src/config/schema.js";
 import { NATS_URL } from "./env.js";
 
 /** A config for tests: a temp data dir, loopback HTTP on a free port, a unique bus prefix. */

@@ -19,10 +19,17 @@ export interface CoreProcess {
 export function spawnCore(env: Record<string, string | undefined> = {}, args: string[] = []): CoreProcess {
   const dataDir = env.WORKSYNAPSE_DATA_DIR ?? mkdtempSync(path.join(tmpdir(), "ws-proc-"));
   const cleanEnv = { ...process.env };
-  for (const k of Object.keys(cleanEnv)) if (k.startsWith("WORKSYNAPSE_") || k === "DATABASE_URL" || k === "NATS_URL") delete cleanEnv[k];
+  for (const k of Object.keys(cleanEnv))
+    if (k.startsWith("WORKSYNAPSE_") || k === "DATABASE_URL" || k === "NATS_URL") delete cleanEnv[k];
   delete cleanEnv.NODE_ENV;
   const child = spawn(process.execPath, [MAIN, ...args], {
-    env: { ...cleanEnv, WORKSYNAPSE_HTTP_HOST: "127.0.0.1", WORKSYNAPSE_HTTP_PORT: "0", WORKSYNAPSE_DATA_DIR: dataDir, ...env },
+    env: {
+      ...cleanEnv,
+      WORKSYNAPSE_HTTP_HOST: "127.0.0.1",
+      WORKSYNAPSE_HTTP_PORT: "0",
+      WORKSYNAPSE_DATA_DIR: dataDir,
+      ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: string[] = [];

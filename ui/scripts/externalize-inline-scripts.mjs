@@ -17,7 +17,8 @@ for (const file of readdirSync(dir).filter((f) => f.endsWith(".html"))) {
     moved += 1;
     return `<script src="/_app/immutable/boot/${hash}.js"></script>`;
   });
-  if (/<script>|\sstyle="|\son[a-z]+="/.test(html)) throw new Error(`${file} still has inline script or style`);
+  if (/<script>|\sstyle="|\son[a-z]+="/.test(html))
+    throw new Error(`${file} still has inline script or style`);
   writeFileSync(full, html);
 }
 console.log(`externalized ${moved} inline script(s)`);

@@ -20,7 +20,10 @@ describe("config", () => {
 
   it("reads the YAML file, and environment variables override it", () => {
     const dir = tmp();
-    writeFileSync(path.join(dir, "config.yaml"), "http:\n  port: 9000\n  bodyLimit: 2mb\nlog:\n  level: debug\n");
+    writeFileSync(
+      path.join(dir, "config.yaml"),
+      "http:\n  port: 9000\n  bodyLimit: 2mb\nlog:\n  level: debug\n",
+    );
     const c = loadConfig({ env: { WORKSYNAPSE_DATA_DIR: dir, WORKSYNAPSE_HTTP_PORT: "9100" } });
     expect(c.http.port).toBe(9100);
     expect(c.http.bodyLimit).toBe("2mb");
@@ -81,7 +84,9 @@ describe("config", () => {
     const dir = tmp();
     writeFileSync(path.join(dir, "config.yaml"), "http: [unclosed\n");
     expect(() => loadConfig({ env: { WORKSYNAPSE_DATA_DIR: dir } })).toThrow(/config\.yaml/);
-    expect(() => loadConfig({ env: { WORKSYNAPSE_CONFIG: "/nonexistent/ws.yaml" } })).toThrow(/does not exist/);
+    expect(() => loadConfig({ env: { WORKSYNAPSE_CONFIG: "/nonexistent/ws.yaml" } })).toThrow(
+      /does not exist/,
+    );
   });
 
   it("documents every setting: docs/configuration.md matches the schema", () => {

@@ -109,9 +109,7 @@ function readSecretFile(file: string, name: string, problems: string[]): string 
 
 /** Where the config file is looked for: WORKSYNAPSE_CONFIG, else <dataDir>/config.yaml. */
 export function configFilePath(env: NodeJS.ProcessEnv = process.env): string {
-  return (
-    env.WORKSYNAPSE_CONFIG ?? path.join(env.WORKSYNAPSE_DATA_DIR ?? "./data", "config.yaml")
-  );
+  return env.WORKSYNAPSE_CONFIG ?? path.join(env.WORKSYNAPSE_DATA_DIR ?? "./data", "config.yaml");
 }
 
 export interface LoadOptions {
@@ -144,9 +142,19 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     for (const name of [s.env, ...s.aliases]) {
       let value: string | undefined = env[name];
       const fileVar = env[`${name}_FILE`];
-      if (value === undefined && fileVar !== undefined) value = readSecretFile(fileVar, `${name}_FILE`, problems);
+      if (value === undefined && fileVar !== undefined)
+        value = readSecretFile(fileVar, `${name}_FILE`, problems);
       if (value === undefined || value === "") continue;
-      setPath(raw, s.path, s.isArray ? value.split(",").map((v) => v.trim()).filter(Boolean) : value);
+      setPath(
+        raw,
+        s.path,
+        s.isArray
+          ? value
+              .split(",")
+              .map((v) => v.trim())
+              .filter(Boolean)
+          : value,
+      );
       break;
     }
   }

@@ -60,8 +60,14 @@ export const configSchema = z.object({
     .default({ level: "info" }),
   database: z
     .object({
-      url: secret(z.string().optional(), "PostgreSQL URL the server uses (the application role). Unset: embedded PGlite in the data directory. Env: DATABASE_URL."),
-      ownerUrl: secret(z.string().optional(), "PostgreSQL URL of the owner role that runs migrations; defaults to database.url. Env: DATABASE_OWNER_URL."),
+      url: secret(
+        z.string().optional(),
+        "PostgreSQL URL the server uses (the application role). Unset: embedded PGlite in the data directory. Env: DATABASE_URL.",
+      ),
+      ownerUrl: secret(
+        z.string().optional(),
+        "PostgreSQL URL of the owner role that runs migrations; defaults to database.url. Env: DATABASE_OWNER_URL.",
+      ),
       appRole: z
         .string()
         .regex(/^[a-z_][a-z0-9_]*$/)
@@ -70,7 +76,9 @@ export const configSchema = z.object({
       poolMax: z.coerce.number().int().min(1).default(10).describe("Largest PostgreSQL connection pool."),
       migrateOnStart: bool
         .default(true)
-        .describe("Apply pending migrations at start (as the owner role); off when migrations are run by the installer."),
+        .describe(
+          "Apply pending migrations at start (as the owner role); off when migrations are run by the installer.",
+        ),
     })
     .default({ appRole: "worksynapse_app", poolMax: 10, migrateOnStart: true }),
   nats: z
@@ -93,7 +101,10 @@ export const configSchema = z.object({
     .default({ prefix: "ws" }),
   secrets: z
     .object({
-      masterKey: secret(z.string().min(32).optional(), "Key that encrypts stored credentials. `worksynapse init` writes it to secrets/master.key."),
+      masterKey: secret(
+        z.string().min(32).optional(),
+        "Key that encrypts stored credentials. `worksynapse init` writes it to secrets/master.key.",
+      ),
     })
     .default({}),
 });

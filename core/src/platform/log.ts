@@ -38,7 +38,8 @@ export function createLogger(opts: LogOptions = {}): Logger {
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   if (opts.destination) return pino(base, opts.destination);
-  if (opts.pretty) return pino({ ...base, transport: { target: "pino-pretty", options: { colorize: true } } });
+  if (opts.pretty)
+    return pino({ ...base, transport: { target: "pino-pretty", options: { colorize: true } } });
   return pino(base);
 }
 

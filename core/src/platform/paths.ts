@@ -6,7 +6,10 @@ function findRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const pkg = path.join(dir, "package.json");
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, "utf8")) as { name?: string }).name === "@worksynapse/core") {
+    if (
+      existsSync(pkg) &&
+      (JSON.parse(readFileSync(pkg, "utf8")) as { name?: string }).name === "@worksynapse/core"
+    ) {
       return dir;
     }
     const parent = path.dirname(dir);
@@ -22,5 +25,6 @@ export const ASSETS_DIR = path.join(CORE_ROOT, "assets");
 /** The built web UI, by default. */
 export const DEFAULT_UI_DIR = path.resolve(CORE_ROOT, "..", "ui", "build");
 /** Version of this build. */
-export const VERSION = (JSON.parse(readFileSync(path.join(CORE_ROOT, "package.json"), "utf8")) as { version: string })
-  .version;
+export const VERSION = (
+  JSON.parse(readFileSync(path.join(CORE_ROOT, "package.json"), "utf8")) as { version: string }
+).version;

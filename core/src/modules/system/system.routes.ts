@@ -102,4 +102,3 @@ export function registerSystemRoutes(
     else if (file === "index.html" || file === "init.js") await send(ctx, file, { root: DOCS_DIR });
   });
 }
-

@@ -107,7 +107,12 @@ describe("work queues", () => {
     expect(calls).toBe(3);
     const rows = await db.knex("dead_letters").where({ job_id: jobId });
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ queue: "dead", error: "always broken", deliveries: 3, payload: { n: 7 } });
+    expect(rows[0]).toMatchObject({
+      queue: "dead",
+      error: "always broken",
+      deliveries: 3,
+      payload: { n: 7 },
+    });
   });
 
   it("dead-letter a poison message at once without running the handler", async () => {
@@ -164,7 +169,9 @@ describe("outbox", () => {
     const relay = new OutboxRelay(db.knex, bus, log, { pollMs: 100 });
     const got: string[] = [];
     const sub = nc.subscribe(eventSubject(prefix, evt.name), {
-      callback: (_e, m) => got.push((m.json() as { id: string }).id),
+      callback: (_e, m) => {
+        got.push((m.json() as { id: string }).id);
+      },
     });
     relay.start(outbox);
     await db.knex

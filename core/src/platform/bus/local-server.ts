@@ -1,5 +1,14 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, accessSync, constants } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+  accessSync,
+  constants,
+} from "node:fs";
 import path from "node:path";
 import type { Logger } from "../log.js";
 
@@ -71,7 +80,11 @@ function killStale(pidFile: string, log: Logger): void {
 }
 
 /** Starts nats-server bound to loopback with JetStream in <dataDir>/nats, waits until it listens. */
-export async function startLocalNats(opts: { bin?: string; dataDir: string; log: Logger }): Promise<LocalNats> {
+export async function startLocalNats(opts: {
+  bin?: string;
+  dataDir: string;
+  log: Logger;
+}): Promise<LocalNats> {
   const bin = findNatsServer(opts.bin);
   if (!bin) throw new NatsBinaryMissing();
   const version = natsServerVersion(bin);
@@ -118,7 +131,8 @@ export async function startLocalNats(opts: { bin?: string; dataDir: string; log:
   const deadline = Date.now() + 15000;
   let url: string | undefined;
   while (!url) {
-    if (exited !== null) throw new Error(`nats-server exited with ${exited}: ${stderr.trim().split("\n").pop()}`);
+    if (exited !== null)
+      throw new Error(`nats-server exited with ${exited}: ${stderr.trim().split("\n").pop()}`);
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
       throw new Error("nats-server did not start within 15 s");

@@ -12,17 +12,30 @@ export class Outbox {
   constructor(private readonly prefix: string) {}
 
   /** Publishes an event once the transaction commits. */
-  async event<T extends z.ZodType>(trx: Knex.Transaction, def: EventDef<T>, payload: z.infer<T>, msgId = randomUUID()) {
+  async event<T extends z.ZodType>(
+    trx: Knex.Transaction,
+    def: EventDef<T>,
+    payload: z.infer<T>,
+    msgId = randomUUID(),
+  ) {
     await this.add(trx, eventSubject(this.prefix, def.name), def.schema.parse(payload), msgId);
   }
 
   /** Enqueues a job once the transaction commits; the job id dedupes repeated enqueues. */
-  async job<T extends z.ZodType>(trx: Knex.Transaction, def: QueueDef<T>, payload: z.infer<T>, jobId: string) {
+  async job<T extends z.ZodType>(
+    trx: Knex.Transaction,
+    def: QueueDef<T>,
+    payload: z.infer<T>,
+    jobId: string,
+  ) {
     await this.add(trx, jobSubject(this.prefix, def.name), def.schema.parse(payload), jobId);
   }
 
   private async add(trx: Knex.Transaction, subject: string, payload: unknown, msgId: string) {
-    await trx("outbox").insert({ subject, payload: JSON.stringify(payload), msg_id: msgId }).onConflict("msg_id").ignore();
+    await trx("outbox")
+      .insert({ subject, payload: JSON.stringify(payload), msg_id: msgId })
+      .onConflict("msg_id")
+      .ignore();
     // Wake the relay as soon as the row is visible, instead of waiting for its next poll.
     trx.executionPromise.then(() => this.listeners.forEach((l) => l())).catch(() => undefined);
   }

@@ -29,10 +29,13 @@ export async function ensureAppRole(knex: Knex, appRole: string): Promise<void> 
       await knex.raw(`create role ${quoteIdent(appRole)} nologin nobypassrls`);
     } catch (err) {
       // Two processes migrating at once may both try; the role existing is what matters.
-      if ((err as { code?: string }).code !== "42710" && (err as { code?: string }).code !== "23505") throw err;
+      if ((err as { code?: string }).code !== "42710" && (err as { code?: string }).code !== "23505")
+        throw err;
     }
   } else if (row.rolbypassrls || row.rolsuper) {
-    throw new Error(`Database role ${appRole} is a superuser or has BYPASSRLS; the server refuses to run as it.`);
+    throw new Error(
+      `Database role ${appRole} is a superuser or has BYPASSRLS; the server refuses to run as it.`,
+    );
   }
   const member = await knex.raw("select pg_has_role(current_user, ?, 'MEMBER') as ok", [appRole]);
   if (!(member.rows[0] as { ok: boolean }).ok) {
@@ -47,7 +50,9 @@ async function assertSafeRole(knex: Knex): Promise<void> {
   );
   const row = r.rows[0] as { name: string; rolsuper: boolean; rolbypassrls: boolean };
   if (row.rolsuper || row.rolbypassrls) {
-    throw new Error(`The server's database role ${row.name} can bypass row-level security; refusing to start.`);
+    throw new Error(
+      `The server's database role ${row.name} can bypass row-level security; refusing to start.`,
+    );
   }
 }
 
@@ -109,7 +114,11 @@ function openPostgres(url: string, poolMax: number, sessionSql?: string): Knex {
 }
 
 /** Opens a database as its owner, for migrations and installer commands. */
-export function openOwnerDatabase(config: Config): { knex: Knex; kind: "postgres" | "pglite"; close(): Promise<void> } {
+export function openOwnerDatabase(config: Config): {
+  knex: Knex;
+  kind: "postgres" | "pglite";
+  close(): Promise<void>;
+} {
   if (!config.database.url && !config.database.ownerUrl) {
     const { knex, unlock } = openPglite(config);
     return {

@@ -46,10 +46,16 @@ describe("migrations", () => {
         }
       };
       const up = await run("latest");
-      expect(up.every((m) => m.applied), engine).toBe(true);
+      expect(
+        up.every((m) => m.applied),
+        engine,
+      ).toBe(true);
       expect(await tables(cfg), engine).toEqual(["dead_letters", "outbox", "processed_jobs"]);
       const down = await run("rollback-all");
-      expect(down.every((m) => !m.applied), engine).toBe(true);
+      expect(
+        down.every((m) => !m.applied),
+        engine,
+      ).toBe(true);
       expect(await tables(cfg), engine).toEqual([]);
       await run("latest");
       expect(await tables(cfg), engine).toEqual(["dead_letters", "outbox", "processed_jobs"]);
@@ -71,8 +77,12 @@ describe("the server's database role", () => {
         );
         expect(owned.rows[0].n, engine).toBe(0);
         // It may write the outbox but not change the schema.
-        await expect(db.knex.raw("create table intruder (id int)"), engine).rejects.toThrow(/permission denied/);
-        await expect(db.knex.raw("drop table outbox"), engine).rejects.toThrow(/must be owner|permission denied/);
+        await expect(db.knex.raw("create table intruder (id int)"), engine).rejects.toThrow(
+          /permission denied/,
+        );
+        await expect(db.knex.raw("drop table outbox"), engine).rejects.toThrow(
+          /must be owner|permission denied/,
+        );
         await expect(db.knex("dead_letters").delete(), engine).rejects.toThrow(/permission denied/);
       } finally {
         await db.close();

@@ -33,8 +33,7 @@ class FolderSource implements Knex.MigrationSource<string> {
 export async function grantToApp(knex: Knex, table: string, privileges: string): Promise<void> {
   if (!/^[a-z_][a-z0-9_]*$/.test(table) || !/^[A-Z, ]+$/.test(privileges)) throw new Error("bad grant");
   const role = (await knex.raw("select current_setting('worksynapse.app_role', true) as r")).rows[0]?.r as
-    | string
-    | undefined;
+    string | undefined;
   if (!role) throw new Error("worksynapse.app_role is not set; run migrations through runMigrations()");
   await knex.raw(`grant ${privileges} on ${table} to "${role}"`);
   if (privileges.includes("INSERT")) {

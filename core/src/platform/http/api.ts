@@ -60,9 +60,11 @@ export class Api {
   private readonly paths: ZodOpenApiPathsObject = {};
 
   /** Adds a route: validate input with zod, run the handler, present `{ data }` (or the raw body for non-JSON). */
-  route<B extends z.ZodType = z.ZodUnknown, Q extends z.ZodType = z.ZodUnknown, P extends z.ZodType = z.ZodUnknown>(
-    def: RouteDef<B, Q, P>,
-  ): void {
+  route<
+    B extends z.ZodType = z.ZodUnknown,
+    Q extends z.ZodType = z.ZodUnknown,
+    P extends z.ZodType = z.ZodUnknown,
+  >(def: RouteDef<B, Q, P>): void {
     const status = def.status ?? 200;
     this.router[def.method](def.operationId, def.path, async (ctx: Context) => {
       const input = {
@@ -108,7 +110,9 @@ export class Api {
             },
           }
         : {}),
-      ...(def.body ? { requestBody: { required: true, content: { "application/json": { schema: def.body } } } } : {}),
+      ...(def.body
+        ? { requestBody: { required: true, content: { "application/json": { schema: def.body } } } }
+        : {}),
     };
     this.paths[oaPath] = { ...this.paths[oaPath], [def.method]: op };
   }
@@ -117,7 +121,10 @@ export class Api {
   document(info: { title: string; version: string }): oas31.OpenAPIObject {
     return createDocument({
       openapi: "3.1.0",
-      info: { ...info, description: "WorkSynapse API. Every error body is { error: { code, message, details } }." },
+      info: {
+        ...info,
+        description: "WorkSynapse API. Every error body is { error: { code, message, details } }.",
+      },
       paths: this.paths,
     });
   }

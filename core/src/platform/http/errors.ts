@@ -61,7 +61,13 @@ function fromKnown(err: unknown): AppError | undefined {
   if (err instanceof AppError) return err;
   if (err instanceof z.ZodError) return AppError.validation(err);
   if (typeof err !== "object" || err === null) return undefined;
-  const e = err as { status?: number; statusCode?: number; expose?: boolean; type?: string; message?: string };
+  const e = err as {
+    status?: number;
+    statusCode?: number;
+    expose?: boolean;
+    type?: string;
+    message?: string;
+  };
   const status = e.status ?? e.statusCode;
   if (typeof status !== "number" || status < 400 || status >= 500) return undefined;
   const code =
@@ -92,12 +98,17 @@ export function errorMiddleware(onUnexpected: (err: unknown, ctx: Context) => vo
   return async (ctx: Context, next: Next) => {
     try {
       await next();
-      if (ctx.status === 404 && ctx.body === undefined) throw AppError.notFound(`No route for ${ctx.method} ${ctx.path}.`);
+      if (ctx.status === 404 && ctx.body === undefined)
+        throw AppError.notFound(`No route for ${ctx.method} ${ctx.path}.`);
     } catch (err) {
       let appErr = fromKnown(err);
       if (!appErr) {
         onUnexpected(err, ctx);
-        appErr = new AppError(500, "internal", "Something went wrong on our side. The request id identifies it in the logs.");
+        appErr = new AppError(
+          500,
+          "internal",
+          "Something went wrong on our side. The request id identifies it in the logs.",
+        );
       }
       ctx.status = appErr.status;
       if (appErr.headers) ctx.set(appErr.headers);

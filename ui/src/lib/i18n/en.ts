@@ -9,7 +9,8 @@ export const en = {
   "nav.section.ai": "AI",
   "nav.section.admin": "Administration",
   "module.assistant": "Assistant",
-  "module.assistant.desc": "Ask questions, get cited answers from your documents, and let the AI act for you with your approval.",
+  "module.assistant.desc":
+    "Ask questions, get cited answers from your documents, and let the AI act for you with your approval.",
   "module.projects": "Projects",
   "module.projects.desc": "Plan work, break goals into tasks, track deadlines and progress.",
   "module.kb": "Knowledge base",
@@ -35,7 +36,8 @@ export const en = {
   "module.audit": "Audit log",
   "module.audit.desc": "Who did what, when, with tamper-evident records.",
   "empty.title": "Nothing here yet",
-  "empty.body": "This module is not available on this installation yet. It will appear here when it is enabled.",
+  "empty.body":
+    "This module is not available on this installation yet. It will appear here when it is enabled.",
   "home.title": "Welcome to WorkSynapse",
   "home.body": "Everything runs on this server: no data leaves your building.",
   "home.modules": "Modules",
@@ -50,7 +52,8 @@ export const en = {
   "login.submit": "Sign in",
   "login.signInLink": "Sign in",
   "login.required": "Enter your username and password.",
-  "login.unavailable": "Sign-in is not set up on this installation yet. Ask your administrator to finish setup.",
+  "login.unavailable":
+    "Sign-in is not set up on this installation yet. Ask your administrator to finish setup.",
   "error.title": "Something went wrong",
   "error.notFound": "This page does not exist.",
   "error.network": "The server cannot be reached. Check your connection and try again.",
