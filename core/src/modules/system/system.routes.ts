@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import path from "node:path";
 import { send } from "@koa/send";
-import type { Registry } from "prom-client";
+import type { HttpMetrics } from "../../platform/http/metrics.js";
 import { z } from "zod";
 import type { Api } from "../../platform/http/api.js";
 import { dataOf } from "../../platform/http/api.js";
@@ -25,7 +25,7 @@ export function registerSystemRoutes(
   api: Api,
   deps: {
     readiness: Readiness;
-    metrics: Registry;
+    metrics: HttpMetrics;
     info: z.infer<typeof systemInfoSchema>;
     openapi: () => unknown;
   },
@@ -78,7 +78,7 @@ export function registerSystemRoutes(
     tags: ["system"],
     response: z.string(),
     responseType: "text/plain; version=0.0.4",
-    handler: async () => deps.metrics.metrics(),
+    handler: async () => deps.metrics.render(),
   });
 
   api.route({

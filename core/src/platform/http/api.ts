@@ -57,6 +57,10 @@ const ERROR_TEXT: Record<number, string> = {
 /** A router whose routes also make up the OpenAPI document. */
 export class Api {
   readonly router = new Router();
+
+  /** @param bodyLimit largest JSON body a route accepts (e.g. "1mb"). */
+  constructor(private readonly bodyLimit = "1mb") {}
+
   private readonly paths: ZodOpenApiPathsObject = {};
 
   /** Adds a route: validate input with zod, run the handler, present `{ data }` (or the raw body for non-JSON). */
@@ -66,20 +70,20 @@ export class Api {
     P extends z.ZodType = z.ZodUnknown,
   >(def: RouteDef<B, Q, P>): void {
     const status = def.status ?? 200;
+    const { body, query, params } = def;
+    const limit = this.bodyLimit;
     this.router[def.method](def.operationId, def.path, async (ctx: Context) => {
       const input = {
-        body: (def.body ? validBody(ctx, def.body) : undefined) as z.infer<B>,
-        query: (def.query ? parseOr400(def.query, ctx.query) : undefined) as z.infer<Q>,
-        params: (def.params ? parseOr400(def.params, ctx.params) : undefined) as z.infer<P>,
+        body: (body ? await validBody(ctx, body, limit) : undefined) as z.infer<B>,
+        query: (query ? parseOr400(query, ctx.query) : undefined) as z.infer<Q>,
+        params: (params ? parseOr400(params, ctx.params) : undefined) as z.infer<P>,
       };
-      // Set first so a handler can still choose another status (e.g. /readyz answering 503).
-      ctx.status = status;
+      // 200 comes with the body; any other status is set first so a handler can still choose (e.g. /readyz 503).
+      if (status !== 200) ctx.status = status;
       const result = await def.handler(ctx, input);
       if (status === 204) return;
-      if (def.responseType) {
-        ctx.type = def.responseType;
-        ctx.body = result;
-      } else ctx.body = result;
+      if (def.responseType) ctx.type = def.responseType;
+      ctx.body = result;
     });
 
     const oaPath = def.path.replace(/:(\w+)/g, "{$1}");
@@ -115,6 +119,13 @@ export class Api {
         : {}),
     };
     this.paths[oaPath] = { ...this.paths[oaPath], [def.method]: op };
+  }
+
+  /** Methods served on a path, for 405 answers (HEAD comes with GET). */
+  allowedMethods(path: string): string[] {
+    const methods = new Set<string>();
+    for (const layer of this.router.match(path, "GET").path) for (const m of layer.methods) methods.add(m);
+    return [...methods];
   }
 
   /** The OpenAPI 3.1 document of every route added so far. */

@@ -1,4 +1,4 @@
-import type { Context, Next } from "koa";
+import type { Context } from "koa";
 import { z } from "zod";
 
 /** The one error type of the API: a stable code, an HTTP status and optional details. */
@@ -93,32 +93,27 @@ function fromKnown(err: unknown): AppError | undefined {
   return new AppError(status, code, message);
 }
 
-/** Koa middleware: turns every thrown error into `{ error: { code, message, details } }`, never a stack or SQL. */
-export function errorMiddleware(onUnexpected: (err: unknown, ctx: Context) => void) {
-  return async (ctx: Context, next: Next) => {
-    try {
-      await next();
-      if (ctx.status === 404 && ctx.body === undefined)
-        throw AppError.notFound(`No route for ${ctx.method} ${ctx.path}.`);
-    } catch (err) {
-      let appErr = fromKnown(err);
-      if (!appErr) {
-        onUnexpected(err, ctx);
-        appErr = new AppError(
-          500,
-          "internal",
-          "Something went wrong on our side. The request id identifies it in the logs.",
-        );
-      }
-      ctx.status = appErr.status;
-      if (appErr.headers) ctx.set(appErr.headers);
-      ctx.body = {
-        error: {
-          code: appErr.code,
-          message: appErr.message,
-          ...(appErr.details !== undefined ? { details: appErr.details } : {}),
-        },
-      };
-    }
+/** Methods the router serves on a path (for 405 answers); empty when the path is unknown. */
+export type AllowedMethods = (path: string) => string[];
+
+/** Writes any thrown value as `{ error: { code, message, details } }`; never a stack or SQL. */
+export function renderError(ctx: Context, err: unknown, onUnexpected: (err: unknown) => void): void {
+  let appErr = fromKnown(err);
+  if (!appErr) {
+    onUnexpected(err);
+    appErr = new AppError(
+      500,
+      "internal",
+      "Something went wrong on our side. The request id identifies it in the logs.",
+    );
+  }
+  ctx.status = appErr.status;
+  if (appErr.headers) ctx.set(appErr.headers);
+  ctx.body = {
+    error: {
+      code: appErr.code,
+      message: appErr.message,
+      ...(appErr.details !== undefined ? { details: appErr.details } : {}),
+    },
   };
 }

@@ -80,16 +80,25 @@ describe("HTTP platform", () => {
 
   it("sets security headers and a request id on every response", async () => {
     const r = await srv.fetch("/livez", { headers: { "x-request-id": "abc-123" } });
-    expect(r.headers.get("content-security-policy")).toContain("script-src 'self'");
-    expect(r.headers.get("content-security-policy")).toMatch(
-      /script-src 'self'; style-src 'self'; style-src-attr/,
-    );
-    expect(r.headers.get("content-security-policy")?.match(/unsafe-inline/g)).toHaveLength(1);
-    expect(r.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
+    // JSON: nothing may load from it and nothing may frame it.
+    expect(r.headers.get("content-security-policy")).toBe("default-src 'none'; frame-ancestors 'none'");
     expect(r.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(r.headers.get("cross-origin-resource-policy")).toBe("same-origin");
     expect(r.headers.get("x-request-id")).toBe("abc-123");
     const bad = await srv.fetch("/livez", { headers: { "x-request-id": "<script>" } });
     expect(bad.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    // Error responses get them too.
+    const nf = await srv.fetch("/api/nope");
+    expect(nf.headers.get("content-security-policy")).toBe("default-src 'none'; frame-ancestors 'none'");
+    // HTML documents: the full policy, with no inline scripts.
+    const page = await srv.fetch("/api/docs/index.html");
+    const csp = page.headers.get("content-security-policy") ?? "";
+    expect(csp).toMatch(/script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'/);
+    expect(csp.match(/unsafe-inline/g)).toHaveLength(1);
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(page.headers.get("x-frame-options")).toBe("DENY");
+    expect(page.headers.get("referrer-policy")).toBe("no-referrer");
+    expect(page.headers.get("x-content-type-options")).toBe("nosniff");
   });
 
   it("validates input with field-level messages", async () => {

@@ -1,45 +1,79 @@
-import type { Context, Next } from "koa";
-import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Registry, collectDefaultMetrics } from "prom-client";
 
-/** The Prometheus registry of one app and the HTTP instruments in it. */
-export interface HttpMetrics {
-  registry: Registry;
-  middleware: (ctx: Context, next: Next) => Promise<void>;
+const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const NAME = "http_request_duration_seconds";
+
+interface Series {
+  labels: string;
+  counts: number[];
+  sum: number;
+  count: number;
 }
 
-/** Creates a registry with process metrics and per-route HTTP counters (route templates as labels). */
+/** The Prometheus registry of one app and its HTTP request histogram. */
+export interface HttpMetrics {
+  registry: Registry;
+  /** Records one finished request (route template, never the raw path). */
+  observe(method: string, route: string, status: number, seconds: number): void;
+  /** Prometheus text of every metric: the registry's and the HTTP histogram. */
+  render(): Promise<string>;
+}
+
+const escape = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+
+/**
+ * Process metrics come from prom-client; the HTTP histogram is kept here as plain counters because
+ * prom-client re-hashes the label object on every observation, a measurable share of a fast request.
+ * Its `_count` series is the request counter.
+ */
 export function createHttpMetrics(): HttpMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const labelNames = ["method", "route", "status"] as const;
-  const requests = new Counter({
-    name: "http_requests_total",
-    help: "HTTP requests by route template and status",
-    labelNames,
-    registers: [registry],
-  });
-  const duration = new Histogram({
-    name: "http_request_duration_seconds",
-    help: "HTTP request duration by route template",
-    labelNames,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  });
+  const series = new Map<string, Series>();
+
+  const observe = (method: string, route: string, status: number, seconds: number) => {
+    const key = `${method} ${status} ${route}`;
+    let s = series.get(key);
+    if (!s) {
+      s = {
+        labels: `method="${escape(method)}",route="${escape(route)}",status="${status}"`,
+        counts: BUCKETS.map(() => 0),
+        sum: 0,
+        count: 0,
+      };
+      series.set(key, s);
+    }
+    s.count += 1;
+    s.sum += seconds;
+    for (let i = 0; i < BUCKETS.length; i++) {
+      if (seconds <= (BUCKETS[i] as number)) {
+        (s.counts[i] as number) += 1;
+        break;
+      }
+    }
+  };
+
+  const renderHistogram = () => {
+    const lines = [
+      `# HELP ${NAME} HTTP requests by route template, method and status; _count counts requests`,
+      `# TYPE ${NAME} histogram`,
+    ];
+    for (const s of series.values()) {
+      let cumulative = 0;
+      BUCKETS.forEach((le, i) => {
+        cumulative += s.counts[i] as number;
+        lines.push(`${NAME}_bucket{le="${le}",${s.labels}} ${cumulative}`);
+      });
+      lines.push(`${NAME}_bucket{le="+Inf",${s.labels}} ${s.count}`);
+      lines.push(`${NAME}_sum{${s.labels}} ${s.sum}`);
+      lines.push(`${NAME}_count{${s.labels}} ${s.count}`);
+    }
+    return lines.join("\n") + "\n";
+  };
+
   return {
     registry,
-    middleware: async (ctx, next) => {
-      const start = process.hrtime.bigint();
-      try {
-        await next();
-      } finally {
-        // Templates, never raw paths: ids in paths would explode the label set.
-        const route =
-          (ctx as Context & { _matchedRoute?: string })._matchedRoute ??
-          (ctx.path.startsWith("/api/") ? "unmatched" : "static");
-        const labels = { method: ctx.method, route: String(route), status: String(ctx.status) };
-        requests.inc(labels);
-        duration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
-      }
-    },
+    observe,
+    render: async () => `${await registry.metrics()}\n${renderHistogram()}`,
   };
 }
