@@ -11,8 +11,10 @@ export function requireWrk() {
   try {
     execFileSync("wrk", ["--version"], { stdio: "ignore" });
   } catch (err) {
-    if (err.code === "ENOENT")
-      throw new Error("wrk is missing: apt-get install wrk (the benchmarks need it)");
+    // wrk --version exits non-zero even when present; only a missing binary matters.
+    if (err.code === "ENOENT") {
+      throw new Error("wrk is missing: apt-get install wrk (the benchmarks need it)", { cause: err });
+    }
   }
 }
 
