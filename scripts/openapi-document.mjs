@@ -9,6 +9,7 @@ export function openapiDocument() {
     log: silentLogger(),
     readiness: { draining: false, checks: {} },
     database: "postgres",
+    knex: null,
   });
   return openapi();
 }

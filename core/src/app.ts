@@ -8,6 +8,9 @@ import { requestEnvelope } from "./platform/http/envelope.js";
 import { serveUi } from "./platform/http/static.js";
 import { DEFAULT_UI_DIR, VERSION } from "./platform/paths.js";
 import { registerSystemRoutes, type Readiness } from "./modules/system/system.routes.js";
+import { Authenticator } from "./modules/identity/auth.js";
+import { createLimiters, registerIdentityRoutes } from "./modules/identity/identity.routes.js";
+import type { Knex } from "knex";
 
 /** What the app needs from the process around it. */
 export interface AppDeps {
@@ -15,6 +18,10 @@ export interface AppDeps {
   log: Logger;
   readiness: Readiness;
   database: "postgres" | "pglite";
+  /** The server's database (application role); null builds an app for its OpenAPI document only. */
+  knex: Knex | null;
+  /** Signs access tokens; required with a database. */
+  masterKey?: string;
   /** Route registrations beyond the built-in modules. */
   routes?: ((api: Api) => void)[];
 }
@@ -44,6 +51,14 @@ export function buildApp(deps: AppDeps): BuiltApp {
     info: { name: "WorkSynapse", version: VERSION, roles: config.roles, database: deps.database },
     openapi,
   });
+
+  const authenticator =
+    deps.knex && deps.masterKey ? new Authenticator(deps.knex, config, deps.masterKey) : null;
+  const limiters = deps.knex ? createLimiters(deps.knex, config) : null;
+  if (deps.knex && authenticator && limiters) {
+    api.setAuth({ knex: deps.knex, identify: (ctx) => authenticator.identify(ctx), limit: limiters.api });
+  }
+  registerIdentityRoutes(api, { knex: deps.knex, config, authenticator, limiters });
 
   for (const register of deps.routes ?? []) register(api);
   app.use(api.router.routes());

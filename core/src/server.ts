@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import type { Config } from "./config/schema.js";
 import type { Logger } from "./platform/log.js";
 import { buildApp } from "./app.js";
+import { ensureMasterKey } from "./platform/secrets.js";
 import { openDatabase, type Database } from "./platform/db/database.js";
 import { connectBus, databaseDeadLetters, type Bus, type Worker } from "./platform/bus/bus.js";
 import { startLocalNats, type LocalNats } from "./platform/bus/local-server.js";
@@ -78,7 +79,16 @@ export async function startServer(
   let server: http.Server | undefined;
   let baseUrl: string | undefined;
   if (config.roles.includes("web")) {
-    const { app } = buildApp({ config, log, readiness, database: db.kind, routes: opts.routes });
+    const masterKey = ensureMasterKey(config, log);
+    const { app } = buildApp({
+      config,
+      log,
+      readiness,
+      database: db.kind,
+      knex: db.knex,
+      masterKey,
+      routes: opts.routes,
+    });
     server = http.createServer(app.callback());
     server.keepAliveTimeout = 5000;
     await new Promise<void>((resolve, reject) => {

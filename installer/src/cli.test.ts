@@ -74,9 +74,10 @@ describe("worksynapse migrate", () => {
     const status = async (action: string) =>
       (await run(process.execPath, [BIN, "migrate", action], { env })).stdout;
     expect(await status("status")).toMatch(/platform_bus\s+pending/);
-    expect(await status("up")).toMatch(/platform_bus\s+applied/);
-    expect(await status("down")).toMatch(/platform_bus\s+pending/);
-    expect(await status("up")).toMatch(/platform_bus\s+applied/);
+    expect(await status("up")).toMatch(/platform_bus\s+applied\n.*identity\s+applied/);
+    // down undoes the last migration only
+    expect(await status("down")).toMatch(/platform_bus\s+applied\n.*identity\s+pending/);
+    expect(await status("up")).toMatch(/identity\s+applied/);
     const bad = (await run(process.execPath, [BIN, "migrate", "sideways"], { env }).catch(
       (e: unknown) => e,
     )) as {

@@ -227,7 +227,7 @@ export async function dbSetup(opts: {
       ((await client.query("select 1 from pg_roles where rolname = $1", [role])).rowCount ?? 0) > 0;
     const passwords: Record<string, string> = {};
     for (const [role, extra] of [
-      [owner, "login createrole"],
+      [owner, "login createrole bypassrls"],
       [app, "login nobypassrls nosuperuser nocreatedb nocreaterole"],
     ] as const) {
       const pw = randomBytes(24).toString("base64url");

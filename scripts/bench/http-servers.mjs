@@ -29,6 +29,7 @@ if (kind === "bare") {
     log: silentLogger(),
     readiness: { draining: false, checks: {} },
     database: "postgres",
+    knex: null,
   }).app;
 }
 const server = http.createServer(app.callback());

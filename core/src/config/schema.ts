@@ -99,6 +99,58 @@ export const configSchema = z.object({
       token: secret(z.string().optional(), "Token for an external NATS server."),
     })
     .default({ prefix: "ws" }),
+  auth: z
+    .object({
+      publicUrl: z
+        .string()
+        .url()
+        .optional()
+        .describe(
+          "Origin users reach the server at (e.g. https://ai.hospital.internal); default: the request's Host.",
+        ),
+      sessionIdleMinutes: z.coerce.number().int().min(1).default(15).describe("Session idle timeout."),
+      sessionAbsoluteHours: z.coerce.number().int().min(1).default(12).describe("Session absolute lifetime."),
+      lockoutThreshold: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(5)
+        .describe("Failed sign-ins on one account before it locks."),
+      lockoutMinutes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(15)
+        .describe("Window for counting failures, and how long a lock lasts."),
+      signInPerIpPerMinute: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(30)
+        .describe("Sign-in attempts per client address per minute."),
+      apiPerMinute: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(1200)
+        .describe("API requests per user or key per minute."),
+      accessTokenMinutes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(60)
+        .default(15)
+        .describe("Lifetime of JWT access tokens."),
+    })
+    .default({
+      sessionIdleMinutes: 15,
+      sessionAbsoluteHours: 12,
+      lockoutThreshold: 5,
+      lockoutMinutes: 15,
+      signInPerIpPerMinute: 30,
+      apiPerMinute: 1200,
+      accessTokenMinutes: 15,
+    }),
   secrets: z
     .object({
       masterKey: secret(

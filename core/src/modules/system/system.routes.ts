@@ -30,7 +30,7 @@ export function registerSystemRoutes(
     openapi: () => unknown;
   },
 ): void {
-  api.route({
+  api.publicRoute({
     method: "get",
     path: "/livez",
     operationId: "liveness",
@@ -40,7 +40,7 @@ export function registerSystemRoutes(
     handler: async () => ({ status: "ok" }),
   });
 
-  api.route({
+  api.publicRoute({
     method: "get",
     path: "/readyz",
     operationId: "readiness",
@@ -70,7 +70,7 @@ export function registerSystemRoutes(
     },
   });
 
-  api.route({
+  api.publicRoute({
     method: "get",
     path: "/metrics",
     operationId: "metrics",
@@ -81,7 +81,7 @@ export function registerSystemRoutes(
     handler: async () => deps.metrics.render(),
   });
 
-  api.route({
+  api.publicRoute({
     method: "get",
     path: "/api/system/info",
     operationId: "getSystemInfo",

@@ -88,3 +88,16 @@ export async function runMigrations(
     ...pending.map((p) => ({ name: names.getMigrationName(p), applied: false })),
   ];
 }
+
+/** The expression every tenant policy compares org_id with: no setting means no rows. */
+export const ORG_SETTING = "nullif(current_setting('app.org_id', true), '')::uuid";
+
+/** Enables and forces row-level security on a tenant table, with one policy for reads and writes. */
+export async function enableTenantRls(knex: Knex, table: string): Promise<void> {
+  if (!/^[a-z_][a-z0-9_]*$/.test(table)) throw new Error("bad table name");
+  await knex.raw(`alter table ${table} enable row level security`);
+  await knex.raw(`alter table ${table} force row level security`);
+  await knex.raw(
+    `create policy tenant_isolation on ${table} using (org_id = ${ORG_SETTING}) with check (org_id = ${ORG_SETTING})`,
+  );
+}

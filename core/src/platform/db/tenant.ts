@@ -12,3 +12,21 @@ export async function withOrg<T>(
     return fn(trx);
   });
 }
+
+/**
+ * Runs `fn` in the same transaction as another organization (system administration), then restores the
+ * caller's organization. A second connection would deadlock the single-connection embedded database.
+ */
+export async function asOtherOrg<T>(
+  trx: Knex.Transaction,
+  callerOrg: string,
+  otherOrg: string,
+  fn: (trx: Knex.Transaction) => Promise<T>,
+): Promise<T> {
+  await trx.raw("select set_config('app.org_id', ?, true)", [otherOrg]);
+  try {
+    return await fn(trx);
+  } finally {
+    await trx.raw("select set_config('app.org_id', ?, true)", [callerOrg]);
+  }
+}

@@ -8,7 +8,11 @@ import {
   type ZodOpenApiResponsesObject,
   type oas31,
 } from "zod-openapi";
-import { errorBodySchema } from "./errors.js";
+import type { Knex } from "knex";
+import type { Caller } from "../auth/caller.js";
+import { requirePermission } from "../auth/caller.js";
+import { withOrg } from "../db/tenant.js";
+import { AppError, errorBodySchema } from "./errors.js";
 import { parseOr400, validBody } from "./validate.js";
 
 type Method = "get" | "post" | "put" | "patch" | "delete";
@@ -20,8 +24,29 @@ export interface RouteInput<B, Q, P> {
   params: P;
 }
 
+/** What an authenticated handler works with: the caller and a transaction scoped to the caller's organization. */
+export interface Scope {
+  caller: Caller;
+  trx: Knex.Transaction;
+}
+
+/** Who is calling, found before the organization's transaction opens (see identity/auth.ts). */
+export interface RequestIdentity {
+  orgId: string;
+  rateKey: string;
+  load(trx: Knex.Transaction): Promise<Caller>;
+}
+
+/** What authenticated routes need from the platform. */
+export interface ApiAuth {
+  knex: Knex;
+  identify(ctx: Context): Promise<RequestIdentity | null>;
+  /** Consumes one request of the caller's rate limit; throws 429 past it. */
+  limit(key: string): Promise<void>;
+}
+
 /** One API route: its contract (zod schemas, feeding OpenAPI) and its handler. */
-export interface RouteDef<B extends z.ZodType, Q extends z.ZodType, P extends z.ZodType> {
+interface RouteContract<B extends z.ZodType, Q extends z.ZodType, P extends z.ZodType> {
   method: Method;
   /** Koa path, e.g. /api/things/:id */
   path: string;
@@ -38,7 +63,30 @@ export interface RouteDef<B extends z.ZodType, Q extends z.ZodType, P extends z.
   responseType?: string;
   /** Error statuses this route documents besides 400 and 500. */
   errors?: number[];
+}
+
+/** A route anyone may call (health, sign-in). */
+export interface PublicRouteDef<
+  B extends z.ZodType,
+  Q extends z.ZodType,
+  P extends z.ZodType,
+> extends RouteContract<B, Q, P> {
   handler: (ctx: Context, input: RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>) => Promise<unknown>;
+}
+
+/** A route for signed-in callers: authenticate, check the permission, validate, run in the org's transaction. */
+export interface RouteDef<
+  B extends z.ZodType,
+  Q extends z.ZodType,
+  P extends z.ZodType,
+> extends RouteContract<B, Q, P> {
+  /** The permission the caller needs; omit for routes any signed-in caller may use (their own profile). */
+  permission?: string;
+  handler: (
+    ctx: Context,
+    input: RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>,
+    scope: Scope,
+  ) => Promise<unknown>;
 }
 
 const ERROR_TEXT: Record<number, string> = {
@@ -58,30 +106,84 @@ const ERROR_TEXT: Record<number, string> = {
 export class Api {
   readonly router = new Router();
 
-  /** @param bodyLimit largest JSON body a route accepts (e.g. "1mb"). */
-  constructor(private readonly bodyLimit = "1mb") {}
+  /**
+   * @param bodyLimit largest JSON body a route accepts (e.g. "1mb").
+   * @param auth authentication for signed-in routes; without it they answer 503 (app built for docs only).
+   */
+  constructor(
+    private readonly bodyLimit = "1mb",
+    private auth?: ApiAuth,
+  ) {}
+
+  /** Attaches authentication after construction (the identity module needs the API to exist first). */
+  setAuth(auth: ApiAuth): void {
+    this.auth = auth;
+  }
 
   private readonly paths: ZodOpenApiPathsObject = {};
 
-  /** Adds a route: validate input with zod, run the handler, present `{ data }` (or the raw body for non-JSON). */
+  /** Adds a public route: validate input with zod, run the handler, present its result. */
+  publicRoute<
+    B extends z.ZodType = z.ZodUnknown,
+    Q extends z.ZodType = z.ZodUnknown,
+    P extends z.ZodType = z.ZodUnknown,
+  >(def: PublicRouteDef<B, Q, P>): void {
+    const status = def.status ?? 200;
+    this.register(def, undefined, async (ctx) => {
+      const input = await this.input(ctx, def);
+      // 200 comes with the body; any other status is set first so a handler can still choose (e.g. /readyz 503).
+      if (status !== 200) ctx.status = status;
+      return def.handler(ctx, input);
+    });
+  }
+
+  /** Adds a signed-in route: authenticate, rate-limit, open the org transaction, load the caller, check, validate, run. */
   route<
     B extends z.ZodType = z.ZodUnknown,
     Q extends z.ZodType = z.ZodUnknown,
     P extends z.ZodType = z.ZodUnknown,
   >(def: RouteDef<B, Q, P>): void {
     const status = def.status ?? 200;
-    const { body, query, params } = def;
-    const limit = this.bodyLimit;
+    this.register(def, def.permission ?? "", async (ctx) => {
+      const auth = this.auth;
+      if (!auth) throw AppError.unavailable("Authentication is not configured on this process.");
+      const identity = await auth.identify(ctx);
+      if (!identity) throw AppError.unauthenticated();
+      await auth.limit(identity.rateKey);
+      return withOrg(auth.knex, identity.orgId, async (trx) => {
+        const caller = await identity.load(trx);
+        ctx.state.caller = caller;
+        if (def.permission) requirePermission(caller, def.permission);
+        const input = await this.input(ctx, def);
+        if (status !== 200) ctx.status = status;
+        return def.handler(ctx, input, { caller, trx });
+      });
+    });
+  }
+
+  private async input<B extends z.ZodType, Q extends z.ZodType, P extends z.ZodType>(
+    ctx: Context,
+    def: RouteContract<B, Q, P>,
+  ): Promise<RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>> {
+    return {
+      body: (def.body ? await validBody(ctx, def.body, this.bodyLimit) : undefined) as z.infer<B>,
+      query: (def.query ? parseOr400(def.query, ctx.query) : undefined) as z.infer<Q>,
+      params: (def.params ? parseOr400(def.params, ctx.params) : undefined) as z.infer<P>,
+    };
+  }
+
+  private register<B extends z.ZodType, Q extends z.ZodType, P extends z.ZodType>(
+    def: RouteContract<B, Q, P>,
+    permission: string | undefined,
+    run: (ctx: Context) => Promise<unknown>,
+  ): void {
+    const status = def.status ?? 200;
     this.router[def.method](def.operationId, def.path, async (ctx: Context) => {
-      const input = {
-        body: (body ? await validBody(ctx, body, limit) : undefined) as z.infer<B>,
-        query: (query ? parseOr400(query, ctx.query) : undefined) as z.infer<Q>,
-        params: (params ? parseOr400(params, ctx.params) : undefined) as z.infer<P>,
-      };
-      // 200 comes with the body; any other status is set first so a handler can still choose (e.g. /readyz 503).
-      if (status !== 200) ctx.status = status;
-      const result = await def.handler(ctx, input);
-      if (status === 204) return;
+      const result = await run(ctx);
+      if (status === 204) {
+        ctx.status = 204;
+        return;
+      }
       if (def.responseType) ctx.type = def.responseType;
       ctx.body = result;
     });
@@ -101,8 +203,19 @@ export class Api {
         content: { "application/json": { schema: errorBodySchema } },
       };
     }
-    const op: ZodOpenApiOperationObject = {
+    if (permission !== undefined) {
+      for (const code of [401, 403, 404, 429]) {
+        responses[`${code}` as `4${string}`] = {
+          description: ERROR_TEXT[code] ?? "Error",
+          content: { "application/json": { schema: errorBodySchema } },
+        };
+      }
+    }
+    const op: ZodOpenApiOperationObject & { "x-permission"?: string; "x-auth"?: string } = {
       operationId: def.operationId,
+      "x-auth": permission === undefined ? "public" : "user",
+      ...(permission ? { "x-permission": permission } : {}),
+      ...(permission !== undefined ? { security: [{ session: [] }, { apiKey: [] }, { bearer: [] }] } : {}),
       summary: def.summary,
       tags: def.tags,
       responses,

@@ -10,7 +10,7 @@ beforeAll(async () => {
   srv = await getTestServer({
     routes: [
       (api) =>
-        api.route({
+        api.publicRoute({
           method: "post",
           path: "/api/test/echo/:id",
           operationId: "testEcho",
@@ -22,7 +22,7 @@ beforeAll(async () => {
           handler: async (_ctx, { body, params }) => ({ data: { id: params.id, name: body.name } }),
         }),
       (api) =>
-        api.route({
+        api.publicRoute({
           method: "get",
           path: "/api/test/boom",
           operationId: "testBoom",
@@ -33,7 +33,7 @@ beforeAll(async () => {
           },
         }),
       (api) =>
-        api.route({
+        api.publicRoute({
           method: "get",
           path: "/api/test/conflict",
           operationId: "testConflict",

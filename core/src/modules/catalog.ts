@@ -1,0 +1,7 @@
+import { PermissionCatalog } from "../platform/auth/permissions.js";
+import { IDENTITY_PERMISSIONS } from "./identity/identity.permissions.js";
+
+/** Every module's permissions. A module adds its declaration here. */
+export const PERMISSIONS = new PermissionCatalog({
+  identity: IDENTITY_PERMISSIONS,
+});

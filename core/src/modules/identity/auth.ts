@@ -1,0 +1,291 @@
+import type { Context } from "koa";
+import type { Knex } from "knex";
+import { SignJWT, jwtVerify } from "jose";
+import type { Config } from "../../config/schema.js";
+import type { Caller } from "../../platform/auth/caller.js";
+import { BUILTIN_ROLES, type BuiltinRole } from "../../platform/auth/permissions.js";
+import { PERMISSIONS } from "../catalog.js";
+import { AppError } from "../../platform/http/errors.js";
+import { apiKeyPrefix, sameHash, tokenHash } from "./tokens.js";
+
+/** Header the web UI sends on every request; a cross-site form cannot set it. */
+export const CSRF_HEADER = "x-requested-with";
+export const CSRF_VALUE = "worksynapse";
+const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+/** The session cookie's name: the `__Host-` prefix needs Secure, so it is used over TLS only. */
+export const sessionCookieName = (secure: boolean) => (secure ? "__Host-ws_session" : "ws_session");
+
+/** Sets the session cookie (HttpOnly, SameSite=Lax, Secure over TLS, host-only, path /). */
+export function setSessionCookie(ctx: Context, token: string, expires: Date): void {
+  ctx.cookies.set(sessionCookieName(ctx.secure), token, {
+    httpOnly: true,
+    sameSite: "lax",
+    secure: ctx.secure,
+    path: "/",
+    expires,
+    overwrite: true,
+  });
+}
+
+/** Clears the session cookie. */
+export function clearSessionCookie(ctx: Context): void {
+  ctx.cookies.set(sessionCookieName(ctx.secure), "", {
+    httpOnly: true,
+    sameSite: "lax",
+    secure: ctx.secure,
+    path: "/",
+    expires: new Date(0),
+    overwrite: true,
+  });
+}
+
+/** Rejects a cross-site state-changing request: the Origin must be ours and the UI's header present. */
+export function checkCsrf(ctx: Context, config: Config): void {
+  if (!UNSAFE.has(ctx.method)) return;
+  const expected = config.auth.publicUrl
+    ? new URL(config.auth.publicUrl).origin
+    : `${ctx.protocol}://${ctx.host}`;
+  const origin = ctx.get("origin");
+  if (origin && origin !== expected) {
+    throw new AppError(403, "csrf_rejected", "This request came from another site and was refused.");
+  }
+  if (ctx.get(CSRF_HEADER).toLowerCase() !== CSRF_VALUE) {
+    throw new AppError(
+      403,
+      "csrf_rejected",
+      `Requests made with the session cookie must send ${CSRF_HEADER}: ${CSRF_VALUE}.`,
+    );
+  }
+}
+
+/** Whom a request claims to be, before the organization's transaction opens. */
+export interface Identity {
+  orgId: string;
+  /** Key for per-caller rate limits. */
+  rateKey: string;
+  via: Caller["via"];
+  /** Loads and checks the caller inside the organization's transaction; throws 401 when no longer valid. */
+  load(trx: Knex.Transaction): Promise<Caller>;
+}
+
+interface RoleRow {
+  key: string;
+  builtin: boolean;
+  permissions: string[];
+}
+
+/** The permissions a set of roles grants (built-in roles from code, custom roles from their rows). */
+export function permissionsOf(roles: RoleRow[]): Set<string> {
+  const out = new Set<string>();
+  for (const r of roles) {
+    const perms =
+      r.builtin && (BUILTIN_ROLES as readonly string[]).includes(r.key)
+        ? PERMISSIONS.ofBuiltinRole(r.key as BuiltinRole)
+        : r.permissions;
+    for (const p of perms) out.add(p);
+  }
+  return out;
+}
+
+/** The roles a user holds directly and through groups. */
+export async function rolesOfUser(trx: Knex.Transaction, userId: string): Promise<RoleRow[]> {
+  return (await trx("roles")
+    .select("key", "builtin", "permissions")
+    .whereIn("id", function () {
+      this.select("role_id")
+        .from("user_roles")
+        .where("user_id", userId)
+        .union(function () {
+          this.select("gr.role_id")
+            .from("group_roles as gr")
+            .join("group_members as gm", "gm.group_id", "gr.group_id")
+            .where("gm.user_id", userId);
+        });
+    })) as RoleRow[];
+}
+
+interface UserRow {
+  id: string;
+  email: string;
+  status: string;
+  system_admin: boolean;
+}
+
+async function activeUser(trx: Knex.Transaction, userId: string): Promise<UserRow> {
+  const user = (await trx("users")
+    .select("id", "email", "status", "system_admin")
+    .where({ id: userId })
+    .first()) as UserRow | undefined;
+  if (!user || user.status !== "active") throw AppError.unauthenticated("Your account is not active.");
+  return user;
+}
+
+/** Finds who is calling from API key, bearer token or session cookie; validates them in the org transaction. */
+export class Authenticator {
+  private readonly jwtKey: Uint8Array;
+
+  constructor(
+    private readonly knex: Knex,
+    private readonly config: Config,
+    masterKey: string,
+  ) {
+    this.jwtKey = new TextEncoder().encode(`worksynapse-access-token:${masterKey}`);
+  }
+
+  /** A short-lived access token (HS256, algorithm pinned) carrying a key's scope. */
+  async issueToken(caller: Caller): Promise<{ token: string; expiresIn: number }> {
+    const expiresIn = this.config.auth.accessTokenMinutes * 60;
+    const token = await new SignJWT({
+      org: caller.orgId,
+      perms: [...caller.permissions],
+      key: caller.apiKeyId,
+    })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject(caller.userId)
+      .setIssuedAt()
+      .setExpirationTime(`${expiresIn}s`)
+      .setIssuer("worksynapse")
+      .sign(this.jwtKey);
+    return { token, expiresIn };
+  }
+
+  /** Null when the request carries no credentials; 401 when it carries bad ones. */
+  async identify(ctx: Context): Promise<Identity | null> {
+    const meta = { ip: ctx.ip, userAgent: ctx.get("user-agent").slice(0, 300) || undefined };
+    const authz = ctx.get("authorization");
+    const bearer = /^Bearer\s+(.+)$/i.exec(authz)?.[1]?.trim();
+    const apiKey = ctx.get("x-api-key") || (bearer?.startsWith("wsk_") ? bearer : undefined);
+    if (apiKey) return this.fromApiKey(apiKey, meta);
+    if (bearer) return this.fromToken(bearer, meta);
+    if (authz) throw AppError.unauthenticated("Unsupported Authorization header.");
+    const cookie =
+      ctx.cookies.get(sessionCookieName(ctx.secure)) ?? ctx.cookies.get(sessionCookieName(!ctx.secure));
+    if (!cookie) return null;
+    const id = await this.identifySession(cookie, meta);
+    checkCsrf(ctx, this.config);
+    return id;
+  }
+
+  /** Identifies a session token (also used right after sign-in to read the new session's profile). */
+  async identifySession(token: string, meta: { ip?: string; userAgent?: string }): Promise<Identity> {
+    const found = (await this.knex.raw("select * from auth_find_session(?)", [tokenHash(token)])).rows[0] as
+      { session_id: string; org_id: string; user_id: string } | undefined;
+    if (!found) throw AppError.unauthenticated("Your session has ended. Sign in again.");
+    const idle = this.config.auth.sessionIdleMinutes;
+    return {
+      orgId: found.org_id,
+      rateKey: `user:${found.user_id}`,
+      via: "session",
+      load: async (trx) => {
+        const s = (await trx("sessions")
+          .select(trx.raw("last_seen_at < now() - interval '30 seconds' as stale"))
+          .where({ id: found.session_id })
+          .whereNull("revoked_at")
+          .where("expires_at", ">", trx.fn.now())
+          .where("last_seen_at", ">", trx.raw("now() - make_interval(mins => ?)", [idle]))
+          .first()) as { stale: boolean } | undefined;
+        if (!s) throw AppError.unauthenticated("Your session has ended. Sign in again.");
+        // Idle time is tracked to the half minute: one write per session per 30 s, not per request.
+        if (s.stale)
+          await trx("sessions").where({ id: found.session_id }).update({ last_seen_at: trx.fn.now() });
+        const user = await activeUser(trx, found.user_id);
+        return {
+          orgId: found.org_id,
+          userId: user.id,
+          email: user.email,
+          systemAdmin: user.system_admin,
+          permissions: permissionsOf(await rolesOfUser(trx, user.id)),
+          via: "session",
+          sessionId: found.session_id,
+          ...meta,
+        };
+      },
+    };
+  }
+
+  private async fromApiKey(key: string, meta: { ip?: string; userAgent?: string }): Promise<Identity> {
+    const prefix = apiKeyPrefix(key);
+    const found = prefix
+      ? ((await this.knex.raw("select * from auth_find_api_key(?)", [prefix])).rows[0] as
+          { key_id: string; org_id: string; key_hash: string } | undefined)
+      : undefined;
+    if (!found || !sameHash(found.key_hash, tokenHash(key)))
+      throw AppError.unauthenticated("The API key is not valid.");
+    return {
+      orgId: found.org_id,
+      rateKey: `key:${found.key_id}`,
+      via: "api_key",
+      load: async (trx) => {
+        const row = (await trx("api_keys")
+          .select(
+            "user_id",
+            "permissions",
+            trx.raw("last_used_at is null or last_used_at < now() - interval '60 seconds' as stale"),
+          )
+          .where({ id: found.key_id })
+          .whereNull("revoked_at")
+          .where((q) => q.whereNull("expires_at").orWhere("expires_at", ">", trx.fn.now()))
+          .first()) as { user_id: string; permissions: string[]; stale: boolean } | undefined;
+        if (!row) throw AppError.unauthenticated("The API key is revoked or expired.");
+        if (row.stale)
+          await trx("api_keys").where({ id: found.key_id }).update({ last_used_at: trx.fn.now() });
+        const user = await activeUser(trx, row.user_id);
+        // A key never holds more than its owner holds now.
+        const owner = permissionsOf(await rolesOfUser(trx, user.id));
+        return {
+          orgId: found.org_id,
+          userId: user.id,
+          email: user.email,
+          systemAdmin: false,
+          permissions: new Set(row.permissions.filter((p) => owner.has(p))),
+          via: "api_key",
+          apiKeyId: found.key_id,
+          ...meta,
+        };
+      },
+    };
+  }
+
+  private async fromToken(token: string, meta: { ip?: string; userAgent?: string }): Promise<Identity> {
+    let claims: { sub?: string; org?: unknown; perms?: unknown; key?: unknown };
+    try {
+      ({ payload: claims } = await jwtVerify(token, this.jwtKey, {
+        algorithms: ["HS256"],
+        issuer: "worksynapse",
+      }));
+    } catch {
+      throw AppError.unauthenticated("The access token is not valid or has expired.");
+    }
+    const { sub, org, perms, key } = claims;
+    if (
+      typeof sub !== "string" ||
+      typeof org !== "string" ||
+      !Array.isArray(perms) ||
+      typeof key !== "string"
+    ) {
+      throw AppError.unauthenticated("The access token is not valid.");
+    }
+    return {
+      orgId: org,
+      rateKey: `key:${key}`,
+      via: "token",
+      load: async (trx) => {
+        const live = await trx("api_keys").select("id").where({ id: key }).whereNull("revoked_at").first();
+        if (!live) throw AppError.unauthenticated("The API key behind this token was revoked.");
+        const user = await activeUser(trx, sub);
+        const owner = permissionsOf(await rolesOfUser(trx, user.id));
+        return {
+          orgId: org,
+          userId: user.id,
+          email: user.email,
+          systemAdmin: false,
+          permissions: new Set((perms as string[]).filter((p) => owner.has(p))),
+          via: "token",
+          apiKeyId: key,
+          ...meta,
+        };
+      },
+    };
+  }
+}

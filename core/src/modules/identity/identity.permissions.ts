@@ -1,0 +1,20 @@
+import type { PermissionSpec } from "../../platform/auth/permissions.js";
+
+/** The identity module's permissions. */
+export const IDENTITY_PERMISSIONS: Record<string, PermissionSpec> = {
+  "admin.users": {
+    description: "Invite, create, deactivate users, reset passwords, assign roles",
+    roles: ["admin"],
+  },
+  "admin.groups": { description: "Create groups, manage members and group roles", roles: ["admin"] },
+  "admin.roles": { description: "Create and edit custom roles", roles: ["admin"] },
+  "admin.settings": { description: "Change organization settings", roles: ["admin"] },
+  "audit.read": { description: "Read the audit log", roles: ["admin", "auditor"] },
+  "audit.export": { description: "Export the audit log", roles: ["admin", "auditor"] },
+  "apikeys.manage": { description: "Create and revoke your own API keys", roles: ["admin", "member"] },
+  "users.read": { description: "See the people of the organization", roles: ["admin", "member", "auditor"] },
+  "org.read": {
+    description: "See the organization, its plan and usage",
+    roles: ["admin", "member", "guest", "auditor"],
+  },
+};

@@ -1,0 +1,627 @@
+import type { Context } from "koa";
+import type { Knex } from "knex";
+import { z } from "zod";
+import { RateLimiterPostgres, RateLimiterRes } from "rate-limiter-flexible";
+import type { Config } from "../../config/schema.js";
+import type { Api } from "../../platform/http/api.js";
+import { dataOf } from "../../platform/http/api.js";
+import { AppError } from "../../platform/http/errors.js";
+import { withOrg } from "../../platform/db/tenant.js";
+import * as admin from "./admin.service.js";
+import { checkCsrf, clearSessionCookie, setSessionCookie, type Authenticator } from "./auth.js";
+import * as identity from "./identity.service.js";
+import * as org from "./org.service.js";
+import * as s from "./identity.schemas.js";
+
+/** Rate limits kept in PostgreSQL, so they hold across nodes. */
+export interface Limiters {
+  signIn(ip: string): Promise<void>;
+  api(key: string): Promise<void>;
+}
+
+/**
+ * rate-limiter-flexible's "pool" client, running its pg-style queries through knex so the same code
+ * works on PostgreSQL and on PGlite (whose raw connection takes no query objects). `$n` placeholders
+ * become knex's `?`, repeated ones included.
+ */
+export function knexQueryClient(knex: Knex) {
+  return {
+    query: async (q: string | { text: string; values?: unknown[] }) => {
+      const text = typeof q === "string" ? q : q.text;
+      const values = typeof q === "string" ? [] : (q.values ?? []);
+      const bindings: unknown[] = [];
+      const sql = text.replace(/\?/g, "\\?").replace(/\$(\d+)/g, (_, n: string) => {
+        bindings.push(values[Number(n) - 1]);
+        return "?";
+      });
+      return knex.raw(sql, bindings as Knex.RawBinding[]);
+    },
+  };
+}
+
+/** Creates the sign-in (per address) and API (per user or key) limiters. */
+export function createLimiters(knex: Knex, config: Config): Limiters {
+  const client = knexQueryClient(knex);
+  const make = (keyPrefix: string, points: number) =>
+    new RateLimiterPostgres({
+      storeClient: client,
+      storeType: "pool",
+      tableName: "rate_limits",
+      tableCreated: true,
+      clearExpiredByTimeout: false,
+      keyPrefix,
+      points,
+      duration: 60,
+    });
+  const signIn = make("signin", config.auth.signInPerIpPerMinute);
+  const api = make("api", config.auth.apiPerMinute);
+  const consume = async (limiter: RateLimiterPostgres, key: string, what: string) => {
+    try {
+      await limiter.consume(key);
+    } catch (err) {
+      if (err instanceof RateLimiterRes) {
+        const seconds = Math.max(1, Math.ceil(err.msBeforeNext / 1000));
+        throw new AppError(
+          429,
+          "rate_limited",
+          `Too many ${what}. Try again in ${seconds} s.`,
+          { retryAfterSeconds: seconds },
+          {
+            "Retry-After": String(seconds),
+          },
+        );
+      }
+      throw err;
+    }
+  };
+  return {
+    signIn: (ip) => consume(signIn, ip, "sign-in attempts from this address"),
+    api: (key) => consume(api, key, "requests"),
+  };
+}
+
+const meta = (ctx: Context) => ({ ip: ctx.ip, userAgent: ctx.get("user-agent").slice(0, 300) || undefined });
+
+/** Registers sign-in, profile, users, roles, groups, API keys, audit and organization routes. */
+export function registerIdentityRoutes(
+  api: Api,
+  deps: { knex: Knex | null; config: Config; authenticator: Authenticator | null; limiters: Limiters | null },
+): void {
+  const { config } = deps;
+  const need = <T>(v: T | null): T => {
+    if (!v) throw AppError.unavailable("Identity is not configured on this process.");
+    return v;
+  };
+  const tags = ["identity"];
+
+  // ----- public: setup and sign-in -----
+  api.publicRoute({
+    method: "get",
+    path: "/api/auth/setup",
+    operationId: "getSetupStatus",
+    summary: "Whether the first-run setup is still open",
+    tags,
+    response: s.setupStatusSchema,
+    handler: async () => ({ data: { needsSetup: await identity.needsSetup(need(deps.knex)) } }),
+  });
+  api.publicRoute({
+    method: "post",
+    path: "/api/auth/setup",
+    operationId: "runSetup",
+    summary: "First run: create the first organization and its owner, and sign in",
+    tags,
+    body: s.setupBody,
+    status: 201,
+    response: dataOf(s.meSchema),
+    errors: [403, 409, 429],
+    handler: async (ctx, { body }) => {
+      checkCsrf(ctx, config);
+      await need(deps.limiters).signIn(ctx.ip);
+      const knex = need(deps.knex);
+      const { orgId, userId } = await identity.setupInstallation(knex, body, meta(ctx));
+      const session = await knex.transaction(async (trx) => {
+        await trx.raw("select set_config('app.org_id', ?, true)", [orgId]);
+        return identity.createSession(trx, config, orgId, userId, meta(ctx));
+      });
+      setSessionCookie(ctx, session.token, session.expires);
+      return { data: await meAfterSignIn(ctx, session.token) };
+    },
+  });
+  api.publicRoute({
+    method: "post",
+    path: "/api/auth/login",
+    operationId: "signIn",
+    summary: "Sign in with email and password; sets the session cookie",
+    tags,
+    body: s.signInBody,
+    response: dataOf(s.meSchema),
+    errors: [401, 403, 429],
+    handler: async (ctx, { body }) => {
+      checkCsrf(ctx, config);
+      await need(deps.limiters).signIn(ctx.ip);
+      const result = await identity.signIn(need(deps.knex), config, body, meta(ctx));
+      setSessionCookie(ctx, result.token, result.expires);
+      return { data: await meAfterSignIn(ctx, result.token) };
+    },
+  });
+  api.publicRoute({
+    method: "post",
+    path: "/api/auth/invitations/accept",
+    operationId: "acceptInvitation",
+    summary: "Accept an invitation: create the account and sign in",
+    tags,
+    body: s.acceptInvitationBody,
+    status: 201,
+    response: dataOf(s.meSchema),
+    errors: [403, 404, 409, 429],
+    handler: async (ctx, { body }) => {
+      checkCsrf(ctx, config);
+      await need(deps.limiters).signIn(ctx.ip);
+      const result = await admin.acceptInvitation(need(deps.knex), config, body, meta(ctx));
+      setSessionCookie(ctx, result.token, result.expires);
+      return { data: await meAfterSignIn(ctx, result.token) };
+    },
+  });
+
+  /** The new session's profile, read as that session (so it goes through the same checks). */
+  async function meAfterSignIn(ctx: Context, token: string) {
+    const authenticator = need(deps.authenticator);
+    const identityOf = await authenticator.identifySession(token, meta(ctx));
+    return withOrg(need(deps.knex), identityOf.orgId, async (trx) =>
+      identity.me({ caller: await identityOf.load(trx), trx }),
+    );
+  }
+
+  // ----- signed in: profile, sessions, password, keys -----
+  api.route({
+    method: "get",
+    path: "/api/auth/me",
+    operationId: "getMe",
+    summary: "The signed-in person, their organization, roles and permissions",
+    tags,
+    response: dataOf(s.meSchema),
+    handler: async (_ctx, _in, scope) => ({ data: await identity.me(scope) }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/auth/logout",
+    operationId: "signOut",
+    summary: "Sign out: end this session",
+    tags,
+    status: 204,
+    handler: async (ctx, _in, scope) => {
+      await identity.signOut(scope);
+      clearSessionCookie(ctx);
+    },
+  });
+  api.route({
+    method: "get",
+    path: "/api/auth/sessions",
+    operationId: "listMySessions",
+    summary: "My open sessions",
+    tags,
+    response: dataOf(z.array(s.sessionSchema)),
+    handler: async (_ctx, _in, scope) => ({ data: await identity.listSessions(scope) }),
+  });
+  api.route({
+    method: "delete",
+    path: "/api/auth/sessions/:id",
+    operationId: "revokeMySession",
+    summary: "End one of my sessions",
+    tags,
+    params: s.idParams,
+    status: 204,
+    handler: async (_ctx, { params }, scope) => identity.revokeSession(scope, params.id),
+  });
+  api.route({
+    method: "post",
+    path: "/api/auth/password",
+    operationId: "changeMyPassword",
+    summary: "Change my password (other sessions end)",
+    tags,
+    body: s.changePasswordBody,
+    status: 204,
+    handler: async (_ctx, { body }, scope) => identity.changePassword(scope, body),
+  });
+  api.route({
+    method: "post",
+    path: "/api/auth/token",
+    operationId: "issueAccessToken",
+    summary: "Exchange an API key for a short-lived access token (JWT) with the key's scope",
+    tags,
+    response: s.tokenSchema,
+    handler: async (_ctx, _in, { caller }) => {
+      if (caller.via !== "api_key") throw AppError.forbidden("Access tokens are issued for API keys only.");
+      const { token, expiresIn } = await need(deps.authenticator).issueToken(caller);
+      return { data: { accessToken: token, tokenType: "Bearer" as const, expiresIn } };
+    },
+  });
+  api.route({
+    method: "get",
+    path: "/api/api-keys",
+    operationId: "listMyApiKeys",
+    summary: "My API keys",
+    tags,
+    permission: "apikeys.manage",
+    response: dataOf(z.array(s.apiKeySchema)),
+    handler: async (_ctx, _in, scope) => ({ data: await admin.listApiKeys(scope) }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/api-keys",
+    operationId: "createApiKey",
+    summary: "Create an API key scoped to some of my permissions (the key is shown once)",
+    tags,
+    permission: "apikeys.manage",
+    body: s.createApiKeyBody,
+    status: 201,
+    response: dataOf(s.createdApiKeySchema),
+    handler: async (_ctx, { body }, scope) => ({ data: await admin.createApiKey(scope, body) }),
+  });
+  api.route({
+    method: "delete",
+    path: "/api/api-keys/:id",
+    operationId: "revokeApiKey",
+    summary: "Revoke one of my API keys",
+    tags,
+    permission: "apikeys.manage",
+    params: s.idParams,
+    status: 204,
+    handler: async (_ctx, { params }, scope) => admin.revokeApiKey(scope, params.id),
+  });
+
+  // ----- users and invitations -----
+  api.route({
+    method: "get",
+    path: "/api/users",
+    operationId: "listUsers",
+    summary: "People of the organization",
+    tags,
+    permission: "users.read",
+    query: s.userListQuery,
+    response: s.userListSchema,
+    handler: async (_ctx, { query }, scope) => admin.listUsers(scope, query),
+  });
+  api.route({
+    method: "post",
+    path: "/api/users",
+    operationId: "createUser",
+    summary: "Create a user with an initial password",
+    tags,
+    permission: "admin.users",
+    body: s.createUserBody,
+    status: 201,
+    response: dataOf(s.userSchema),
+    errors: [409],
+    handler: async (_ctx, { body }, scope) => ({ data: await admin.createUser(scope, body) }),
+  });
+  api.route({
+    method: "get",
+    path: "/api/users/:id",
+    operationId: "getUser",
+    summary: "One user",
+    tags,
+    permission: "users.read",
+    params: s.idParams,
+    response: dataOf(s.userSchema),
+    handler: async (_ctx, { params }, scope) => ({ data: await admin.getUser(scope, params.id) }),
+  });
+  api.route({
+    method: "patch",
+    path: "/api/users/:id",
+    operationId: "updateUser",
+    summary: "Rename, deactivate or reactivate a user",
+    tags,
+    permission: "admin.users",
+    params: s.idParams,
+    body: s.updateUserBody,
+    response: dataOf(s.userSchema),
+    errors: [409],
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await admin.updateUser(scope, params.id, body),
+    }),
+  });
+  api.route({
+    method: "put",
+    path: "/api/users/:id/roles",
+    operationId: "setUserRoles",
+    summary: "Set a user's roles",
+    tags,
+    permission: "admin.users",
+    params: s.idParams,
+    body: s.roleIdsBody,
+    response: dataOf(s.userSchema),
+    errors: [409],
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await admin.setUserRoles(scope, params.id, body.roleIds),
+    }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/users/:id/reset-password",
+    operationId: "resetUserPassword",
+    summary: "Set a new password for a user (unlocks the account, ends its sessions)",
+    tags,
+    permission: "admin.users",
+    params: s.idParams,
+    body: s.resetPasswordBody,
+    status: 204,
+    handler: async (_ctx, { params, body }, scope) => admin.resetPassword(scope, params.id, body.password),
+  });
+  api.route({
+    method: "get",
+    path: "/api/invitations",
+    operationId: "listInvitations",
+    summary: "Invitations",
+    tags,
+    permission: "admin.users",
+    response: dataOf(z.array(s.invitationSchema)),
+    handler: async (_ctx, _in, scope) => ({ data: await admin.listInvitations(scope) }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/invitations",
+    operationId: "createInvitation",
+    summary: "Invite an address with a role: a one-time link to copy",
+    tags,
+    permission: "admin.users",
+    body: s.createInvitationBody,
+    status: 201,
+    response: dataOf(s.createdInvitationSchema),
+    handler: async (_ctx, { body }, scope) => ({ data: await admin.createInvitation(scope, body) }),
+  });
+  api.route({
+    method: "delete",
+    path: "/api/invitations/:id",
+    operationId: "deleteInvitation",
+    summary: "Withdraw an invitation",
+    tags,
+    permission: "admin.users",
+    params: s.idParams,
+    status: 204,
+    handler: async (_ctx, { params }, scope) => admin.deleteInvitation(scope, params.id),
+  });
+
+  // ----- roles and permissions -----
+  api.route({
+    method: "get",
+    path: "/api/permissions",
+    operationId: "listPermissions",
+    summary: "Every permission the modules declare",
+    tags,
+    permission: "admin.roles",
+    response: dataOf(z.array(s.permissionSchema)),
+    handler: async () => ({ data: admin.listPermissions() }),
+  });
+  api.route({
+    method: "get",
+    path: "/api/roles",
+    operationId: "listRoles",
+    summary: "Built-in and custom roles",
+    tags,
+    permission: "users.read",
+    response: dataOf(z.array(s.roleSchema)),
+    handler: async (_ctx, _in, scope) => ({ data: await admin.listRoles(scope) }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/roles",
+    operationId: "createRole",
+    summary: "Create a custom role",
+    tags,
+    permission: "admin.roles",
+    body: s.createRoleBody,
+    status: 201,
+    response: dataOf(s.roleSchema),
+    errors: [409],
+    handler: async (_ctx, { body }, scope) => ({ data: await admin.createRole(scope, body) }),
+  });
+  api.route({
+    method: "patch",
+    path: "/api/roles/:id",
+    operationId: "updateRole",
+    summary: "Edit a custom role",
+    tags,
+    permission: "admin.roles",
+    params: s.idParams,
+    body: s.updateRoleBody,
+    response: dataOf(s.roleSchema),
+    errors: [409],
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await admin.updateRole(scope, params.id, body),
+    }),
+  });
+  api.route({
+    method: "delete",
+    path: "/api/roles/:id",
+    operationId: "deleteRole",
+    summary: "Delete a custom role",
+    tags,
+    permission: "admin.roles",
+    params: s.idParams,
+    status: 204,
+    errors: [409],
+    handler: async (_ctx, { params }, scope) => admin.deleteRole(scope, params.id),
+  });
+
+  // ----- groups -----
+  api.route({
+    method: "get",
+    path: "/api/groups",
+    operationId: "listGroups",
+    summary: "Groups with members and roles",
+    tags,
+    permission: "users.read",
+    response: dataOf(z.array(s.groupSchema)),
+    handler: async (_ctx, _in, scope) => ({ data: await admin.listGroups(scope) }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/groups",
+    operationId: "createGroup",
+    summary: "Create a group",
+    tags,
+    permission: "admin.groups",
+    body: s.createGroupBody,
+    status: 201,
+    response: dataOf(s.groupSchema),
+    errors: [409],
+    handler: async (_ctx, { body }, scope) => ({ data: await admin.createGroup(scope, body) }),
+  });
+  api.route({
+    method: "get",
+    path: "/api/groups/:id",
+    operationId: "getGroup",
+    summary: "One group",
+    tags,
+    permission: "users.read",
+    params: s.idParams,
+    response: dataOf(s.groupSchema),
+    handler: async (_ctx, { params }, scope) => ({ data: await admin.getGroup(scope, params.id) }),
+  });
+  api.route({
+    method: "patch",
+    path: "/api/groups/:id",
+    operationId: "updateGroup",
+    summary: "Rename or describe a group",
+    tags,
+    permission: "admin.groups",
+    params: s.idParams,
+    body: s.updateGroupBody,
+    response: dataOf(s.groupSchema),
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await admin.updateGroup(scope, params.id, body),
+    }),
+  });
+  api.route({
+    method: "delete",
+    path: "/api/groups/:id",
+    operationId: "deleteGroup",
+    summary: "Delete a group",
+    tags,
+    permission: "admin.groups",
+    params: s.idParams,
+    status: 204,
+    handler: async (_ctx, { params }, scope) => admin.deleteGroup(scope, params.id),
+  });
+  api.route({
+    method: "put",
+    path: "/api/groups/:id/members",
+    operationId: "setGroupMembers",
+    summary: "Set a group's members",
+    tags,
+    permission: "admin.groups",
+    params: s.idParams,
+    body: s.userIdsBody,
+    response: dataOf(s.groupSchema),
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await admin.setGroupMembers(scope, params.id, body.userIds),
+    }),
+  });
+  api.route({
+    method: "put",
+    path: "/api/groups/:id/roles",
+    operationId: "setGroupRoles",
+    summary: "Set the roles a group grants",
+    tags,
+    permission: "admin.groups",
+    params: s.idParams,
+    body: s.roleIdsBody,
+    response: dataOf(s.groupSchema),
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await admin.setGroupRoles(scope, params.id, body.roleIds),
+    }),
+  });
+
+  // ----- audit -----
+  api.route({
+    method: "get",
+    path: "/api/audit",
+    operationId: "listAudit",
+    summary: "Audit records with filters, newest first",
+    tags,
+    permission: "audit.read",
+    query: s.auditQuery,
+    response: s.auditListSchema,
+    handler: async (_ctx, { query }, scope) => admin.listAudit(scope, query),
+  });
+  api.route({
+    method: "get",
+    path: "/api/audit/export",
+    operationId: "exportAudit",
+    summary: "Export audit records as JSON lines or CSV",
+    tags,
+    permission: "audit.export",
+    query: s.auditExportQuery,
+    response: z.string(),
+    responseType: "text/plain",
+    handler: async (ctx, { query }, scope) => {
+      const { format, ...filters } = query;
+      const body = await admin.exportAudit(scope, filters, format);
+      ctx.type = format === "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson";
+      ctx.attachment(`audit.${format}`);
+      return body;
+    },
+  });
+
+  // ----- organization and installation -----
+  api.route({
+    method: "get",
+    path: "/api/org",
+    operationId: "getOrganization",
+    summary: "My organization, its plan, limits and today's usage",
+    tags,
+    permission: "org.read",
+    response: dataOf(s.organizationSchema),
+    handler: async (_ctx, _in, scope) => ({ data: await org.getOrganization(scope) }),
+  });
+  api.route({
+    method: "patch",
+    path: "/api/org",
+    operationId: "updateOrganization",
+    summary: "Change my organization's name and settings",
+    tags,
+    permission: "admin.settings",
+    body: s.updateOrganizationBody,
+    response: dataOf(s.organizationSchema),
+    handler: async (_ctx, { body }, scope) => ({ data: await org.updateOrganization(scope, body) }),
+  });
+  api.route({
+    method: "get",
+    path: "/api/system/organizations",
+    operationId: "listInstallationOrganizations",
+    summary: "Every organization of the installation (system administrators)",
+    tags,
+    response: dataOf(z.array(s.installationOrgSchema)),
+    handler: async (_ctx, _in, scope) => ({ data: await org.listOrganizations(scope) }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/system/organizations",
+    operationId: "createInstallationOrganization",
+    summary: "Create an organization with its owner (system administrators)",
+    tags,
+    body: s.createOrganizationBody,
+    status: 201,
+    response: dataOf(s.installationOrgSchema),
+    errors: [409],
+    handler: async (_ctx, { body }, scope) => ({
+      data: (await org.createOtherOrganization(scope, body)) as z.infer<typeof s.installationOrgSchema>,
+    }),
+  });
+  api.route({
+    method: "patch",
+    path: "/api/system/organizations/:id",
+    operationId: "setOrganizationPlan",
+    summary: "Set an organization's plan and limit overrides (system administrators)",
+    tags,
+    params: s.idParams,
+    body: s.setPlanBody,
+    response: dataOf(s.installationOrgSchema),
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: (await org.setOrganizationPlan(scope, params.id, body)) as z.infer<
+        typeof s.installationOrgSchema
+      >,
+    }),
+  });
+}

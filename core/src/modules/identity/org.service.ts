@@ -1,0 +1,249 @@
+import type { Knex } from "knex";
+import { z } from "zod";
+import { AppError } from "../../platform/http/errors.js";
+import { actorOf, audit } from "./audit.js";
+import type { Svc } from "./admin.service.js";
+import { createOrganization } from "./identity.service.js";
+import { asOtherOrg } from "../../platform/db/tenant.js";
+
+/** The plans and what each allows; null means unlimited. */
+export const PLANS = {
+  starter: {
+    aiRequestsPerDay: 200,
+    tokensPerDay: 200_000,
+    integrations: 2,
+    workflowRunsPerDay: 100,
+    ssoAllowed: false,
+    analyticsDays: 30,
+  },
+  professional: {
+    aiRequestsPerDay: 2_000,
+    tokensPerDay: 2_000_000,
+    integrations: 10,
+    workflowRunsPerDay: 1_000,
+    ssoAllowed: true,
+    analyticsDays: 365,
+  },
+  enterprise: {
+    aiRequestsPerDay: null,
+    tokensPerDay: null,
+    integrations: null,
+    workflowRunsPerDay: null,
+    ssoAllowed: true,
+    analyticsDays: null,
+  },
+} as const;
+
+/** A plan's name. */
+export type PlanName = keyof typeof PLANS;
+/** Limits of a plan after overrides. */
+export type Limits = {
+  [K in keyof (typeof PLANS)["starter"]]: (typeof PLANS)["starter"][K] | null | number | boolean;
+};
+
+/** Counted limits: the usage counter a quota reads. */
+export const QUOTA_METRICS = {
+  aiRequestsPerDay: "ai.requests",
+  tokensPerDay: "ai.tokens",
+  workflowRunsPerDay: "workflow.runs",
+} as const;
+
+/** Per-organization overrides a system administrator may set. */
+export const overridesSchema = z
+  .strictObject({
+    aiRequestsPerDay: z.number().int().min(0).nullable(),
+    tokensPerDay: z.number().int().min(0).nullable(),
+    integrations: z.number().int().min(0).nullable(),
+    workflowRunsPerDay: z.number().int().min(0).nullable(),
+    ssoAllowed: z.boolean(),
+    analyticsDays: z.number().int().min(1).nullable(),
+  })
+  .partial();
+
+/** The organization's plan limits with overrides applied. */
+export async function limitsOf(
+  trx: Knex.Transaction,
+  orgId: string,
+): Promise<{ plan: PlanName; limits: Limits }> {
+  const org = await trx("organizations").select("plan", "plan_overrides").where({ id: orgId }).first();
+  const plan = (org?.plan ?? "starter") as PlanName;
+  return { plan, limits: { ...PLANS[plan], ...(org?.plan_overrides as Partial<Limits>) } };
+}
+
+const startOfNextDayUtc = () => {
+  const d = new Date();
+  return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1));
+};
+
+/**
+ * Counts usage for the organization and the user, refusing with 429 when the plan's daily limit would be
+ * passed. The check and the increment are one statement, so concurrent requests cannot overshoot.
+ */
+export async function consumeQuota(
+  { caller, trx }: Svc,
+  limit: keyof typeof QUOTA_METRICS,
+  amount = 1,
+): Promise<void> {
+  const metric = QUOTA_METRICS[limit];
+  const { limits } = await limitsOf(trx, caller.orgId);
+  const max = limits[limit] as number | null;
+  const rows = (
+    await trx.raw(
+      `insert into usage_counters (org_id, user_id, metric, day, value) values (?, null, ?, current_date, ?)
+     on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
+     do update set value = usage_counters.value + excluded.value
+     where ?::bigint is null or usage_counters.value + excluded.value <= ?::bigint
+     returning value`,
+      [caller.orgId, metric, amount, max, max],
+    )
+  ).rows as { value: string }[];
+  if (rows.length === 0 || (max !== null && Number(rows[0]?.value) > max)) {
+    const resetsAt = startOfNextDayUtc();
+    throw new AppError(
+      429,
+      "quota_exceeded",
+      `The organization's plan allows ${max} ${metric} per day; it resets at ${resetsAt.toISOString()}.`,
+      { metric, limit: max, resetsAt: resetsAt.toISOString() },
+      { "Retry-After": String(Math.ceil((resetsAt.getTime() - Date.now()) / 1000)) },
+    );
+  }
+  await trx.raw(
+    `insert into usage_counters (org_id, user_id, metric, day, value) values (?, ?, ?, current_date, ?)
+     on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
+     do update set value = usage_counters.value + excluded.value`,
+    [caller.orgId, caller.userId, metric, amount],
+  );
+}
+
+/** The organization, its plan, limits, settings and today's usage (organization and caller). */
+export async function getOrganization({ caller, trx }: Svc) {
+  const org = await trx("organizations")
+    .select("id", "name", "slug", "plan", "created_at")
+    .where({ id: caller.orgId })
+    .first();
+  const settings = await trx("tenant_settings").select("settings").where({ org_id: caller.orgId }).first();
+  const { limits } = await limitsOf(trx, caller.orgId);
+  const usage = await trx("usage_counters")
+    .select("metric", "user_id", "value")
+    .where({ day: trx.raw("current_date") });
+  const sum = (metric: string, mine: boolean) =>
+    usage
+      .filter((u) => u.metric === metric && (mine ? u.user_id === caller.userId : u.user_id === null))
+      .reduce((a, u) => a + Number(u.value), 0);
+  return {
+    id: org.id as string,
+    name: org.name as string,
+    slug: org.slug as string,
+    plan: org.plan as PlanName,
+    limits,
+    settings: (settings?.settings ?? {}) as Record<string, unknown>,
+    usageToday: Object.values(QUOTA_METRICS).map((metric) => ({
+      metric,
+      organization: sum(metric, false),
+      you: sum(metric, true),
+    })),
+    createdAt: (org.created_at as Date).toISOString(),
+  };
+}
+
+/** Changes the organization's name and settings. */
+export async function updateOrganization(
+  { caller, trx }: Svc,
+  input: { name?: string; settings?: Record<string, unknown> },
+) {
+  if (input.name !== undefined)
+    await trx("organizations").where({ id: caller.orgId }).update({ name: input.name });
+  if (input.settings !== undefined) {
+    await trx("tenant_settings")
+      .where({ org_id: caller.orgId })
+      .update({ settings: JSON.stringify(input.settings), updated_at: trx.fn.now() });
+  }
+  await audit(trx, {
+    ...actorOf(caller),
+    action: "settings.update",
+    targetType: "organization",
+    targetId: caller.orgId,
+    outcome: "success",
+    details: input,
+  });
+  return getOrganization({ caller, trx });
+}
+
+/** Every organization of the installation (system administrators only). */
+export async function listOrganizations({ caller, trx }: Svc) {
+  if (!caller.systemAdmin) throw AppError.forbidden("Only system administrators manage organizations.");
+  const rows = (await trx.raw("select * from installation_organizations()")).rows as Record<
+    string,
+    unknown
+  >[];
+  return rows.map((r) => ({
+    id: r.id as string,
+    name: r.name as string,
+    slug: r.slug as string,
+    plan: r.plan as PlanName,
+    overrides: r.plan_overrides as Record<string, unknown>,
+    createdAt: (r.created_at as Date).toISOString(),
+  }));
+}
+
+/** Creates another organization with its first owner (system administrators only). */
+export async function createOtherOrganization(
+  { caller, trx }: Svc,
+  input: { name: string; ownerEmail: string; ownerName: string; ownerPassword: string },
+) {
+  if (!caller.systemAdmin) throw AppError.forbidden("Only system administrators manage organizations.");
+  let orgId = "";
+  // createOrganization sets the new organization for the rest of the transaction; asOtherOrg restores ours.
+  await asOtherOrg(trx, caller.orgId, caller.orgId, async () => {
+    ({ orgId } = await createOrganization(
+      trx,
+      { ...input, systemAdmin: false },
+      { actorType: "user", actorId: caller.userId, meta: caller },
+    ));
+  });
+  await audit(trx, {
+    ...actorOf(caller),
+    action: "system.organization.create",
+    targetType: "organization",
+    targetId: orgId,
+    outcome: "success",
+    details: { name: input.name },
+  });
+  return (await listOrganizations({ caller, trx })).find((o) => o.id === orgId);
+}
+
+/** Sets another organization's plan and overrides (system administrators only). */
+export async function setOrganizationPlan(
+  { caller, trx }: Svc,
+  id: string,
+  input: { plan?: PlanName; overrides?: z.infer<typeof overridesSchema> },
+) {
+  if (!caller.systemAdmin) throw AppError.forbidden("Only system administrators manage organizations.");
+  const exists = (await listOrganizations({ caller, trx })).some((o) => o.id === id);
+  if (!exists) throw AppError.notFound("No such organization.");
+  await asOtherOrg(trx, caller.orgId, id, async (other) => {
+    const patch: Record<string, unknown> = {};
+    if (input.plan) patch.plan = input.plan;
+    if (input.overrides) patch.plan_overrides = JSON.stringify(input.overrides);
+    await other("organizations").where({ id }).update(patch);
+    await audit(other, {
+      orgId: id,
+      actorType: "user",
+      actorId: caller.userId,
+      action: "system.plan",
+      targetType: "organization",
+      targetId: id,
+      outcome: "success",
+      details: input,
+    });
+  });
+  await audit(trx, {
+    ...actorOf(caller),
+    action: "system.plan",
+    targetType: "organization",
+    targetId: id,
+    outcome: "success",
+    details: input,
+  });
+  return (await listOrganizations({ caller, trx })).find((o) => o.id === id);
+}
