@@ -18,3 +18,6 @@ export {
 } from "./platform/bus/bus.js";
 export { defineQueue, defineEvent, type QueueDef, type EventDef } from "./platform/bus/topology.js";
 export { Outbox, OutboxRelay } from "./platform/bus/outbox.js";
+export { createOrganization, needsSetup } from "./modules/identity/identity.service.js";
+export { verifyAuditChains, type AuditVerification } from "./modules/identity/audit.js";
+export { withOrg } from "./platform/db/tenant.js";

@@ -1,6 +1,15 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { accessSync, constants, existsSync, mkdirSync, statfsSync, writeFileSync, chmodSync } from "node:fs";
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  statfsSync,
+  writeFileSync,
+  chmodSync,
+} from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,6 +20,9 @@ import { connect } from "@nats-io/transport-node";
 import {
   ConfigError,
   configFilePath,
+  createOrganization,
+  needsSetup,
+  verifyAuditChains,
   findNatsServer,
   loadConfig,
   natsServerVersion,
@@ -348,6 +360,65 @@ export function program(): Command {
       const redacted = redactConfig(config());
       out(`# from ${configFilePath()} and the environment`);
       out(o.json ? JSON.stringify(redacted, null, 2) : toYaml(redacted).trim());
+    });
+
+  const adminCmd = cmd.command("admin").description("organizations and administrators");
+  adminCmd
+    .command("create")
+    .description("create an organization and its owner (the first one becomes a system administrator)")
+    .requiredOption("--org <name>", "organization name")
+    .requiredOption("--email <email>", "owner's email address")
+    .requiredOption("--name <name>", "owner's display name")
+    .option("--password-file <file>", "file holding the owner's password (else WORKSYNAPSE_ADMIN_PASSWORD)")
+    .action(async (o: { org: string; email: string; name: string; passwordFile?: string }) => {
+      const password = o.passwordFile
+        ? readFileSync(o.passwordFile, "utf8").trim()
+        : process.env.WORKSYNAPSE_ADMIN_PASSWORD;
+      if (!password) throw new Error("Give the password in --password-file or WORKSYNAPSE_ADMIN_PASSWORD.");
+      const cfg = config();
+      const owner = openOwnerDatabase(cfg);
+      try {
+        await runMigrations(owner.knex, cfg.database.appRole, "latest", silentLogger());
+        const first = await needsSetup(owner.knex);
+        const { orgId } = await createOrganization(
+          owner.knex,
+          {
+            name: o.org,
+            ownerEmail: o.email,
+            ownerName: o.name,
+            ownerPassword: password,
+            systemAdmin: first,
+          },
+          { actorType: "system", actorId: "cli" },
+        );
+        out(
+          `created   organization ${o.org} (${orgId}) with owner ${o.email}${first ? " (system administrator)" : ""}`,
+        );
+      } finally {
+        await owner.close();
+      }
+    });
+
+  const auditCmd = cmd.command("audit").description("audit log");
+  auditCmd
+    .command("verify")
+    .description("recompute every audit hash chain; exit 1 naming the first broken record")
+    .action(async () => {
+      const cfg = config();
+      const owner = openOwnerDatabase(cfg);
+      try {
+        const v = await verifyAuditChains(owner.knex);
+        if (v.ok) out(`audit log intact: ${v.checked} records checked`);
+        else {
+          const b = v.firstBroken;
+          out(
+            `audit log BROKEN at record id ${b?.id} (organization ${b?.orgId ?? "installation"}, sequence ${b?.seq}): ${b?.reason}. ${v.checked} records before it are intact.`,
+          );
+          process.exitCode = 1;
+        }
+      } finally {
+        await owner.close();
+      }
     });
 
   const dbCmd = cmd.command("db").description("database administration");

@@ -678,7 +678,8 @@ function presentAudit(r: Record<string, unknown>) {
 
 function auditBase(trx: Knex.Transaction, q: Omit<AuditQuery, "limit" | "offset">) {
   return trx("audit_log").modify((b) => {
-    if (q.action) b.where("action", "like", `${q.action.replace(/[%_]/g, "")}%`);
+    if (q.action)
+      b.whereRaw("action like ? escape '\\'", [`${q.action.replace(/[\\%_]/g, (c) => `\\${c}`)}%`]);
     if (q.actorId) b.where("actor_id", q.actorId);
     if (q.targetId) b.where("target_id", q.targetId);
     if (q.outcome) b.where("outcome", q.outcome);

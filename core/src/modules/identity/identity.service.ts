@@ -229,10 +229,10 @@ export async function signIn(
     );
   }
   const ok = slot.password_hash !== null && (await verifyPassword(slot.password_hash, input.password));
-  return withOrg(knex, found.org_id, async (trx) => {
+  // The failure records commit before the error is raised: a rolled-back audit would hide the attack.
+  const result = await withOrg(knex, found.org_id, async (trx) => {
     if (!ok) {
-      const locked = slot.failed_logins >= max;
-      if (locked) {
+      if (slot.failed_logins >= max) {
         await trx("users")
           .where({ id: found.user_id })
           .update({ locked_until: trx.raw("now() + make_interval(mins => ?)", [minutes]) });
@@ -249,7 +249,7 @@ export async function signIn(
         outcome: "failure",
         details: { reason: "wrong_password" },
       });
-      throw refused();
+      return undefined;
     }
     await trx("users")
       .where({ id: found.user_id })
@@ -263,6 +263,8 @@ export async function signIn(
     await audit(trx, { ...entry, action: "auth.sign_in", outcome: "success" });
     return { orgId: found.org_id, userId: found.user_id, ...session };
   });
+  if (!result) throw refused();
+  return result;
 }
 
 /** Ends the caller's session. */

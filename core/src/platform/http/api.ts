@@ -184,7 +184,8 @@ export class Api {
         ctx.status = 204;
         return;
       }
-      if (def.responseType) ctx.type = def.responseType;
+      // A handler may have chosen a more precise type (e.g. CSV or JSON lines).
+      if (def.responseType && !ctx.response.get("Content-Type")) ctx.type = def.responseType;
       ctx.body = result;
     });
 
