@@ -31,7 +31,7 @@ describe("every signed-in route", () => {
   });
 
   it("answers 401 for a forged session cookie, API key or token", async () => {
-    for (const headers of [
+    for (const headers of <Record<string, string>[]>[
       { cookie: "ws_session=forged" },
       { "x-api-key": "wsk_0123456789ab_" + "x".repeat(32) },
       { authorization: "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0." },
