@@ -251,14 +251,12 @@ export async function signIn(
       });
       return undefined;
     }
-    await trx("users")
-      .where({ id: found.user_id })
-      .update({
-        failed_logins: 0,
-        failed_window_start: null,
-        locked_until: null,
-        last_login_at: trx.fn.now(),
-      });
+    await trx("users").where({ id: found.user_id }).update({
+      failed_logins: 0,
+      failed_window_start: null,
+      locked_until: null,
+      last_login_at: trx.fn.now(),
+    });
     const session = await createSession(trx, config, found.org_id, found.user_id, meta);
     await audit(trx, { ...entry, action: "auth.sign_in", outcome: "success" });
     return { orgId: found.org_id, userId: found.user_id, ...session };

@@ -1,0 +1,90 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getTestServer, type TestServer } from "../support/server.js";
+import { createMember, createTestOrg, PASSWORD, signIn, type TestOrg } from "../support/identity.js";
+
+let srv: TestServer;
+let org: TestOrg;
+
+const attempt = (server: TestServer, email: string, password: string) =>
+  server.fetch("/api/auth/login", {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-requested-with": "worksynapse", origin: server.url },
+    body: JSON.stringify({ email, password }),
+  });
+
+beforeAll(async () => {
+  // The per-address limit is lifted so the per-account lockout is what stops the attack here.
+  srv = await getTestServer({ env: { WORKSYNAPSE_AUTH_SIGN_IN_PER_IP_PER_MINUTE: "100000" } });
+  org = await createTestOrg(srv, "brute");
+});
+afterAll(() => srv?.close());
+
+describe("password guessing", () => {
+  it("1,000 wrong passwords against one account: at most 5 are evaluated, the lock is audited, an admin restores access", async () => {
+    const victim = await createMember(org, ["member"], "victim");
+    let next = 0;
+    const statuses: number[] = [];
+    await Promise.all(
+      Array.from({ length: 25 }, async () => {
+        while (next < 1000) {
+          const n = next++;
+          statuses.push((await attempt(srv, victim.email, `wrong-guess-${n}-xxxxx`)).status);
+        }
+      }),
+    );
+    expect(statuses).toHaveLength(1000);
+    expect(statuses.every((s) => s === 401)).toBe(true);
+    const log = async (q: string) =>
+      (
+        await org.owner.json<{
+          data: { action: string; outcome: string; details: Record<string, unknown> }[];
+        }>("GET", `/api/audit?limit=200&${q}`)
+      ).data;
+    const evaluated = (await log(`action=auth.sign_in&outcome=failure&actorId=${victim.id}`)).filter(
+      (e) => e.details.reason === "wrong_password",
+    );
+    expect(evaluated.length).toBe(5);
+    expect((await log(`action=auth.lockout&actorId=${victim.id}`)).length).toBe(1);
+    const denied = (
+      await org.owner.json<{ page: { total: number } }>(
+        "GET",
+        `/api/audit?action=auth.sign_in&outcome=denied&actorId=${victim.id}`,
+      )
+    ).page.total;
+    expect(denied).toBe(995);
+
+    // The real user, with the right password, is locked out too...
+    const real = await attempt(srv, victim.email, PASSWORD);
+    expect(real.status).toBe(401);
+    expect(((await real.json()) as { error: { code: string } }).error.code).toBe("account_locked");
+    // ...until an administrator resets the password, which unlocks the account.
+    const users = await org.owner.json<{ data: { id: string; locked: boolean }[] }>(
+      "GET",
+      "/api/users?limit=200",
+    );
+    expect(users.data.find((u) => u.id === victim.id)?.locked).toBe(true);
+    await org.owner.json(
+      "POST",
+      `/api/users/${victim.id}/reset-password`,
+      { password: "restored-secret-phrase" },
+      204,
+    );
+    await signIn(srv, victim.email, "restored-secret-phrase");
+  }, 120_000);
+
+  it("limits sign-in attempts per client address across accounts (429 with Retry-After)", async () => {
+    const limited = await getTestServer({ env: { WORKSYNAPSE_AUTH_SIGN_IN_PER_IP_PER_MINUTE: "10" } });
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 12; i++)
+        codes.push((await attempt(limited, `nobody${i}@example.org`, "whatever-password")).status);
+      expect(codes.slice(0, 10).every((c) => c === 401)).toBe(true);
+      const r = await attempt(limited, "nobody@example.org", "whatever-password");
+      expect(r.status).toBe(429);
+      expect(Number(r.headers.get("retry-after"))).toBeGreaterThan(0);
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe("rate_limited");
+    } finally {
+      await limited.close();
+    }
+  });
+});

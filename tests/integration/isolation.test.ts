@@ -1,0 +1,182 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { getTestServer, type TestServer } from "../support/server.js";
+import { createMember, createTestOrg, PASSWORD, signIn, type TestOrg } from "../support/identity.js";
+import { fill, operations } from "../support/openapi.js";
+
+let srv: TestServer;
+let a: TestOrg;
+let b: TestOrg;
+const bIds: Record<string, string[]> = {};
+
+/** Every row of organization B in every tenant table, as the superuser sees it. */
+async function snapshotB(): Promise<string> {
+  const c = new pg.Client({ connectionString: srv.pg.url });
+  await c.connect();
+  try {
+    const tables = (
+      await c.query(
+        "select distinct table_name from information_schema.columns where column_name = 'org_id' and table_schema = 'public' order by 1",
+      )
+    ).rows as { table_name: string }[];
+    const out: Record<string, unknown> = {};
+    for (const { table_name } of tables) {
+      // last_seen_at/last_used_at move when B uses its own session; B is idle during the replay.
+      out[table_name] = (
+        await c.query(`select * from ${table_name} where org_id = $1 order by 1, 2`, [b.orgId])
+      ).rows;
+    }
+    out.organizations = (await c.query("select * from organizations where id = $1", [b.orgId])).rows;
+    return JSON.stringify(out);
+  } finally {
+    await c.end();
+  }
+}
+
+beforeAll(async () => {
+  srv = await getTestServer();
+  a = await createTestOrg(srv, "alpha");
+  b = await createTestOrg(srv, "bravo");
+  // Give B one of everything, each carrying B's marker.
+  const member = await createMember(b, ["member"], "bmember");
+  const roles = (await b.owner.json<{ data: { id: string; key: string }[] }>("GET", "/api/roles")).data;
+  const custom = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/roles",
+    { name: `Role ${b.marker}`, permissions: ["org.read"] },
+    201,
+  );
+  const group = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/groups",
+    { name: `Group ${b.marker}` },
+    201,
+  );
+  await b.owner.json("PUT", `/api/groups/${group.data.id}/members`, { userIds: [member.id] });
+  const inv = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/invitations",
+    { email: `inv-${b.marker.toLowerCase()}@example.org`, roleId: roles[0]?.id },
+    201,
+  );
+  const key = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/api-keys",
+    { name: `Key ${b.marker}`, permissions: ["org.read"] },
+    201,
+  );
+  const sessions = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/auth/sessions")).data;
+  const audit = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/audit?limit=200")).data;
+  Object.assign(bIds, {
+    org: [b.orgId],
+    user: [b.ownerId, member.id],
+    role: [...roles.map((r) => r.id), custom.data.id],
+    group: [group.data.id],
+    invitation: [inv.data.id],
+    apiKey: [key.data.id],
+    session: sessions.map((s) => s.id),
+    audit: audit.map((x) => x.id),
+  });
+  await signIn(srv, member.email, PASSWORD);
+});
+afterAll(() => srv?.close());
+
+/** A body that passes validation for each operation, so the replay reaches the service. */
+function bodyFor(operationId: string, id: string): unknown {
+  const bodies: Record<string, unknown> = {
+    updateUser: { displayName: "pwned", status: "deactivated" },
+    setUserRoles: { roleIds: [id] },
+    resetUserPassword: { password: "pwned-password-123" },
+    updateRole: { name: "pwned", permissions: ["org.read"] },
+    updateGroup: { name: "pwned" },
+    setGroupMembers: { userIds: [id] },
+    setGroupRoles: { roleIds: [id] },
+    setOrganizationPlan: { plan: "enterprise" },
+    createUser: {
+      email: "x-pwn@example.org",
+      displayName: "x",
+      password: "pwned-password-123",
+      roleIds: [id],
+    },
+    createInvitation: { email: "y-pwn@example.org", roleId: id },
+  };
+  return bodies[operationId] ?? {};
+}
+
+describe("organization isolation", () => {
+  it("replays every object id of organization B on every route with A's credentials: no B data out, no B row changed", async () => {
+    const before = await snapshotB();
+    const ops = (await operations(srv)).filter(
+      (o) => o.auth === "user" && !["signOut", "revokeMySession"].includes(o.operationId),
+    );
+    // Audit records have no route of their own; their ids are replayed in query strings below.
+    const allIds = Object.entries(bIds)
+      .filter(([kind]) => kind !== "audit")
+      .flatMap(([, ids]) => ids);
+    expect(allIds.length).toBeGreaterThan(10);
+    let calls = 0;
+    const leaks: string[] = [];
+    const wrongStatus: string[] = [];
+    for (const op of ops) {
+      const targets = op.pathParams.length ? allIds : [""];
+      for (const id of targets) {
+        const path = fill(op.path, { id });
+        const r = await a.owner.request(
+          op.method,
+          path,
+          op.hasBody ? bodyFor(op.operationId, id) : undefined,
+        );
+        const text = await r.text();
+        calls += 1;
+        if (text.includes(b.marker)) leaks.push(`${op.method} ${path} -> ${r.status}`);
+        // Path ids of another organization are not found, never forbidden (no existence oracle).
+        if (op.pathParams.length && r.status !== 404 && !op.path.startsWith("/api/system/")) {
+          wrongStatus.push(`${op.method} ${path} -> ${r.status} ${text.slice(0, 120)}`);
+        }
+      }
+      // Ids of B in bodies of A's own objects are refused too.
+      if (op.hasBody && !op.pathParams.length) {
+        for (const id of allIds) {
+          const r = await a.owner.request(op.method, op.path, bodyFor(op.operationId, id));
+          const text = await r.text();
+          calls += 1;
+          if (text.includes(b.marker)) leaks.push(`${op.method} ${op.path} body ${id} -> ${r.status}`);
+        }
+      }
+    }
+    // Query-string ids: filters by B's actor or target find nothing.
+    for (const id of [...allIds, ...(bIds.audit ?? [])]) {
+      const r = await a.owner.request("GET", `/api/audit?actorId=${id}&targetId=${id}`);
+      const body = (await r.json()) as { data: unknown[] };
+      expect(body.data).toEqual([]);
+      calls += 1;
+    }
+    // A's own objects with B's ids inside: setting B's user into A's group, B's role on A's user.
+    const aGroup = await a.owner.json<{ data: { id: string } }>(
+      "POST",
+      "/api/groups",
+      { name: "alpha group" },
+      201,
+    );
+    for (const userId of bIds.user ?? []) {
+      expect(
+        (await a.owner.request("PUT", `/api/groups/${aGroup.data.id}/members`, { userIds: [userId] })).status,
+      ).toBe(404);
+    }
+    for (const roleId of bIds.role ?? []) {
+      expect(
+        (await a.owner.request("PUT", `/api/users/${a.ownerId}/roles`, { roleIds: [roleId] })).status,
+      ).toBe(404);
+      expect(
+        (await a.owner.request("PUT", `/api/groups/${aGroup.data.id}/roles`, { roleIds: [roleId] })).status,
+      ).toBe(404);
+    }
+    // every route at least once, every id route once per id of B
+    expect(calls).toBeGreaterThan(ops.length + allIds.length * 10);
+    expect(leaks).toEqual([]);
+    expect(wrongStatus).toEqual([]);
+    expect(await snapshotB()).toBe(before);
+    // B still works.
+    expect((await b.owner.json<{ data: { id: string } }>("GET", "/api/auth/me")).data.id).toBe(b.ownerId);
+  });
+});
