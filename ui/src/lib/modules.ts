@@ -6,6 +6,10 @@ export interface ModuleEntry {
   label: MessageKey;
   description: MessageKey;
   section: "work" | "ai" | "admin";
+  /** Where it lives when built (else the empty state at /<id>). */
+  href?: string;
+  /** Shown only to people holding this permission. */
+  permission?: string;
 }
 
 /** Every module of the product, in navigation order. */
@@ -30,7 +34,27 @@ export const MODULES: ModuleEntry[] = [
     section: "work",
   },
   { id: "analytics", label: "module.analytics", description: "module.analytics.desc", section: "work" },
-  { id: "admin", label: "module.admin", description: "module.admin.desc", section: "admin" },
-  { id: "models", label: "module.models", description: "module.models.desc", section: "admin" },
-  { id: "audit", label: "module.audit", description: "module.audit.desc", section: "admin" },
+  {
+    id: "admin",
+    label: "module.admin",
+    description: "module.admin.desc",
+    section: "admin",
+    href: "/admin/users",
+    permission: "users.read",
+  },
+  {
+    id: "models",
+    label: "module.models",
+    description: "module.models.desc",
+    section: "admin",
+    permission: "admin.settings",
+  },
+  {
+    id: "audit",
+    label: "module.audit",
+    description: "module.audit.desc",
+    section: "admin",
+    href: "/admin/audit",
+    permission: "audit.read",
+  },
 ];

@@ -3,6 +3,13 @@ import type { paths } from "./schema";
 
 /** The typed API client; types come from core's OpenAPI document (npm run codegen). */
 export const api = createClient<paths>({ baseUrl: "" });
+// Every request says it comes from the UI: the server refuses cookie-authenticated writes without it (CSRF).
+api.use({
+  onRequest({ request }) {
+    request.headers.set("x-requested-with", "worksynapse");
+    return request;
+  },
+});
 
 /** An error answered by the API: its stable code, HTTP status and message. */
 export class ApiError extends Error {
