@@ -61,7 +61,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
   registerIdentityRoutes(api, { knex: deps.knex, config, authenticator, limiters });
 
   for (const register of deps.routes ?? []) register(api);
-  app.use(api.router.routes());
+  app.use(api.middleware());
   const uiDir = config.http.uiDir ?? DEFAULT_UI_DIR;
   if (existsSync(uiDir)) app.use(serveUi(uiDir));
   else log.warn({ uiDir }, "no built UI found; run `npm run build` to serve the web UI");

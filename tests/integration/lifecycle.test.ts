@@ -18,7 +18,7 @@ describe("graceful shutdown", () => {
     srv = await getTestServer({
       routes: [
         (api) =>
-          api.router.get("/api/test/slow", async (ctx) => {
+          api.get("/api/test/slow", async (ctx) => {
             await new Promise((r) => setTimeout(r, 1500));
             ctx.body = { data: "finished" };
           }),

@@ -1,6 +1,6 @@
 import type { Knex } from "knex";
 import type { Config } from "../../config/schema.js";
-import type { Caller } from "../../platform/auth/caller.js";
+import { can, type Caller } from "../../platform/auth/caller.js";
 import { PERMISSIONS } from "../catalog.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "./audit.js";
@@ -81,7 +81,7 @@ async function roleIdsOf(trx: Knex.Transaction, ids: string[]): Promise<string[]
 async function assertCanGrant(trx: Knex.Transaction, caller: Caller, roleIds: string[]): Promise<void> {
   if (roleIds.length === 0) return;
   const roles = await trx("roles").whereIn("id", roleIds).select("key", "builtin", "permissions");
-  const missing = [...permissionsOf(roles)].filter((p) => !caller.permissions.has(p));
+  const missing = [...permissionsOf(roles)].filter((p) => !can(caller, p));
   if (missing.length > 0)
     throw AppError.forbidden(`You cannot grant permissions you do not hold: ${missing.join(", ")}.`);
 }
@@ -346,7 +346,7 @@ function checkPermissionCodes(caller: Caller, codes: string[]) {
     throw AppError.badRequest(`Unknown permissions: ${unknown.join(", ")}.`, {
       fields: [{ path: "permissions", message: "unknown permission" }],
     });
-  const missing = codes.filter((c) => !caller.permissions.has(c));
+  const missing = codes.filter((c) => !can(caller, c));
   if (missing.length)
     throw AppError.forbidden(`You cannot grant permissions you do not hold: ${missing.join(", ")}.`);
 }

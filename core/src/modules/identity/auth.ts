@@ -105,25 +105,51 @@ export async function rolesOfUser(trx: Knex.Transaction, userId: string): Promis
     })) as RoleRow[];
 }
 
-interface UserRow {
+interface CallerRow {
   id: string;
   email: string;
   status: string;
   system_admin: boolean;
+  roles: RoleRow[];
+  stale: boolean;
 }
 
-async function activeUser(trx: Knex.Transaction, userId: string): Promise<UserRow> {
-  const user = (await trx("users")
-    .select("id", "email", "status", "system_admin")
-    .where({ id: userId })
-    .first()) as UserRow | undefined;
-  if (!user || user.status !== "active") throw AppError.unauthenticated("Your account is not active.");
-  return user;
+/** The user and every role they hold (directly or through groups), as one SQL expression list. */
+const USER_WITH_ROLES = `u.id, u.email, u.status, u.system_admin,
+  coalesce((select json_agg(json_build_object('key', r.key, 'builtin', r.builtin, 'permissions', r.permissions))
+    from roles r where r.id in (
+      select ur.role_id from user_roles ur where ur.user_id = u.id
+      union select gr.role_id from group_roles gr join group_members gm on gm.group_id = gr.group_id where gm.user_id = u.id)
+  ), '[]'::json) as roles`;
+
+function activeUser(row: CallerRow | undefined, message: string): CallerRow {
+  if (!row) throw AppError.unauthenticated(message);
+  if (row.status !== "active") throw AppError.unauthenticated("Your account is not active.");
+  return row;
+}
+
+/**
+ * A bounded map of credential lookups (token hash or key prefix -> organization, user, row id). The mapping
+ * never changes for a credential, and whether it is still valid is checked in the organization's transaction
+ * on every request, so caching it cannot outlive a revocation.
+ */
+class LookupCache<T> {
+  private readonly map = new Map<string, T>();
+  constructor(private readonly max = 10_000) {}
+  get(key: string): T | undefined {
+    return this.map.get(key);
+  }
+  set(key: string, value: T): void {
+    if (this.map.size >= this.max) this.map.delete(this.map.keys().next().value as string);
+    this.map.set(key, value);
+  }
 }
 
 /** Finds who is calling from API key, bearer token or session cookie; validates them in the org transaction. */
 export class Authenticator {
   private readonly jwtKey: Uint8Array;
+  private readonly sessions = new LookupCache<{ session_id: string; org_id: string; user_id: string }>();
+  private readonly keys = new LookupCache<{ key_id: string; org_id: string; key_hash: string }>();
 
   constructor(
     private readonly knex: Knex,
@@ -169,35 +195,41 @@ export class Authenticator {
 
   /** Identifies a session token (also used right after sign-in to read the new session's profile). */
   async identifySession(token: string, meta: { ip?: string; userAgent?: string }): Promise<Identity> {
-    const found = (await this.knex.raw("select * from auth_find_session(?)", [tokenHash(token)])).rows[0] as
-      { session_id: string; org_id: string; user_id: string } | undefined;
-    if (!found) throw AppError.unauthenticated("Your session has ended. Sign in again.");
+    const hash = tokenHash(token);
+    let found = this.sessions.get(hash);
+    if (!found) {
+      found = (await this.knex.raw("select * from auth_find_session(?)", [hash])).rows[0] as
+        { session_id: string; org_id: string; user_id: string } | undefined;
+      if (!found) throw AppError.unauthenticated("Your session has ended. Sign in again.");
+      this.sessions.set(hash, found);
+    }
+    const { session_id: sessionId, org_id: orgId, user_id: userId } = found;
     const idle = this.config.auth.sessionIdleMinutes;
     return {
-      orgId: found.org_id,
-      rateKey: `user:${found.user_id}`,
+      orgId,
+      rateKey: `user:${userId}`,
       via: "session",
       load: async (trx) => {
-        const s = (await trx("sessions")
-          .select(trx.raw("last_seen_at < now() - interval '30 seconds' as stale"))
-          .where({ id: found.session_id })
-          .whereNull("revoked_at")
-          .where("expires_at", ">", trx.fn.now())
-          .where("last_seen_at", ">", trx.raw("now() - make_interval(mins => ?)", [idle]))
-          .first()) as { stale: boolean } | undefined;
-        if (!s) throw AppError.unauthenticated("Your session has ended. Sign in again.");
+        const row = (
+          await trx.raw(
+            `select ${USER_WITH_ROLES}, s.last_seen_at < now() - interval '30 seconds' as stale
+           from sessions s join users u on u.id = s.user_id
+           where s.id = ? and s.revoked_at is null and s.expires_at > now()
+             and s.last_seen_at > now() - make_interval(mins => ?)`,
+            [sessionId, idle],
+          )
+        ).rows[0] as CallerRow | undefined;
+        const user = activeUser(row, "Your session has ended. Sign in again.");
         // Idle time is tracked to the half minute: one write per session per 30 s, not per request.
-        if (s.stale)
-          await trx("sessions").where({ id: found.session_id }).update({ last_seen_at: trx.fn.now() });
-        const user = await activeUser(trx, found.user_id);
+        if (user.stale) await trx("sessions").where({ id: sessionId }).update({ last_seen_at: trx.fn.now() });
         return {
-          orgId: found.org_id,
+          orgId,
           userId: user.id,
           email: user.email,
           systemAdmin: user.system_admin,
-          permissions: permissionsOf(await rolesOfUser(trx, user.id)),
+          permissions: permissionsOf(user.roles),
           via: "session",
-          sessionId: found.session_id,
+          sessionId,
           ...meta,
         };
       },
@@ -206,41 +238,43 @@ export class Authenticator {
 
   private async fromApiKey(key: string, meta: { ip?: string; userAgent?: string }): Promise<Identity> {
     const prefix = apiKeyPrefix(key);
-    const found = prefix
-      ? ((await this.knex.raw("select * from auth_find_api_key(?)", [prefix])).rows[0] as
-          { key_id: string; org_id: string; key_hash: string } | undefined)
-      : undefined;
+    let found = prefix ? this.keys.get(prefix) : undefined;
+    if (prefix && !found) {
+      found = (await this.knex.raw("select * from auth_find_api_key(?)", [prefix])).rows[0] as
+        { key_id: string; org_id: string; key_hash: string } | undefined;
+      if (found) this.keys.set(prefix, found);
+    }
     if (!found || !sameHash(found.key_hash, tokenHash(key)))
       throw AppError.unauthenticated("The API key is not valid.");
+    const { key_id: keyId, org_id: orgId } = found;
     return {
-      orgId: found.org_id,
-      rateKey: `key:${found.key_id}`,
+      orgId,
+      rateKey: `key:${keyId}`,
       via: "api_key",
       load: async (trx) => {
-        const row = (await trx("api_keys")
-          .select(
-            "user_id",
-            "permissions",
-            trx.raw("last_used_at is null or last_used_at < now() - interval '60 seconds' as stale"),
+        const row = (
+          await trx.raw(
+            `select ${USER_WITH_ROLES}, k.permissions as key_permissions,
+             (k.last_used_at is null or k.last_used_at < now() - interval '60 seconds') as stale
+           from api_keys k join users u on u.id = k.user_id
+           where k.id = ? and k.revoked_at is null and (k.expires_at is null or k.expires_at > now())`,
+            [keyId],
           )
-          .where({ id: found.key_id })
-          .whereNull("revoked_at")
-          .where((q) => q.whereNull("expires_at").orWhere("expires_at", ">", trx.fn.now()))
-          .first()) as { user_id: string; permissions: string[]; stale: boolean } | undefined;
-        if (!row) throw AppError.unauthenticated("The API key is revoked or expired.");
-        if (row.stale)
-          await trx("api_keys").where({ id: found.key_id }).update({ last_used_at: trx.fn.now() });
-        const user = await activeUser(trx, row.user_id);
+        ).rows[0] as (CallerRow & { key_permissions: string[] }) | undefined;
+        const user = activeUser(row, "The API key is revoked or expired.");
+        if (user.stale) await trx("api_keys").where({ id: keyId }).update({ last_used_at: trx.fn.now() });
         // A key never holds more than its owner holds now.
-        const owner = permissionsOf(await rolesOfUser(trx, user.id));
+        const owner = permissionsOf(user.roles);
         return {
-          orgId: found.org_id,
+          orgId,
           userId: user.id,
           email: user.email,
           systemAdmin: false,
-          permissions: new Set(row.permissions.filter((p) => owner.has(p))),
+          permissions: new Set(
+            (row as { key_permissions: string[] }).key_permissions.filter((p) => owner.has(p)),
+          ),
           via: "api_key",
-          apiKeyId: found.key_id,
+          apiKeyId: keyId,
           ...meta,
         };
       },
@@ -271,10 +305,15 @@ export class Authenticator {
       rateKey: `key:${key}`,
       via: "token",
       load: async (trx) => {
-        const live = await trx("api_keys").select("id").where({ id: key }).whereNull("revoked_at").first();
-        if (!live) throw AppError.unauthenticated("The API key behind this token was revoked.");
-        const user = await activeUser(trx, sub);
-        const owner = permissionsOf(await rolesOfUser(trx, user.id));
+        const row = (
+          await trx.raw(
+            `select ${USER_WITH_ROLES} from api_keys k join users u on u.id = k.user_id
+           where k.id = ? and u.id = ? and k.revoked_at is null`,
+            [key, sub],
+          )
+        ).rows[0] as CallerRow | undefined;
+        const user = activeUser(row, "The API key behind this token was revoked.");
+        const owner = permissionsOf(user.roles);
         return {
           orgId: org,
           userId: user.id,

@@ -91,12 +91,12 @@ export function registerSystemRoutes(
     handler: async () => ({ data: deps.info }),
   });
 
-  api.router.get("/api/openapi.json", (ctx) => {
+  api.get("/api/openapi.json", (ctx) => {
     ctx.body = deps.openapi();
   });
   // The docs page is bundled (swagger-ui-dist): no CDN, no validator calls.
-  api.router.get("/api/docs", (ctx) => ctx.redirect("/api/docs/index.html"));
-  api.router.get("/api/docs/:file", async (ctx) => {
+  api.get("/api/docs", (ctx) => ctx.redirect("/api/docs/index.html"));
+  api.get("/api/docs/:file", async (ctx) => {
     const file = ctx.params.file as string;
     if (SWAGGER_FILES.has(file)) await send(ctx, file, { root: SWAGGER_DIR, maxage: 86400000 });
     else if (file === "index.html" || file === "init.js") await send(ctx, file, { root: DOCS_DIR });
