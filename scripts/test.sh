@@ -7,6 +7,16 @@ bash scripts/setup-test-deps.sh || exit 1
 npm run build || exit 1
 npm run check || exit 1
 mkdir -p test-results
+# Databases an interrupted earlier run left behind (every test database is named ws_<label>_<hex>).
+node -e '
+const pg = require("pg");
+const c = new pg.Client({ connectionString: process.env.TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres" });
+c.connect().then(async () => {
+  const r = await c.query("select datname from pg_database where datname ~ $1", ["^ws_[a-z0-9]+_[0-9a-f]{10}$"]);
+  for (const { datname } of r.rows) await c.query(`drop database if exists ${datname} with (force)`);
+  await c.end();
+}).catch((e) => { console.error("cleanup of old test databases failed:", e.message); process.exit(0); });
+'
 npx vitest run --reporter=default --reporter=json --outputFile=test-results/vitest.json
 status=$?
 node scripts/test-summary.mjs test-results/vitest.json || status=1

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -135,5 +135,60 @@ describe("worksynapse db setup", () => {
     await expect(app.query("create table intruder (id int)")).rejects.toThrow(/permission denied/);
     expect((await app.query("select count(*)::int as n from outbox")).rows[0]).toEqual({ n: 0 });
     await app.end();
+  });
+});
+
+describe("worksynapse admin create", () => {
+  it("creates the first organization with a system administrator, then more organizations with plain owners", async () => {
+    const db: TestDatabase = await createTestDatabase("admin");
+    cleanup.push(db.drop);
+    const dir = tmp();
+    const pwFile = path.join(dir, "pw");
+    writeFileSync(pwFile, "first-admin-password-long\n", { mode: 0o600 });
+    const env = { ...process.env, WORKSYNAPSE_DATA_DIR: dir, DATABASE_URL: db.url };
+    const first = await run(
+      process.execPath,
+      [
+        BIN,
+        "admin",
+        "create",
+        "--org",
+        "Ministry",
+        "--email",
+        "root@ministry.example",
+        "--name",
+        "Root",
+        "--password-file",
+        pwFile,
+      ],
+      { env },
+    );
+    expect(first.stdout).toMatch(/created\s+organization Ministry .* \(system administrator\)/);
+    expect(first.stdout).not.toContain("first-admin-password-long");
+    const second = await run(
+      process.execPath,
+      [BIN, "admin", "create", "--org", "Agency", "--email", "boss@agency.example", "--name", "Boss"],
+      {
+        env: { ...env, WORKSYNAPSE_ADMIN_PASSWORD: "second-admin-password-long" },
+      },
+    );
+    expect(second.stdout).not.toContain("system administrator");
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    const users = (await c.query("select email, system_admin from users order by email")).rows;
+    await c.end();
+    expect(users).toEqual([
+      { email: "boss@agency.example", system_admin: false },
+      { email: "root@ministry.example", system_admin: true },
+    ]);
+    const weak = (await run(
+      process.execPath,
+      [BIN, "admin", "create", "--org", "X", "--email", "x@x.example", "--name", "X"],
+      {
+        env: { ...env, WORKSYNAPSE_ADMIN_PASSWORD: "short" },
+      },
+    ).catch((e: unknown) => e)) as { code: number; stderr: string };
+    expect(weak.code).not.toBe(0);
+    expect(weak.stderr).toContain("at least 12 characters");
   });
 });

@@ -240,6 +240,11 @@ describe("users, roles and groups", () => {
     );
     expect(updated.data.permissions).toEqual(["org.read"]);
     expect((await m.client.request("GET", "/api/audit")).status).toBe(403);
+    const groups = await org.owner.json<Data<{ id: string; members: { id: string }[] }[]>>(
+      "GET",
+      "/api/groups",
+    );
+    expect(groups.data.find((g) => g.id === group.data.id)?.members.map((x) => x.id)).toEqual([m.id]);
     await org.owner.json("PATCH", `/api/groups/${group.data.id}`, { description: "renamed" });
     expect(
       (await org.owner.json<Data<{ description: string }>>("GET", `/api/groups/${group.data.id}`)).data
@@ -390,6 +395,30 @@ describe("API keys and access tokens", () => {
     expect(
       (await m.client.request("POST", "/api/api-keys", { name: "x", permissions: ["admin.users"] })).status,
     ).toBe(403);
+
+    // Expiry: a past date is refused at creation; a key past its expiry stops working.
+    expect(
+      (
+        await org.owner.request("POST", "/api/api-keys", {
+          name: "old",
+          permissions: ["org.read"],
+          expiresAt: "2020-01-01T00:00:00Z",
+        })
+      ).status,
+    ).toBe(400);
+    const soon = await org.owner.json<Data<{ id: string; key: string }>>(
+      "POST",
+      "/api/api-keys",
+      { name: "soon", permissions: ["org.read"], expiresAt: new Date(Date.now() + 3600_000).toISOString() },
+      201,
+    );
+    expect((await new Client(srv, { apiKey: soon.data.key }).request("GET", "/api/org")).status).toBe(200);
+    await withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("api_keys")
+        .where({ id: soon.data.id })
+        .update({ expires_at: trx.raw("now() - interval '1 second'") }),
+    );
+    expect((await new Client(srv, { apiKey: soon.data.key }).request("GET", "/api/org")).status).toBe(401);
 
     await org.owner.json("DELETE", `/api/api-keys/${created.data.id}`, undefined, 204);
     expect((await byKey.request("GET", "/api/auth/me")).status).toBe(401);
