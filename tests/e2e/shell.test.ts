@@ -101,6 +101,20 @@ describe("the web UI, from first run to a member's sign-out", () => {
     await page.screenshot({ path: `${SHOTS}projects-dark.png`, fullPage: true });
     expect(await axe(page)).toEqual([]);
 
+    // The roles editor: a custom role from the permission list, then edited.
+    await page.goto(`${url}/admin/roles`, { waitUntil: "networkidle" });
+    const form = page.locator("form", { has: page.getByRole("heading", { name: "New custom role" }) });
+    await form.getByLabel("Name", { exact: true }).fill("Reviewers");
+    await form.getByRole("checkbox", { name: /audit\.read/ }).check();
+    await form.getByRole("button", { name: "Create" }).click();
+    const row = page.getByRole("row", { name: /Reviewers/ });
+    await row.getByText("audit.read").waitFor();
+    await row.getByRole("button", { name: "Edit Reviewers" }).click();
+    await page.getByRole("checkbox", { name: /audit\.export/ }).check();
+    await page.getByRole("button", { name: "Save" }).click();
+    await row.getByText("audit.export audit.read").waitFor();
+    expect(await axe(page)).toEqual([]);
+
     // The audit log shows the setup and the new member.
     await page.goto(`${url}/admin/audit`, { waitUntil: "networkidle" });
     await page.getByRole("cell", { name: "user.create" }).waitFor();
