@@ -27,12 +27,12 @@ interface ApiErrorBody {
   error?: { code?: string; message?: string; details?: unknown };
 }
 
-/** Unwraps an openapi-fetch result: the data, or an ApiError thrown. */
+/** Unwraps an openapi-fetch result: the data (undefined for 204), or an ApiError thrown. */
 export async function unwrap<T>(
   call: Promise<{ data?: T; error?: unknown; response: Response }>,
 ): Promise<T> {
   const { data, error, response } = await call;
-  if (response.ok && data !== undefined) return data;
+  if (response.ok) return data as T;
   const body = (error ?? {}) as ApiErrorBody;
   throw new ApiError(
     response.status,
