@@ -7,7 +7,10 @@ const created = (t: Knex.CreateTableBuilder, knex: Knex) =>
 const orgRef = (t: Knex.CreateTableBuilder) =>
   t.uuid("org_id").notNullable().references("id").inTable("organizations").onDelete("CASCADE");
 
-/** Organizations, users, roles, groups, sessions, API keys, invitations, settings, usage and the audit log. */
+/**
+ * Organizations, users, roles, groups, sessions, API keys, invitations, settings, usage and the audit log.
+ * The permission catalog is code (modules/catalog.ts), not a table.
+ */
 export async function up(knex: Knex): Promise<void> {
   const owner = await knex.raw(
     "select rolsuper or rolbypassrls as ok from pg_roles where rolname = current_user",
@@ -52,12 +55,6 @@ export async function up(knex: Knex): Promise<void> {
   // One account per address in the installation: sign-in needs no organization picker.
   await knex.raw("create unique index users_email on users (lower(email))");
   await knex.raw("create index users_org on users (org_id)");
-
-  await knex.schema.createTable("permissions", (t) => {
-    t.text("code").primary();
-    t.text("module").notNullable();
-    t.text("description").notNullable();
-  });
 
   await knex.schema.createTable("roles", (t) => {
     t.uuid("id").primary().defaultTo(knex.raw("gen_random_uuid()"));
@@ -290,7 +287,6 @@ export async function up(knex: Knex): Promise<void> {
 
   await grantToApp(knex, "organizations", "SELECT, INSERT, UPDATE");
   await grantToApp(knex, "users", "SELECT, INSERT, UPDATE, DELETE");
-  await grantToApp(knex, "permissions", "SELECT");
   for (const table of [
     "roles",
     "user_roles",
@@ -336,7 +332,6 @@ export async function down(knex: Knex): Promise<void> {
     "groups",
     "user_roles",
     "roles",
-    "permissions",
     "users",
     "organizations",
   ]) {

@@ -550,3 +550,36 @@ describe("organization, plans and quotas", () => {
     ).toBe(404);
   });
 });
+
+describe("behind a TLS-terminating proxy", () => {
+  it("uses a __Host- Secure cookie and ignores a plain one that a sibling host could plant", async () => {
+    const tls = await getTestServer({ env: { WORKSYNAPSE_HTTP_TRUST_PROXY: "true" } });
+    try {
+      const o = await createTestOrg(tls, "tls");
+      const headers = {
+        "content-type": "application/json",
+        "x-requested-with": "worksynapse",
+        "x-forwarded-proto": "https",
+        origin: "https://" + new URL(tls.url).host,
+      };
+      const r = await tls.fetch("/api/auth/login", {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ email: o.ownerEmail, password: PASSWORD }),
+      });
+      expect(r.status).toBe(200);
+      const cookie = r.headers.getSetCookie()[0] as string;
+      expect(cookie).toMatch(/^__Host-ws_session=/);
+      expect(cookie.toLowerCase()).toContain("secure");
+      expect(cookie.toLowerCase()).toContain("path=/");
+      expect(cookie.toLowerCase()).not.toContain("domain=");
+      const token = (cookie.split(";")[0] as string).split("=")[1] as string;
+      const as = (c: string) =>
+        tls.fetch("/api/auth/me", { headers: { cookie: c, "x-forwarded-proto": "https" } });
+      expect((await as(`__Host-ws_session=${token}`)).status).toBe(200);
+      expect((await as(`ws_session=${token}`)).status).toBe(401);
+    } finally {
+      await tls.close();
+    }
+  });
+});

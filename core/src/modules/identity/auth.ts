@@ -185,8 +185,8 @@ export class Authenticator {
     if (apiKey) return this.fromApiKey(apiKey, meta);
     if (bearer) return this.fromToken(bearer, meta);
     if (authz) throw AppError.unauthenticated("Unsupported Authorization header.");
-    const cookie =
-      ctx.cookies.get(sessionCookieName(ctx.secure)) ?? ctx.cookies.get(sessionCookieName(!ctx.secure));
+    // Over TLS only the __Host- cookie counts: a sibling subdomain could plant a plain one.
+    const cookie = ctx.cookies.get(sessionCookieName(ctx.secure));
     if (!cookie) return null;
     const id = await this.identifySession(cookie, meta);
     checkCsrf(ctx, this.config);
