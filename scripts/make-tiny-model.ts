@@ -17,7 +17,16 @@ export interface TinyModelShape {
 }
 
 /** The default shape, as stories260K but with 2 blocks. */
-export const TINY: TinyModelShape = { vocab: 512, embd: 64, heads: 8, headsKv: 4, ff: 172, blocks: 2, context: 2048, seed: 42 };
+export const TINY: TinyModelShape = {
+  vocab: 512,
+  embd: 64,
+  heads: 8,
+  headsKv: 4,
+  ff: 172,
+  blocks: 2,
+  context: 2048,
+  seed: 42,
+};
 
 const enum T {
   U32 = 4,
@@ -81,7 +90,7 @@ function writeValue(s: Sink, value: Value) {
   else if (value.t === T.I32) s.i32(value.v);
   else if (value.t === T.F32) s.f32(value.v);
   else if (value.t === T.STRING) s.str(value.v);
-  else {
+  else if (value.t === T.ARRAY) {
     s.u32(value.of);
     s.u64(value.v.length);
     for (const x of value.v) {

@@ -11,6 +11,8 @@ import { registerSystemRoutes, type Readiness } from "./modules/system/system.ro
 import { Authenticator } from "./modules/identity/auth.js";
 import { createLimiters, registerIdentityRoutes } from "./modules/identity/identity.routes.js";
 import type { Knex } from "knex";
+import { registerAiRoutes } from "./modules/ai/ai.routes.js";
+import type { AiRuntime } from "./modules/ai/runtime.js";
 
 /** What the app needs from the process around it. */
 export interface AppDeps {
@@ -22,6 +24,8 @@ export interface AppDeps {
   knex: Knex | null;
   /** Signs access tokens; required with a database. */
   masterKey?: string;
+  /** The local inference service (null: AI routes answer 503). */
+  ai?: AiRuntime | null;
   /** Route registrations beyond the built-in modules. */
   routes?: ((api: Api) => void)[];
 }
@@ -59,6 +63,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
     api.setAuth({ knex: deps.knex, identify: (ctx) => authenticator.identify(ctx), limit: limiters.api });
   }
   registerIdentityRoutes(api, { knex: deps.knex, config, authenticator, limiters });
+  registerAiRoutes(api, { knex: deps.knex, config, runtime: deps.ai ?? null });
 
   for (const register of deps.routes ?? []) register(api);
   app.use(api.middleware());

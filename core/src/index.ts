@@ -21,3 +21,5 @@ export { Outbox, OutboxRelay } from "./platform/bus/outbox.js";
 export { createOrganization, needsSetup } from "./modules/identity/identity.service.js";
 export { verifyAuditChains, type AuditVerification } from "./modules/identity/audit.js";
 export { withOrg } from "./platform/db/tenant.js";
+export { importModel, listModels, removeModel, inspectModelFile } from "./modules/ai/models.service.js";
+export { AiRuntime } from "./modules/ai/runtime.js";

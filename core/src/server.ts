@@ -5,6 +5,7 @@ import type { Config } from "./config/schema.js";
 import type { Logger } from "./platform/log.js";
 import { buildApp } from "./app.js";
 import { ensureMasterKey } from "./platform/secrets.js";
+import { AiRuntime } from "./modules/ai/runtime.js";
 import { openDatabase, type Database } from "./platform/db/database.js";
 import { connectBus, databaseDeadLetters, type Bus, type Worker } from "./platform/bus/bus.js";
 import { startLocalNats, type LocalNats } from "./platform/bus/local-server.js";
@@ -21,6 +22,8 @@ export interface RunningServer {
   bus: Bus;
   outbox: Outbox;
   readiness: Readiness;
+  /** The inference service of the web role. */
+  ai?: AiRuntime;
   /** Graceful shutdown in a fixed order; safe to call twice. */
   stop(): Promise<void>;
 }
@@ -78,8 +81,10 @@ export async function startServer(
 
   let server: http.Server | undefined;
   let baseUrl: string | undefined;
+  let ai: AiRuntime | undefined;
   if (config.roles.includes("web")) {
     const masterKey = ensureMasterKey(config, log);
+    ai = new AiRuntime(config, log.child({ module: "ai" }));
     const { app } = buildApp({
       config,
       log,
@@ -87,6 +92,7 @@ export async function startServer(
       database: db.kind,
       knex: db.knex,
       masterKey,
+      ai,
       routes: opts.routes,
     });
     server = http.createServer(app.callback());
@@ -125,11 +131,12 @@ export async function startServer(
       }, config.http.shutdownTimeoutMs);
       await httpClosed;
       clearTimeout(timeout);
+      await ai?.close();
       await bus.close();
       await localNats?.stop();
       await db.close();
       log.info({ ms: Date.now() - t0 }, "shutdown complete");
     })());
 
-  return { url: baseUrl, db, bus, outbox, readiness, stop };
+  return { url: baseUrl, db, bus, outbox, readiness, ai, stop };
 }

@@ -23,6 +23,10 @@ import {
   createOrganization,
   needsSetup,
   verifyAuditChains,
+  AiRuntime,
+  importModel,
+  listModels,
+  removeModel,
   findNatsServer,
   loadConfig,
   natsServerVersion,
@@ -397,6 +401,73 @@ export function program(): Command {
       } finally {
         await owner.close();
       }
+    });
+
+  const modelsCmd = cmd.command("models").description("local AI models (GGUF files; nothing is downloaded)");
+  const withModels = async <T>(
+    fn: (owner: ReturnType<typeof openOwnerDatabase>, runtime: AiRuntime, cfg: Config) => Promise<T>,
+  ) => {
+    const cfg = config();
+    const owner = openOwnerDatabase(cfg);
+    const runtime = new AiRuntime({ ...cfg, ai: { ...cfg.ai, gpu: "off" } }, silentLogger());
+    try {
+      await runMigrations(owner.knex, cfg.database.appRole, "latest", silentLogger());
+      return await fn(owner, runtime, cfg);
+    } finally {
+      await runtime.close();
+      await owner.close();
+    }
+  };
+  const modelRows = (list: Awaited<ReturnType<typeof listModels>>) =>
+    table([
+      ["NAME", "ROLE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "EMBED", "CHAT TEMPLATE", "SIZE", "SHA256"],
+      ...list.map((m) => [
+        m.name,
+        m.role,
+        m.metadata.architecture,
+        String(m.metadata.parameterCount),
+        m.metadata.quantization,
+        String(m.metadata.contextLength),
+        String(m.metadata.embeddingLength),
+        m.metadata.hasChatTemplate ? "yes" : "no",
+        `${(m.metadata.sizeBytes / 2 ** 20).toFixed(1)} MiB`,
+        m.sha256.slice(0, 12),
+      ]),
+    ]);
+  modelsCmd
+    .command("import <file>")
+    .description("check a GGUF file, copy it into the data directory and register it")
+    .option("--name <name>", "name shown to users and used by API clients (default: the file name)")
+    .addOption(
+      new Option("--role <role>", "what it is used for").choices(["chat", "embedding"]).default("chat"),
+    )
+    .action(async (file: string, o: { name?: string; role: "chat" | "embedding" }) => {
+      await withModels(async (owner, runtime, cfg) => {
+        const m = await importModel(owner.knex, await runtime.llama(), cfg, {
+          file,
+          name: o.name,
+          role: o.role,
+        });
+        out(`imported  ${m.name}\n`);
+        out(modelRows([m]));
+      });
+    });
+  modelsCmd
+    .command("list")
+    .description("installed models")
+    .action(async () => {
+      await withModels(async (owner) => out(modelRows(await listModels(owner.knex))));
+    });
+  modelsCmd
+    .command("remove <name>")
+    .description("remove a model and its file")
+    .action(async (name: string) => {
+      await withModels(async (owner, _runtime, cfg) => {
+        const m = (await listModels(owner.knex)).find((x) => x.name === name || x.id === name);
+        if (!m) throw new Error(`No model named ${name}.`);
+        await removeModel(owner.knex, cfg, m.id);
+        out(`removed   ${m.name}`);
+      });
     });
 
   const auditCmd = cmd.command("audit").description("audit log");

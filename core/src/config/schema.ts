@@ -151,6 +151,67 @@ export const configSchema = z.object({
       apiPerMinute: 1200,
       accessTokenMinutes: 15,
     }),
+  ai: z
+    .object({
+      threads: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .optional()
+        .describe(
+          "CPU threads per inference; default 1 on 2 cores or fewer, else half the cores (spinning threads hurt a busy core).",
+        ),
+      parallel: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(64)
+        .default(4)
+        .describe("Requests generated at once per model (context sequences, batched)."),
+      contextSize: z.coerce
+        .number()
+        .int()
+        .min(128)
+        .default(2048)
+        .describe("Context tokens per sequence (capped by the model's training context)."),
+      maxQueue: z.coerce
+        .number()
+        .int()
+        .min(0)
+        .default(64)
+        .describe("Requests waiting for a sequence before new ones get 503."),
+      requestTimeoutMs: z.coerce
+        .number()
+        .int()
+        .min(1000)
+        .default(120000)
+        .describe("Longest a generation may run."),
+      maxTokens: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(512)
+        .describe("Default cap on generated tokens per request."),
+      idleUnloadMinutes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(30)
+        .describe("Unload a model unused this long."),
+      gpu: z
+        .enum(["auto", "off"])
+        .default("auto")
+        .describe("Use a GPU when llama.cpp finds one (auto) or never (off)."),
+    })
+    .default({
+      parallel: 4,
+      contextSize: 2048,
+      maxQueue: 64,
+      requestTimeoutMs: 120000,
+      maxTokens: 512,
+      idleUnloadMinutes: 30,
+      gpu: "auto",
+    }),
   secrets: z
     .object({
       masterKey: secret(

@@ -247,3 +247,43 @@ export async function setOrganizationPlan(
   });
   return (await listOrganizations({ caller, trx })).find((o) => o.id === id);
 }
+
+/** Refuses with 429 when today's usage already reached a plan limit (for amounts known only afterwards). */
+export async function assertQuotaLeft(
+  { caller, trx }: Svc,
+  limit: keyof typeof QUOTA_METRICS,
+): Promise<void> {
+  const { limits } = await limitsOf(trx, caller.orgId);
+  const max = limits[limit] as number | null;
+  if (max === null) return;
+  const row = await trx("usage_counters")
+    .where({ org_id: caller.orgId, metric: QUOTA_METRICS[limit], day: trx.raw("current_date") })
+    .whereNull("user_id")
+    .first();
+  if (Number(row?.value ?? 0) >= max) {
+    const resetsAt = startOfNextDayUtc();
+    throw new AppError(
+      429,
+      "quota_exceeded",
+      `The organization's plan allows ${max} ${QUOTA_METRICS[limit]} per day; it resets at ${resetsAt.toISOString()}.`,
+      { metric: QUOTA_METRICS[limit], limit: max, resetsAt: resetsAt.toISOString() },
+      { "Retry-After": String(Math.ceil((resetsAt.getTime() - Date.now()) / 1000)) },
+    );
+  }
+}
+
+/** Adds usage without a limit check (tokens are known only after the answer). */
+export async function recordUsage(
+  { caller, trx }: Svc,
+  limit: keyof typeof QUOTA_METRICS,
+  amount: number,
+): Promise<void> {
+  for (const userId of [null, caller.userId]) {
+    await trx.raw(
+      `insert into usage_counters (org_id, user_id, metric, day, value) values (?, ?, ?, current_date, ?)
+       on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
+       do update set value = usage_counters.value + excluded.value`,
+      [caller.orgId, userId, QUOTA_METRICS[limit], amount],
+    );
+  }
+}

@@ -104,6 +104,14 @@ const ERROR_TEXT: Record<number, string> = {
 
 const NO_INPUT = Object.freeze({ body: undefined, query: undefined, params: undefined });
 
+/** Work a handler asks to run after its transaction commits (long work must not hold a connection or locks). */
+export class AfterCommit<T = unknown> {
+  constructor(readonly run: () => Promise<T>) {}
+}
+
+/** Defers `run` until the route's transaction has committed; its result becomes the response body. */
+export const afterCommit = <T>(run: () => Promise<T>) => new AfterCommit(run);
+
 /** A router whose routes also make up the OpenAPI document. */
 export class Api {
   /** One small router per path bucket (see bucketOf): a request is matched only against its neighbours. */
@@ -156,7 +164,7 @@ export class Api {
       const identity = await auth.identify(ctx);
       if (!identity) throw AppError.unauthenticated();
       await auth.limit(identity.rateKey);
-      return withOrg(auth.knex, identity.orgId, async (trx) => {
+      const result = await withOrg(auth.knex, identity.orgId, async (trx) => {
         const caller = await identity.load(trx);
         ctx.state.caller = caller;
         if (def.permission) requirePermission(caller, def.permission);
@@ -164,6 +172,7 @@ export class Api {
         if (status !== 200) ctx.status = status;
         return def.handler(ctx, input, { caller, trx });
       });
+      return result instanceof AfterCommit ? result.run() : result;
     });
   }
 

@@ -1,0 +1,450 @@
+import { randomUUID } from "node:crypto";
+import { PassThrough } from "node:stream";
+import type { Context } from "koa";
+import type { Knex } from "knex";
+import { z } from "zod";
+import type { Config } from "../../config/schema.js";
+import type { Caller } from "../../platform/auth/caller.js";
+import { withOrg } from "../../platform/db/tenant.js";
+import type { Api, Scope } from "../../platform/http/api.js";
+import { afterCommit, dataOf } from "../../platform/http/api.js";
+import { AppError } from "../../platform/http/errors.js";
+import { assertQuotaLeft, consumeQuota, recordUsage } from "../identity/org.service.js";
+import { listModels, orgModels, removeModel, setOrgModels, type ModelRow } from "./models.service.js";
+import type { AiRuntime, ChatMessage, GenerateResult } from "./runtime.js";
+
+const message = z.object({
+  role: z.enum(["system", "user", "assistant"]),
+  content: z.string().max(100_000),
+});
+
+const chatBody = z
+  .strictObject({
+    messages: z.array(message).min(1).max(200),
+    model: z.string().max(200).optional(),
+    maxTokens: z.number().int().min(1).max(8192).optional(),
+    temperature: z.number().min(0).max(2).optional(),
+    jsonSchema: z.record(z.string(), z.unknown()).optional(),
+  })
+  .meta({ id: "ChatRequest" });
+
+const modelSchema = z
+  .object({
+    id: z.uuid(),
+    name: z.string(),
+    sha256: z.string(),
+    role: z.enum(["chat", "embedding"]),
+    metadata: z.object({
+      architecture: z.string(),
+      parameterCount: z.number(),
+      quantization: z.string(),
+      contextLength: z.number(),
+      embeddingLength: z.number(),
+      hasChatTemplate: z.boolean(),
+      sizeBytes: z.number(),
+    }),
+    loaded: z.boolean(),
+    busy: z.number(),
+    queued: z.number(),
+    createdAt: z.string(),
+  })
+  .meta({ id: "AiModel" });
+
+// The OpenAI-compatible surface takes the fields OpenAI clients send and ignores the ones it does not use.
+const oaiChatBody = z.object({
+  model: z.string().max(200),
+  messages: z
+    .array(
+      z.object({
+        role: z.enum(["system", "developer", "user", "assistant"]),
+        content: z.union([z.string(), z.array(z.object({ type: z.literal("text"), text: z.string() }))]),
+      }),
+    )
+    .min(1)
+    .max(200),
+  max_tokens: z.number().int().min(1).max(8192).optional(),
+  max_completion_tokens: z.number().int().min(1).max(8192).optional(),
+  temperature: z.number().min(0).max(2).optional(),
+  stream: z.boolean().optional(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).optional(),
+  response_format: z
+    .union([
+      z.object({ type: z.literal("text") }),
+      z.object({ type: z.literal("json_object") }),
+      z.object({
+        type: z.literal("json_schema"),
+        json_schema: z.object({ name: z.string().optional(), schema: z.record(z.string(), z.unknown()) }),
+      }),
+    ])
+    .optional(),
+});
+const oaiEmbeddingsBody = z.object({
+  model: z.string().max(200),
+  input: z.union([z.string().max(100_000), z.array(z.string().max(100_000)).min(1).max(256)]),
+  encoding_format: z.enum(["float", "base64"]).optional(),
+});
+
+/** Server-sent events over a Koa response; the AbortSignal fires when the client goes away. */
+function sse(ctx: Context): {
+  stream: PassThrough;
+  send: (event: string | null, data: unknown) => void;
+  signal: AbortSignal;
+} {
+  const stream = new PassThrough();
+  const ac = new AbortController();
+  ctx.type = "text/event-stream";
+  ctx.set({ "Cache-Control": "no-cache", "X-Accel-Buffering": "no" });
+  ctx.req.socket.setNoDelay(true);
+  ctx.res.on("close", () => {
+    if (!ctx.res.writableFinished) ac.abort();
+  });
+  return {
+    stream,
+    signal: ac.signal,
+    send: (event, data) => {
+      if (stream.writableEnded) return;
+      stream.write(
+        `${event ? `event: ${event}\n` : ""}data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`,
+      );
+    },
+  };
+}
+
+/** Registers the AI routes: models and defaults, streaming chat, and the OpenAI-compatible API. */
+export function registerAiRoutes(
+  api: Api,
+  deps: { knex: Knex | null; config: Config; runtime: AiRuntime | null },
+): void {
+  const tags = ["ai"];
+  const need = <T>(v: T | null): T => {
+    if (!v) throw AppError.unavailable("The AI runtime is not running on this process.");
+    return v;
+  };
+
+  /** The model a request names (by name or id), else the organization's default for the role. */
+  async function resolveModel(scope: Scope, role: "chat" | "embedding", name?: string): Promise<ModelRow> {
+    if (name && name !== "default") {
+      const m = (await listModels(scope.trx)).find((x) => x.name === name || x.id === name);
+      if (!m) throw new AppError(404, "model_not_found", `No model named ${name} is installed.`);
+      return m;
+    }
+    const m = (await orgModels(scope.trx, scope.caller.orgId))[role];
+    if (!m)
+      throw new AppError(
+        409,
+        "no_model",
+        "No model is installed. An administrator imports one with `worksynapse models import`.",
+      );
+    return m;
+  }
+
+  /** Checks quotas before a generation (in the request's transaction). */
+  async function admit(scope: Scope): Promise<void> {
+    await assertQuotaLeft(scope, "tokensPerDay");
+    await consumeQuota(scope, "aiRequestsPerDay");
+  }
+
+  /** Records token usage after a generation, in its own transaction (the request's has committed). */
+  async function account(caller: Caller, tokens: number): Promise<void> {
+    await withOrg(need(deps.knex), caller.orgId, (trx) =>
+      recordUsage({ caller, trx }, "tokensPerDay", tokens),
+    );
+  }
+
+  api.route({
+    method: "get",
+    path: "/api/ai/models",
+    operationId: "listAiModels",
+    summary: "Installed models, which are loaded, and this organization's defaults",
+    tags,
+    permission: "ai.chat",
+    response: dataOf(
+      z.object({
+        models: z.array(modelSchema),
+        defaults: z.object({ chat: z.string().nullable(), embedding: z.string().nullable() }),
+        threads: z.number(),
+      }),
+    ),
+    handler: async (_ctx, _in, scope) => {
+      const runtime = need(deps.runtime);
+      const status = await runtime.status();
+      const models = (await listModels(scope.trx)).map((m) => {
+        const s = status.find((x) => x.id === m.id);
+        return { ...m, loaded: Boolean(s), busy: s?.busy ?? 0, queued: s?.queued ?? 0 };
+      });
+      const defaults = await orgModels(scope.trx, scope.caller.orgId);
+      return {
+        data: {
+          models,
+          defaults: { chat: defaults.chat?.id ?? null, embedding: defaults.embedding?.id ?? null },
+          threads: runtime.threads,
+        },
+      };
+    },
+  });
+
+  api.route({
+    method: "put",
+    path: "/api/ai/defaults",
+    operationId: "setAiDefaults",
+    summary: "Choose this organization's default chat and embedding models",
+    tags,
+    permission: "admin.settings",
+    body: z.strictObject({
+      chatModelId: z.uuid().nullable().optional(),
+      embeddingModelId: z.uuid().nullable().optional(),
+    }),
+    status: 204,
+    handler: async (_ctx, { body }, { caller, trx }) => setOrgModels(trx, caller.orgId, body),
+  });
+
+  api.route({
+    method: "delete",
+    path: "/api/ai/models/:id",
+    operationId: "removeAiModel",
+    summary: "Remove an installed model and its file (system administrators)",
+    tags,
+    params: z.object({ id: z.uuid() }),
+    status: 204,
+    handler: async (_ctx, { params }, { caller, trx }) => {
+      if (!caller.systemAdmin) throw AppError.forbidden("Only system administrators remove models.");
+      await removeModel(trx, deps.config, params.id);
+    },
+  });
+
+  api.route({
+    method: "post",
+    path: "/api/ai/chat",
+    operationId: "chat",
+    summary:
+      "Chat with a local model; the answer streams as server-sent events (token, then done with usage)",
+    tags,
+    permission: "ai.chat",
+    body: chatBody,
+    response: z.string(),
+    responseType: "text/event-stream",
+    errors: [404, 409, 429, 503],
+    handler: async (ctx, { body }, scope) => {
+      const runtime = need(deps.runtime);
+      const model = await resolveModel(scope, "chat", body.model);
+      await admit(scope);
+      const { stream, send, signal } = sse(ctx);
+      const caller = scope.caller;
+      const started = performance.now();
+      let first = 0;
+      // Generation runs after this handler returns: the request's transaction is committed by then.
+      void runtime
+        .generate({
+          orgId: caller.orgId,
+          model,
+          messages: body.messages as ChatMessage[],
+          maxTokens: body.maxTokens,
+          temperature: body.temperature,
+          jsonSchema: body.jsonSchema,
+          signal,
+          onToken: (text) => {
+            first ||= performance.now();
+            send("token", { text });
+          },
+        })
+        .then(async (r: GenerateResult) => {
+          await account(caller, r.promptTokens + r.completionTokens);
+          const ms = performance.now() - started;
+          send("done", {
+            message: { role: "assistant", content: r.text },
+            json: r.json,
+            finishReason: r.finishReason,
+            model: model.name,
+            usage: {
+              promptTokens: r.promptTokens,
+              completionTokens: r.completionTokens,
+              totalTokens: r.promptTokens + r.completionTokens,
+            },
+            timing: {
+              ms: Math.round(ms),
+              firstTokenMs: first ? Math.round(first - started) : null,
+              tokensPerSecond: r.completionTokens / (ms / 1000),
+            },
+          });
+        })
+        .catch((err: unknown) => {
+          const e =
+            err instanceof AppError ? err : new AppError(500, "ai_failed", "The model failed to answer.");
+          if (!(err instanceof AppError))
+            (ctx.state.rootLog as { error: (o: object, m: string) => void }).error(
+              { err },
+              "generation failed",
+            );
+          send("error", { error: { code: e.code, message: e.message } });
+        })
+        .finally(() => stream.end());
+      return stream;
+    },
+  });
+
+  // ----- OpenAI-compatible API (API keys; paths and shapes as OpenAI's) -----
+  api.route({
+    method: "get",
+    path: "/v1/models",
+    operationId: "openaiListModels",
+    summary: "OpenAI-compatible: installed models",
+    tags: ["openai"],
+    permission: "ai.chat",
+    response: z.object({
+      object: z.literal("list"),
+      data: z.array(
+        z.object({ id: z.string(), object: z.literal("model"), created: z.number(), owned_by: z.string() }),
+      ),
+    }),
+    handler: async (_ctx, _in, { trx }) => ({
+      object: "list" as const,
+      data: (await listModels(trx)).map((m) => ({
+        id: m.name,
+        object: "model" as const,
+        created: Math.floor(Date.parse(m.createdAt) / 1000),
+        owned_by: "worksynapse",
+      })),
+    }),
+  });
+
+  api.route({
+    method: "post",
+    path: "/v1/chat/completions",
+    operationId: "openaiChatCompletions",
+    summary:
+      "OpenAI-compatible: chat completions (stream and non-stream, response_format with a JSON schema)",
+    tags: ["openai"],
+    permission: "ai.chat",
+    body: oaiChatBody,
+    response: z.unknown(),
+    errors: [404, 409, 429, 503],
+    handler: async (ctx, { body }, scope) => {
+      const runtime = need(deps.runtime);
+      const model = await resolveModel(scope, "chat", body.model);
+      await admit(scope);
+      const messages: ChatMessage[] = body.messages.map((m) => ({
+        role: m.role === "developer" ? "system" : m.role,
+        content: typeof m.content === "string" ? m.content : m.content.map((c) => c.text).join(""),
+      }));
+      const format = body.response_format;
+      const jsonSchema =
+        format?.type === "json_schema"
+          ? format.json_schema.schema
+          : format?.type === "json_object"
+            ? { type: "object" }
+            : undefined;
+      const id = `chatcmpl-${randomUUID()}`;
+      const created = Math.floor(Date.now() / 1000);
+      const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+      const caller = scope.caller;
+      const usageOf = (r: GenerateResult) => ({
+        prompt_tokens: r.promptTokens,
+        completion_tokens: r.completionTokens,
+        total_tokens: r.promptTokens + r.completionTokens,
+      });
+      const finish = (r: GenerateResult) => (r.finishReason === "length" ? "length" : "stop");
+      if (!body.stream) {
+        const ac = new AbortController();
+        ctx.res.on("close", () => {
+          if (!ctx.res.writableFinished) ac.abort();
+        });
+        // Generated after the commit: a long answer must not hold a connection or the quota row's lock.
+        return afterCommit(async () => {
+          const r = await runtime.generate({
+            orgId: caller.orgId,
+            model,
+            messages,
+            maxTokens,
+            temperature: body.temperature,
+            jsonSchema,
+            signal: ac.signal,
+          });
+          await account(caller, r.promptTokens + r.completionTokens);
+          return {
+            id,
+            object: "chat.completion",
+            created,
+            model: model.name,
+            choices: [
+              { index: 0, message: { role: "assistant", content: r.text }, finish_reason: finish(r) },
+            ],
+            usage: usageOf(r),
+          };
+        });
+      }
+      const { stream, send, signal } = sse(ctx);
+      const chunk = (delta: object, finishReason: string | null, extra: object = {}) =>
+        send(null, {
+          id,
+          object: "chat.completion.chunk",
+          created,
+          model: model.name,
+          choices: [{ index: 0, delta, finish_reason: finishReason }],
+          ...extra,
+        });
+      chunk({ role: "assistant", content: "" }, null);
+      void runtime
+        .generate({
+          orgId: caller.orgId,
+          model,
+          messages,
+          maxTokens,
+          temperature: body.temperature,
+          jsonSchema,
+          signal,
+          onToken: (text) => chunk({ content: text }, null),
+        })
+        .then(async (r) => {
+          await account(caller, r.promptTokens + r.completionTokens);
+          chunk({}, finish(r), body.stream_options?.include_usage ? { usage: usageOf(r) } : {});
+          send(null, "[DONE]");
+        })
+        .catch((err: unknown) => {
+          const e =
+            err instanceof AppError ? err : new AppError(500, "ai_failed", "The model failed to answer.");
+          send(null, { error: { code: e.code, message: e.message } });
+        })
+        .finally(() => stream.end());
+      return stream;
+    },
+  });
+
+  api.route({
+    method: "post",
+    path: "/v1/embeddings",
+    operationId: "openaiEmbeddings",
+    summary: "OpenAI-compatible: embeddings",
+    tags: ["openai"],
+    permission: "ai.chat",
+    body: oaiEmbeddingsBody,
+    response: z.unknown(),
+    errors: [404, 409, 429],
+    handler: async (_ctx, { body }, scope) => {
+      const runtime = need(deps.runtime);
+      const model = await resolveModel(scope, "embedding", body.model);
+      await admit(scope);
+      const inputs = Array.isArray(body.input) ? body.input : [body.input];
+      const caller = scope.caller;
+      return afterCommit(async () => {
+        const vectors = await runtime.embed(model, inputs);
+        let tokens = 0;
+        for (const t of inputs) tokens += await runtime.countTokens(model, t);
+        await account(caller, tokens);
+        return {
+          object: "list",
+          // base64 is what OpenAI's own clients ask for: little-endian float32 bytes.
+          data: vectors.map((v, index) => ({
+            object: "embedding",
+            index,
+            embedding:
+              body.encoding_format === "base64"
+                ? Buffer.from(new Float32Array(v).buffer).toString("base64")
+                : v,
+          })),
+          model: model.name,
+          usage: { prompt_tokens: tokens, total_tokens: tokens },
+        };
+      });
+    },
+  });
+}

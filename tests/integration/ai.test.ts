@@ -1,0 +1,349 @@
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import OpenAI from "openai";
+import { z } from "zod";
+import { getTestServer, type TestServer } from "../support/server.js";
+import { Client, createTestOrg, type TestOrg } from "../support/identity.js";
+import { makeTinyModel } from "../../scripts/make-tiny-model.js";
+import { importModel, inspectModelFile } from "../../core/src/modules/ai/models.service.js";
+import { withOrg } from "../../core/src/platform/db/tenant.js";
+
+const STORIES = new URL("../../../shared/models/stories260K.gguf", import.meta.url).pathname;
+const dir = mkdtempSync(path.join(tmpdir(), "ws-ai-"));
+const TINY = path.join(dir, "tiny.gguf");
+let srv: TestServer;
+let org: TestOrg;
+let key: string;
+
+/** Reads a server-sent-event stream into its events. */
+async function events(r: Response): Promise<{ event: string; data: unknown }[]> {
+  const text = await r.text();
+  return text
+    .split("\n\n")
+    .filter(Boolean)
+    .map((block) => {
+      const event = /^event: (.*)$/m.exec(block)?.[1] ?? "message";
+      const data = /^data: (.*)$/m.exec(block)?.[1] ?? "";
+      return { event, data: data === "[DONE]" ? data : (JSON.parse(data) as unknown) };
+    });
+}
+
+beforeAll(async () => {
+  makeTinyModel(TINY);
+  srv = await getTestServer({
+    env: { WORKSYNAPSE_AI_THREADS: "1", WORKSYNAPSE_AI_PARALLEL: "2", WORKSYNAPSE_AI_CONTEXT_SIZE: "512" },
+  });
+  org = await createTestOrg(srv, "ai");
+  const llama = await srv.ai!.llama();
+  await importModel(srv.db.knex, llama, srv.config, { file: TINY, name: "tiny", role: "chat" });
+  if (existsSync(STORIES))
+    await importModel(srv.db.knex, llama, srv.config, { file: STORIES, name: "stories260K", role: "chat" });
+  key = (
+    await org.owner.json<{ data: { key: string } }>(
+      "POST",
+      "/api/api-keys",
+      { name: "ai", permissions: ["ai.chat"] },
+      201,
+    )
+  ).data.key;
+}, 120_000);
+afterAll(() => srv?.close());
+
+describe("model registry", () => {
+  it("reads the generated model's metadata (and stories260K's where present)", async () => {
+    const list = await org.owner.json<{
+      data: { models: { name: string; metadata: Record<string, unknown>; loaded: boolean }[] };
+    }>("GET", "/api/ai/models");
+    const tiny = list.data.models.find((m) => m.name === "tiny");
+    expect(tiny?.metadata).toMatchObject({
+      architecture: "llama",
+      quantization: "F32",
+      contextLength: 2048,
+      embeddingLength: 64,
+      hasChatTemplate: false,
+      sizeBytes: readFileSync(TINY).length,
+    });
+    expect(Number(tiny?.metadata.parameterCount)).toBeGreaterThan(100_000);
+    if (existsSync(STORIES)) {
+      const stories = list.data.models.find((m) => m.name === "stories260K");
+      expect(stories?.metadata).toMatchObject({
+        architecture: "llama",
+        contextLength: 2048,
+        embeddingLength: 64,
+      });
+    }
+  });
+
+  it("rejects a file that is not GGUF, a truncated GGUF and a missing file with clear errors", async () => {
+    const llama = await srv.ai!.llama();
+    const notGguf = path.join(dir, "notes.gguf");
+    writeFileSync(notGguf, "these are not weights");
+    const truncated = path.join(dir, "truncated.gguf");
+    const bytes = readFileSync(TINY);
+    writeFileSync(truncated, bytes.subarray(0, Math.floor(bytes.length / 2)));
+    await expect(inspectModelFile(llama, notGguf)).rejects.toMatchObject({ code: "not_gguf", status: 400 });
+    await expect(inspectModelFile(llama, truncated)).rejects.toMatchObject({
+      code: "truncated_gguf",
+      status: 400,
+    });
+    await expect(inspectModelFile(llama, path.join(dir, "nope.gguf"))).rejects.toMatchObject({
+      code: "model_file_missing",
+    });
+    // The CLI says the same, and registers nothing.
+    const { execFile } = await import("node:child_process");
+    const { promisify } = await import("node:util");
+    const bin = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname;
+    const env = { ...process.env, DATABASE_URL: srv.pg.url, WORKSYNAPSE_DATA_DIR: srv.config.dataDir };
+    const err = (await promisify(execFile)(process.execPath, [bin, "models", "import", truncated], {
+      env,
+    }).catch((e: unknown) => e)) as { code: number; stderr: string };
+    expect(err.code).toBe(1);
+    expect(err.stderr).toContain("incomplete");
+  });
+});
+
+describe("chat over server-sent events", () => {
+  it("streams tokens, then a final message with usage", async () => {
+    const r = await org.owner.request("POST", "/api/ai/chat", {
+      model: "tiny",
+      messages: [{ role: "user", content: "Once upon a time" }],
+      maxTokens: 16,
+    });
+    expect(r.status).toBe(200);
+    expect(r.headers.get("content-type")).toContain("text/event-stream");
+    const ev = await events(r);
+    const tokens = ev.filter((e) => e.event === "token");
+    const done = ev.find((e) => e.event === "done")?.data as {
+      message: { content: string };
+      usage: { completionTokens: number; promptTokens: number };
+    };
+    expect(tokens.length).toBeGreaterThan(0);
+    expect(tokens.map((t) => (t.data as { text: string }).text).join("")).toBe(done.message.content);
+    expect(done.usage.completionTokens).toBeGreaterThan(0);
+    expect(done.usage.completionTokens).toBeLessThanOrEqual(16);
+    expect(done.usage.promptTokens).toBeGreaterThan(0);
+    const usage = await org.owner.json<{ data: { usageToday: { metric: string; organization: number }[] } }>(
+      "GET",
+      "/api/org",
+    );
+    expect(usage.data.usageToday.find((u) => u.metric === "ai.tokens")?.organization).toBeGreaterThan(0);
+  });
+
+  it("frees the sequence when the client disconnects", async () => {
+    const ac = new AbortController();
+    const r = await org.owner.request(
+      "POST",
+      "/api/ai/chat",
+      { model: "tiny", messages: [{ role: "user", content: "Tell a long story" }], maxTokens: 2000 },
+      { signal: ac.signal },
+    );
+    const reader = r.body!.getReader();
+    await reader.read();
+    ac.abort();
+    const deadline = Date.now() + 10_000;
+    let busy = 1;
+    while (Date.now() < deadline) {
+      busy = (await srv.ai!.status()).reduce((n, s) => n + s.busy, 0);
+      if (busy === 0) break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    expect(busy).toBe(0);
+    const again = await events(
+      await org.owner.request("POST", "/api/ai/chat", {
+        model: "tiny",
+        messages: [{ role: "user", content: "Hi" }],
+        maxTokens: 4,
+      }),
+    );
+    expect(again.some((e) => e.event === "done")).toBe(true);
+  });
+
+  it("answers valid JSON when asked for a JSON schema", async () => {
+    const schema = {
+      type: "object",
+      properties: { name: { type: "string" }, count: { type: "integer" } },
+      required: ["name", "count"],
+      additionalProperties: false,
+    };
+    for (const model of existsSync(STORIES) ? ["tiny", "stories260K"] : ["tiny"]) {
+      const ev = await events(
+        await org.owner.request("POST", "/api/ai/chat", {
+          model,
+          messages: [{ role: "user", content: "A person" }],
+          maxTokens: 200,
+          jsonSchema: schema,
+        }),
+      );
+      const done = ev.find((e) => e.event === "done")?.data as {
+        message: { content: string };
+        json: unknown;
+        finishReason: string;
+      };
+      if (done.finishReason === "length") continue; // a model rambling in a string can hit the cap; the grammar still held
+      const parsed = z
+        .object({ name: z.string(), count: z.number().int() })
+        .strict()
+        .parse(JSON.parse(done.message.content));
+      expect(done.json).toEqual(parsed);
+    }
+  });
+
+  it("refuses bad input and unknown models clearly", async () => {
+    expect((await org.owner.request("POST", "/api/ai/chat", { messages: [] })).status).toBe(400);
+    expect(
+      (await org.owner.request("POST", "/api/ai/chat", { messages: [{ role: "wizard", content: "x" }] }))
+        .status,
+    ).toBe(400);
+    const unknown = await org.owner.request("POST", "/api/ai/chat", {
+      model: "gpt-9",
+      messages: [{ role: "user", content: "x" }],
+    });
+    expect(unknown.status).toBe(404);
+    expect(((await unknown.json()) as { error: { code: string } }).error.code).toBe("model_not_found");
+  });
+});
+
+describe("the OpenAI-compatible API, through the openai client", () => {
+  it("lists models, completes chats (plain, streamed, JSON schema) and embeds", async () => {
+    const client = new OpenAI({ apiKey: key, baseURL: `${srv.url}/v1`, maxRetries: 0 });
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toContain("tiny");
+
+    const completion = await client.chat.completions.create({
+      model: "tiny",
+      messages: [{ role: "user", content: "Hello" }],
+      max_tokens: 8,
+    });
+    expect(completion.object).toBe("chat.completion");
+    expect(completion.choices[0]?.message.role).toBe("assistant");
+    expect(typeof completion.choices[0]?.message.content).toBe("string");
+    expect(completion.usage?.completion_tokens).toBeGreaterThan(0);
+
+    const stream = await client.chat.completions.create({
+      model: "tiny",
+      messages: [{ role: "user", content: "Hello" }],
+      max_tokens: 8,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = "";
+    let finish: string | null | undefined;
+    let usage: number | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      usage = chunk.usage?.completion_tokens ?? usage;
+    }
+    expect(text.length).toBeGreaterThan(0);
+    expect(finish).toMatch(/stop|length/);
+    expect(usage).toBeGreaterThan(0);
+
+    const json = await client.chat.completions.create({
+      model: "tiny",
+      messages: [{ role: "user", content: "A flag" }],
+      max_tokens: 100,
+      response_format: {
+        type: "json_schema",
+        json_schema: {
+          name: "flag",
+          schema: {
+            type: "object",
+            properties: { on: { type: "boolean" } },
+            required: ["on"],
+            additionalProperties: false,
+          },
+        },
+      },
+    });
+    expect(
+      z
+        .object({ on: z.boolean() })
+        .strict()
+        .parse(JSON.parse(json.choices[0]?.message.content ?? "")),
+    ).toBeDefined();
+
+    const emb = await client.embeddings.create({ model: "tiny", input: ["hello world", "goodbye"] });
+    expect(emb.data).toHaveLength(2);
+    expect(emb.data[0]?.embedding).toHaveLength(64);
+    expect(emb.usage.prompt_tokens).toBeGreaterThan(0);
+    const floats = await client.embeddings.create({
+      model: "tiny",
+      input: "hello world",
+      encoding_format: "float",
+    });
+    expect(floats.data[0]?.embedding[0]).toBeCloseTo(emb.data[0]?.embedding[0] as number, 5);
+
+    await expect(
+      new OpenAI({ apiKey: "wsk_bad", baseURL: `${srv.url}/v1`, maxRetries: 0 }).models.list(),
+    ).rejects.toMatchObject({ status: 401 });
+  }, 60_000);
+});
+
+describe("limits", () => {
+  it("answers 429 when the organization's daily AI requests are used up", async () => {
+    const other = await createTestOrg(srv, "quota");
+    await withOrg(srv.db.knex, other.orgId, (trx) =>
+      trx("organizations")
+        .where({ id: other.orgId })
+        .update({ plan_overrides: JSON.stringify({ aiRequestsPerDay: 1 }) }),
+    );
+    const ask = () =>
+      other.owner.request("POST", "/api/ai/chat", {
+        model: "tiny",
+        messages: [{ role: "user", content: "Hi" }],
+        maxTokens: 2,
+      });
+    expect((await ask()).status).toBe(200);
+    const over = await ask();
+    expect(over.status).toBe(429);
+    expect(((await over.json()) as { error: { code: string } }).error.code).toBe("quota_exceeded");
+  });
+
+  it("answers 503 with Retry-After when the queue is full", async () => {
+    const busy = await getTestServer({
+      env: {
+        WORKSYNAPSE_AI_THREADS: "1",
+        WORKSYNAPSE_AI_PARALLEL: "1",
+        WORKSYNAPSE_AI_MAX_QUEUE: "0",
+        WORKSYNAPSE_AI_CONTEXT_SIZE: "512",
+      },
+    });
+    try {
+      const o = await createTestOrg(busy, "busy");
+      await importModel(busy.db.knex, await busy.ai!.llama(), busy.config, {
+        file: TINY,
+        name: "tiny",
+        role: "chat",
+      });
+      const c = new Client(busy, {
+        apiKey: (
+          await o.owner.json<{ data: { key: string } }>(
+            "POST",
+            "/api/api-keys",
+            { name: "k", permissions: ["ai.chat"] },
+            201,
+          )
+        ).data.key,
+      });
+      const statuses = await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          const r = await c.request("POST", "/v1/chat/completions", {
+            model: "tiny",
+            messages: [{ role: "user", content: "Go on" }],
+            max_tokens: 300,
+          });
+          return { status: r.status, retry: r.headers.get("retry-after"), body: await r.text() };
+        }),
+      );
+      expect(statuses.some((s) => s.status === 200)).toBe(true);
+      const refused = statuses.filter((s) => s.status === 503);
+      expect(refused.length).toBeGreaterThan(0);
+      expect(refused[0]?.retry).toBe("2");
+      expect(refused[0]?.body).toContain("busy");
+    } finally {
+      await busy.close();
+    }
+  }, 60_000);
+});
