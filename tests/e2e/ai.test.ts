@@ -1,0 +1,96 @@
+import { execFile } from "node:child_process";
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AxeBuilder } from "@axe-core/playwright";
+import type { Browser } from "playwright-core";
+import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import { launchBrowser, watchPage } from "../support/browser.js";
+import { createTestDatabase, type TestDatabase } from "../support/pg.js";
+import { NATS_URL } from "../support/env.js";
+import { makeTinyModel } from "../../scripts/make-tiny-model.js";
+
+const run = promisify(execFile);
+const BIN = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname;
+const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
+const ADMIN = {
+  organizationName: "Clinic",
+  name: "Ada",
+  email: "ada@clinic.example",
+  password: "lantern-harbor-violet-7",
+};
+let pg: TestDatabase;
+let core: CoreProcess;
+let url: string;
+let browser: Browser;
+
+beforeAll(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  pg = await createTestDatabase("e2eai");
+  const dataDir = mkdtempSync(path.join(tmpdir(), "ws-e2e-ai-"));
+  const model = path.join(dataDir, "tiny.gguf");
+  makeTinyModel(model);
+  const env = {
+    WORKSYNAPSE_DATA_DIR: dataDir,
+    DATABASE_URL: pg.url,
+    NATS_URL,
+    WORKSYNAPSE_NATS_PREFIX: "e2eai",
+    WORKSYNAPSE_AI_THREADS: "1",
+  };
+  // As an admin sideloads a model: the CLI checks and registers it; nothing is downloaded.
+  const imported = await run(process.execPath, [BIN, "models", "import", model, "--name", "tiny"], {
+    env: { ...process.env, ...env },
+  });
+  expect(imported.stdout).toContain("imported  tiny");
+  core = spawnCore(env);
+  url = await core.url;
+  await waitForOk(`${url}/readyz`);
+  const r = await fetch(`${url}/api/auth/setup`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-requested-with": "worksynapse", origin: url },
+    body: JSON.stringify(ADMIN),
+  });
+  expect(r.status).toBe(201);
+  browser = await launchBrowser();
+}, 120_000);
+afterAll(async () => {
+  await browser?.close();
+  core?.child.kill("SIGTERM");
+  await core?.exit;
+  await pg?.drop();
+});
+
+describe("AI models page and playground", () => {
+  it("shows the imported model and streams an answer with tokens per second", async () => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    const watch = watchPage(page);
+    await page.goto(`${url}/login`, { waitUntil: "networkidle" });
+    await page.getByLabel("Username or email").fill(ADMIN.email);
+    await page.getByLabel("Password").fill(ADMIN.password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.waitForURL(`${url}/`);
+    await page
+      .getByRole("navigation", { name: "Main navigation" })
+      .getByRole("link", { name: "AI models" })
+      .click();
+    await page.waitForURL(`${url}/admin/models`);
+    await page.getByRole("cell", { name: /tiny/ }).waitFor();
+    await page.getByText("F32").waitFor();
+    expect((await new AxeBuilder({ page }).analyze()).violations.map((v) => v.id)).toEqual([]);
+    await page.getByRole("link", { name: "Try a prompt" }).click();
+    await page.waitForURL(`${url}/playground`);
+    await page.getByLabel("Longest answer (tokens)").fill("24");
+    await page.getByRole("button", { name: "Run" }).click();
+    await page.getByRole("status").filter({ hasText: "tokens/s" }).waitFor();
+    const answer = await page.locator(".answer").textContent();
+    expect(answer?.length).toBeGreaterThan(0);
+    await page.screenshot({ path: `${SHOTS}playground.png`, fullPage: true });
+    expect((await new AxeBuilder({ page }).analyze()).violations.map((v) => v.id)).toEqual([]);
+    expect(watch.consoleErrors).toEqual([]);
+    expect(watch.foreignRequests).toEqual([]);
+    await ctx.close();
+  }, 60_000);
+});
