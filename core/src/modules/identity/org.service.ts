@@ -287,3 +287,46 @@ export async function recordUsage(
     );
   }
 }
+
+/**
+ * Admits one AI request: refuses when today's tokens are used up, and counts the request against its
+ * daily limit. One read of the plan for both checks (this runs before every generation).
+ */
+export async function admitAiRequest({ caller, trx }: Svc): Promise<void> {
+  const { limits } = await limitsOf(trx, caller.orgId);
+  const tokenMax = limits.tokensPerDay as number | null;
+  if (tokenMax !== null) {
+    const row = await trx("usage_counters")
+      .where({ org_id: caller.orgId, metric: QUOTA_METRICS.tokensPerDay, day: trx.raw("current_date") })
+      .whereNull("user_id")
+      .first();
+    if (Number(row?.value ?? 0) >= tokenMax) throw quotaError(QUOTA_METRICS.tokensPerDay, tokenMax);
+  }
+  const max = limits.aiRequestsPerDay as number | null;
+  const rows = (await trx.raw(
+    `insert into usage_counters (org_id, user_id, metric, day, value) values (?, null, ?, current_date, 1)
+     on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
+     do update set value = usage_counters.value + 1
+     where ?::bigint is null or usage_counters.value + 1 <= ?::bigint
+     returning value`,
+    [caller.orgId, QUOTA_METRICS.aiRequestsPerDay, max, max],
+  )).rows as { value: string }[];
+  if (rows.length === 0 || (max !== null && Number(rows[0]?.value) > max)) throw quotaError(QUOTA_METRICS.aiRequestsPerDay, max as number);
+  await trx.raw(
+    `insert into usage_counters (org_id, user_id, metric, day, value) values (?, ?, ?, current_date, 1)
+     on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
+     do update set value = usage_counters.value + 1`,
+    [caller.orgId, caller.userId, QUOTA_METRICS.aiRequestsPerDay],
+  );
+}
+
+function quotaError(metric: string, max: number): AppError {
+  const resetsAt = startOfNextDayUtc();
+  return new AppError(
+    429,
+    "quota_exceeded",
+    `The organization's plan allows ${max} ${metric} per day; it resets at ${resetsAt.toISOString()}.`,
+    { metric, limit: max, resetsAt: resetsAt.toISOString() },
+    { "Retry-After": String(Math.ceil((resetsAt.getTime() - Date.now()) / 1000)) },
+  );
+}

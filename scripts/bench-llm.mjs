@@ -1,0 +1,205 @@
+// npm run bench:llm — local inference through WorkSynapse vs raw node-llama-cpp on the same model and
+// settings, each figure a ratio measured in the same run:
+//   generation tokens/s through the SSE endpoint vs raw (goal >= 0.9); time-to-first-token overhead (ms);
+//   aggregate tokens/s of 4 concurrent clients vs 1 (goal >= 1.5); raw tokens/s with 2 threads vs 1.
+// Uses ../shared/models/stories260K.gguf (or BENCH_MODEL). Server and raw runs use the same settings
+// (1 inference thread, 4 sequences, context 2048) on the same, otherwise idle, cores.
+import { execFile, execFileSync, fork } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { randomBytes } from "node:crypto";
+
+const run = promisify(execFile);
+const root = new URL("..", import.meta.url).pathname;
+const MODEL = process.env.BENCH_MODEL ?? path.resolve(root, "../shared/models/stories260K.gguf");
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const MAX_TOKENS = 200;
+const PROMPT = "Once upon a time";
+const PG = process.env.BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const NATS = process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222";
+if (!existsSync(MODEL)) throw new Error(`no model at ${MODEL}; set BENCH_MODEL`);
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+function raw(threads, runs, clients = 1) {
+  const child = fork(
+    new URL("./bench/llm-raw.mjs", import.meta.url).pathname,
+    [MODEL, String(threads), String(MAX_TOKENS), String(runs), PROMPT, String(clients)],
+    {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    },
+  );
+  return new Promise((resolve, reject) => {
+    child.once("message", resolve);
+    child.once("exit", (code) => code && reject(new Error(`raw run exited ${code}`)));
+  });
+}
+
+/** One chat through the SSE endpoint: tokens, total ms and first-token ms, measured by the client. */
+async function viaServer(url, key) {
+  const t0 = performance.now();
+  const r = await fetch(`${url}/api/ai/chat`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-api-key": key },
+    body: JSON.stringify({
+      model: "bench",
+      messages: [{ role: "user", content: PROMPT }],
+      maxTokens: MAX_TOKENS,
+    }),
+  });
+  const reader = r.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  let first = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += decoder.decode(value, { stream: true });
+    if (!first && text.includes("event: token")) first = performance.now();
+  }
+  const ms = performance.now() - t0;
+  const done = JSON.parse(/event: done\ndata: (.*)\n/.exec(text)?.[1] ?? "null");
+  if (!done) throw new Error(`no done event: ${text.slice(0, 300)}`);
+  return { tokens: done.usage.completionTokens, ms, firstMs: first - t0 };
+}
+
+const dbName = `ws_benchllm_${randomBytes(4).toString("hex")}`;
+const dbUrl = Object.assign(new URL(PG), { pathname: `/${dbName}` }).toString();
+execFileSync("psql", [PG, "-qc", `create database ${dbName}`]);
+const dataDir = mkdtempSync(path.join(tmpdir(), "ws-benchllm-"));
+const env = {
+  ...process.env,
+  WORKSYNAPSE_DATA_DIR: dataDir,
+  DATABASE_URL: dbUrl,
+  NATS_URL: NATS,
+  WORKSYNAPSE_NATS_PREFIX: `bl${randomBytes(3).toString("hex")}`,
+  WORKSYNAPSE_AI_THREADS: "1",
+  WORKSYNAPSE_AI_PARALLEL: "4",
+  WORKSYNAPSE_AI_CONTEXT_SIZE: "2048",
+  WORKSYNAPSE_AUTH_API_PER_MINUTE: "100000",
+  WORKSYNAPSE_HTTP_HOST: "127.0.0.1",
+  WORKSYNAPSE_HTTP_PORT: "0",
+  WORKSYNAPSE_LOG_LEVEL: "info",
+};
+let server;
+try {
+  await run(
+    process.execPath,
+    [path.join(root, "installer/bin/worksynapse.mjs"), "models", "import", MODEL, "--name", "bench"],
+    { env },
+  );
+  await run(
+    process.execPath,
+    [
+      path.join(root, "installer/bin/worksynapse.mjs"),
+      "admin",
+      "create",
+      "--org",
+      "Bench",
+      "--email",
+      "bench@example.org",
+      "--name",
+      "Bench",
+    ],
+    {
+      env: { ...env, WORKSYNAPSE_ADMIN_PASSWORD: "violet-harbor-lantern-42" },
+    },
+  );
+  server = fork(path.join(root, "core/dist/src/main.js"), [], {
+    env,
+    stdio: ["ignore", "pipe", "inherit", "ipc"],
+  });
+  const url = await new Promise((resolve) => {
+    let buf = "";
+    server.stdout.on("data", (d) => {
+      buf += d;
+      const m = /"url":"(http:\/\/[^"]+)".*WorkSynapse is serving/.exec(buf);
+      if (m) resolve(m[1]);
+    });
+  });
+  const login = await fetch(`${url}/api/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-requested-with": "worksynapse", origin: url },
+    body: JSON.stringify({ email: "bench@example.org", password: "violet-harbor-lantern-42" }),
+  });
+  const cookie = login.headers.getSetCookie()[0].split(";")[0];
+  const keyRes = await fetch(`${url}/api/api-keys`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-requested-with": "worksynapse", origin: url, cookie },
+    body: JSON.stringify({ name: "bench", permissions: ["ai.chat"] }),
+  });
+  const key = (await keyRes.json()).data.key;
+  await viaServer(url, key); // loads the model
+
+  for (let i = 0; i < 3; i++) await viaServer(url, key); // warm-up, as the raw runs have
+  const ours = [];
+  for (let i = 0; i < ROUNDS; i++) ours.push(await viaServer(url, key));
+  const rawRuns = await raw(1, ROUNDS);
+  // Measured again after the raw runs, so drift between the two shows.
+  for (let i = 0; i < ROUNDS; i++) ours.push(await viaServer(url, key));
+  const tps = (r) => r.tokens / (r.ms / 1000);
+  const oursTps = median(ours.map(tps));
+  const rawTps = median(rawRuns.map(tps));
+  const ttftOverhead = median(ours.map((r) => r.firstMs)) - median(rawRuns.map((r) => r.firstMs));
+
+  const aggregate = async (clients) => {
+    const t0 = performance.now();
+    const results = await Promise.all(Array.from({ length: clients }, () => viaServer(url, key)));
+    return results.reduce((n, r) => n + r.tokens, 0) / ((performance.now() - t0) / 1000);
+  };
+  const one = [];
+  const four = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    one.push(await aggregate(1));
+    four.push(await aggregate(4));
+  }
+
+  // The same 1 vs 4 on raw node-llama-cpp: how much batching this model and machine allow at all.
+  const rawOne = median((await raw(1, ROUNDS, 1)).map(tps));
+  const rawFour = median((await raw(1, ROUNDS, 4)).map(tps));
+
+  const t1 = [];
+  const t2 = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    t1.push(median((await raw(1, 1)).map(tps)));
+    t2.push(median((await raw(2, 1)).map(tps)));
+  }
+
+  const report = {
+    model: path.basename(MODEL),
+    rounds: ROUNDS,
+    maxTokens: MAX_TOKENS,
+    tokensPerRequest: median(ours.map((r) => r.tokens)),
+    generation: {
+      oursTokensPerSecond: oursTps,
+      rawTokensPerSecond: rawTps,
+      ratio: Number((oursTps / rawTps).toFixed(3)),
+      goal: 0.9,
+    },
+    timeToFirstToken: {
+      oursMs: median(ours.map((r) => r.firstMs)),
+      rawMs: median(rawRuns.map((r) => r.firstMs)),
+      overheadMs: Number(ttftOverhead.toFixed(2)),
+    },
+    concurrency: {
+      oneClientTokensPerSecond: median(one),
+      fourClientsTokensPerSecond: median(four),
+      ratio: Number((median(four) / median(one)).toFixed(3)),
+      goal: 1.5,
+      rawRatio: Number((rawFour / rawOne).toFixed(3)),
+    },
+    threads: {
+      oneThreadTokensPerSecond: median(t1),
+      twoThreadsTokensPerSecond: median(t2),
+      ratio: Number((median(t2) / median(t1)).toFixed(3)),
+    },
+  };
+  mkdirSync("test-results", { recursive: true });
+  writeFileSync("test-results/bench-llm.json", JSON.stringify(report, null, 2));
+  console.log(JSON.stringify(report, null, 2));
+} finally {
+  server?.kill("SIGTERM");
+  await new Promise((r) => setTimeout(r, 1500));
+  execFileSync("psql", [PG, "-qc", `drop database if exists ${dbName} with (force)`]);
+}
