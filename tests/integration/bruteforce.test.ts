@@ -87,4 +87,35 @@ describe("password guessing", () => {
       await limited.close();
     }
   });
+
+  it("limits API requests per key per minute (429 with Retry-After), counted in PostgreSQL", async () => {
+    const limited = await getTestServer({ env: { WORKSYNAPSE_AUTH_API_PER_MINUTE: "5" } });
+    try {
+      const o = await createTestOrg(limited, "apilimit");
+      const key = (
+        await o.owner.json<{ data: { key: string } }>(
+          "POST",
+          "/api/api-keys",
+          { name: "k", permissions: ["org.read"] },
+          201,
+        )
+      ).data.key;
+      const codes: number[] = [];
+      let last: Response | undefined;
+      for (let i = 0; i < 10; i++) {
+        last = await limited.fetch("/api/org", { headers: { "x-api-key": key } });
+        codes.push(last.status);
+        await new Promise((r) => setTimeout(r, 30));
+      }
+      expect(codes.slice(0, 5)).toEqual([200, 200, 200, 200, 200]);
+      // The sixth is counted off the critical path; from the seventh on the key is refused.
+      expect(codes.slice(6).every((c) => c === 429)).toBe(true);
+      expect(Number(last?.headers.get("retry-after"))).toBeGreaterThan(0);
+      expect(((await last?.json()) as { error: { code: string } }).error.code).toBe("rate_limited");
+      const row = await limited.db.knex("rate_limits").where("key", "like", "api:key:%").first();
+      expect(Number(row?.points)).toBeGreaterThanOrEqual(6);
+    } finally {
+      await limited.close();
+    }
+  });
 });

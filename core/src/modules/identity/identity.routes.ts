@@ -55,28 +55,43 @@ export function createLimiters(knex: Knex, config: Config): Limiters {
     });
   const signIn = make("signin", config.auth.signInPerIpPerMinute);
   const api = make("api", config.auth.apiPerMinute);
+  const refuse = (ms: number, what: string) => {
+    const seconds = Math.max(1, Math.ceil(ms / 1000));
+    return new AppError(
+      429,
+      "rate_limited",
+      `Too many ${what}. Try again in ${seconds} s.`,
+      { retryAfterSeconds: seconds },
+      {
+        "Retry-After": String(seconds),
+      },
+    );
+  };
   const consume = async (limiter: RateLimiterPostgres, key: string, what: string) => {
     try {
       await limiter.consume(key);
     } catch (err) {
-      if (err instanceof RateLimiterRes) {
-        const seconds = Math.max(1, Math.ceil(err.msBeforeNext / 1000));
-        throw new AppError(
-          429,
-          "rate_limited",
-          `Too many ${what}. Try again in ${seconds} s.`,
-          { retryAfterSeconds: seconds },
-          {
-            "Retry-After": String(seconds),
-          },
-        );
-      }
+      if (err instanceof RateLimiterRes) throw refuse(err.msBeforeNext, what);
       throw err;
     }
   };
+  // API requests: a key blocked by an earlier answer is refused at once; the shared counter in PostgreSQL
+  // is consumed off the request's critical path. Across a burst one more request per node may pass before
+  // the block lands; sign-in, where that matters, stays strictly synchronous.
+  const blockedUntil = new Map<string, number>();
+  const consumeLagged = async (limiter: RateLimiterPostgres, key: string, what: string) => {
+    const until = blockedUntil.get(key);
+    if (until !== undefined) {
+      if (until > Date.now()) throw refuse(until - Date.now(), what);
+      blockedUntil.delete(key);
+    }
+    limiter.consume(key).catch((err: unknown) => {
+      if (err instanceof RateLimiterRes) blockedUntil.set(key, Date.now() + err.msBeforeNext);
+    });
+  };
   return {
     signIn: (ip) => consume(signIn, ip, "sign-in attempts from this address"),
-    api: (key) => consume(api, key, "requests"),
+    api: (key) => consumeLagged(api, key, "requests"),
   };
 }
 

@@ -248,30 +248,6 @@ export async function setOrganizationPlan(
   return (await listOrganizations({ caller, trx })).find((o) => o.id === id);
 }
 
-/** Refuses with 429 when today's usage already reached a plan limit (for amounts known only afterwards). */
-export async function assertQuotaLeft(
-  { caller, trx }: Svc,
-  limit: keyof typeof QUOTA_METRICS,
-): Promise<void> {
-  const { limits } = await limitsOf(trx, caller.orgId);
-  const max = limits[limit] as number | null;
-  if (max === null) return;
-  const row = await trx("usage_counters")
-    .where({ org_id: caller.orgId, metric: QUOTA_METRICS[limit], day: trx.raw("current_date") })
-    .whereNull("user_id")
-    .first();
-  if (Number(row?.value ?? 0) >= max) {
-    const resetsAt = startOfNextDayUtc();
-    throw new AppError(
-      429,
-      "quota_exceeded",
-      `The organization's plan allows ${max} ${QUOTA_METRICS[limit]} per day; it resets at ${resetsAt.toISOString()}.`,
-      { metric: QUOTA_METRICS[limit], limit: max, resetsAt: resetsAt.toISOString() },
-      { "Retry-After": String(Math.ceil((resetsAt.getTime() - Date.now()) / 1000)) },
-    );
-  }
-}
-
 /** Adds usage without a limit check (tokens are known only after the answer). */
 export async function recordUsage(
   { caller, trx }: Svc,
@@ -288,36 +264,52 @@ export async function recordUsage(
   }
 }
 
+const limitsCache = new Map<string, { at: number; limits: Limits }>();
+
+/** The organization's limits, cached for 5 s (plans change rarely; every AI request reads them). */
+async function cachedLimits(trx: Knex.Transaction, orgId: string): Promise<Limits> {
+  const hit = limitsCache.get(orgId);
+  if (hit && Date.now() - hit.at < 5000) return hit.limits;
+  const { limits } = await limitsOf(trx, orgId);
+  if (limitsCache.size > 10_000) limitsCache.clear();
+  limitsCache.set(orgId, { at: Date.now(), limits });
+  return limits;
+}
+
 /**
- * Admits one AI request: refuses when today's tokens are used up, and counts the request against its
- * daily limit. One read of the plan for both checks (this runs before every generation).
+ * Admits one AI request in one statement: counts it for the organization and the person, and reads
+ * today's token usage. Past a limit it throws 429, and the transaction's rollback undoes the count.
  */
 export async function admitAiRequest({ caller, trx }: Svc): Promise<void> {
-  const { limits } = await limitsOf(trx, caller.orgId);
+  const limits = await cachedLimits(trx, caller.orgId);
+  const row = (
+    await trx.raw(
+      `with tokens as (
+       select coalesce(sum(value), 0) as used from usage_counters
+       where org_id = ? and user_id is null and metric = ? and day = current_date),
+     counted as (
+       insert into usage_counters (org_id, user_id, metric, day, value)
+       values (?, null, ?, current_date, 1), (?, ?, ?, current_date, 1)
+       on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
+       do update set value = usage_counters.value + 1
+       returning user_id, value)
+     select (select value from counted where user_id is null) as requests, (select used from tokens) as tokens`,
+      [
+        caller.orgId,
+        QUOTA_METRICS.tokensPerDay,
+        caller.orgId,
+        QUOTA_METRICS.aiRequestsPerDay,
+        caller.orgId,
+        caller.userId,
+        QUOTA_METRICS.aiRequestsPerDay,
+      ],
+    )
+  ).rows[0] as { requests: string; tokens: string };
   const tokenMax = limits.tokensPerDay as number | null;
-  if (tokenMax !== null) {
-    const row = await trx("usage_counters")
-      .where({ org_id: caller.orgId, metric: QUOTA_METRICS.tokensPerDay, day: trx.raw("current_date") })
-      .whereNull("user_id")
-      .first();
-    if (Number(row?.value ?? 0) >= tokenMax) throw quotaError(QUOTA_METRICS.tokensPerDay, tokenMax);
-  }
+  if (tokenMax !== null && Number(row.tokens) >= tokenMax)
+    throw quotaError(QUOTA_METRICS.tokensPerDay, tokenMax);
   const max = limits.aiRequestsPerDay as number | null;
-  const rows = (await trx.raw(
-    `insert into usage_counters (org_id, user_id, metric, day, value) values (?, null, ?, current_date, 1)
-     on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
-     do update set value = usage_counters.value + 1
-     where ?::bigint is null or usage_counters.value + 1 <= ?::bigint
-     returning value`,
-    [caller.orgId, QUOTA_METRICS.aiRequestsPerDay, max, max],
-  )).rows as { value: string }[];
-  if (rows.length === 0 || (max !== null && Number(rows[0]?.value) > max)) throw quotaError(QUOTA_METRICS.aiRequestsPerDay, max as number);
-  await trx.raw(
-    `insert into usage_counters (org_id, user_id, metric, day, value) values (?, ?, ?, current_date, 1)
-     on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
-     do update set value = usage_counters.value + 1`,
-    [caller.orgId, caller.userId, QUOTA_METRICS.aiRequestsPerDay],
-  );
+  if (max !== null && Number(row.requests) > max) throw quotaError(QUOTA_METRICS.aiRequestsPerDay, max);
 }
 
 function quotaError(metric: string, max: number): AppError {
