@@ -105,25 +105,32 @@ describe("model registry", () => {
 });
 
 describe("chat over server-sent events", () => {
-  it("streams tokens, then a final message with usage", async () => {
-    const r = await org.owner.request("POST", "/api/ai/chat", {
-      model: "tiny",
-      messages: [{ role: "user", content: "Once upon a time" }],
-      maxTokens: 16,
-    });
-    expect(r.status).toBe(200);
-    expect(r.headers.get("content-type")).toContain("text/event-stream");
-    const ev = await events(r);
-    const tokens = ev.filter((e) => e.event === "token");
-    const done = ev.find((e) => e.event === "done")?.data as {
-      message: { content: string };
-      usage: { completionTokens: number; promptTokens: number };
-    };
-    expect(tokens.length).toBeGreaterThan(0);
-    expect(tokens.map((t) => (t.data as { text: string }).text).join("")).toBe(done.message.content);
-    expect(done.usage.completionTokens).toBeGreaterThan(0);
-    expect(done.usage.completionTokens).toBeLessThanOrEqual(16);
-    expect(done.usage.promptTokens).toBeGreaterThan(0);
+  it("streams tokens, then a final message with usage (generated model and stories260K)", async () => {
+    for (const model of existsSync(STORIES) ? ["stories260K", "tiny"] : ["tiny"]) {
+      const r = await org.owner.request("POST", "/api/ai/chat", {
+        model,
+        messages: [{ role: "user", content: "Once upon a time" }],
+        maxTokens: 16,
+      });
+      expect(r.status).toBe(200);
+      expect(r.headers.get("content-type")).toContain("text/event-stream");
+      const ev = await events(r);
+      const tokens = ev.filter((e) => e.event === "token");
+      const done = ev.find((e) => e.event === "done")?.data as {
+        message: { content: string };
+        usage: { completionTokens: number; promptTokens: number };
+      };
+      expect(tokens.length).toBeGreaterThan(0);
+      expect(tokens.map((t) => (t.data as { text: string }).text).join("")).toBe(done.message.content);
+      expect(done.usage.completionTokens).toBeGreaterThan(0);
+      expect(done.usage.completionTokens).toBeLessThanOrEqual(16);
+      expect(done.usage.promptTokens).toBeGreaterThan(0);
+    }
+    const loaded = await org.owner.json<{
+      data: { models: { name: string; loaded: boolean; memoryBytes: number }[] };
+    }>("GET", "/api/ai/models");
+    expect(loaded.data.models.find((m) => m.name === "tiny")).toMatchObject({ loaded: true });
+    expect(loaded.data.models.find((m) => m.name === "tiny")?.memoryBytes).toBeGreaterThan(100_000);
     const usage = await org.owner.json<{ data: { usageToday: { metric: string; organization: number }[] } }>(
       "GET",
       "/api/org",
@@ -300,6 +307,60 @@ describe("limits", () => {
     expect(over.status).toBe(429);
     expect(((await over.json()) as { error: { code: string } }).error.code).toBe("quota_exceeded");
   });
+
+  it("serves organizations in turn: a busy organization cannot starve another", async () => {
+    const fair = await getTestServer({
+      env: { WORKSYNAPSE_AI_THREADS: "1", WORKSYNAPSE_AI_PARALLEL: "1", WORKSYNAPSE_AI_CONTEXT_SIZE: "512" },
+    });
+    try {
+      const busyOrg = await createTestOrg(fair, "hog");
+      const calm = await createTestOrg(fair, "calm");
+      await importModel(fair.db.knex, await fair.ai!.llama(), fair.config, {
+        file: TINY,
+        name: "tiny",
+        role: "chat",
+      });
+      const keyOf = async (o: TestOrg) =>
+        new Client(fair, {
+          apiKey: (
+            await o.owner.json<{ data: { key: string } }>(
+              "POST",
+              "/api/api-keys",
+              { name: "k", permissions: ["ai.chat"] },
+              201,
+            )
+          ).data.key,
+        });
+      const [hog, other] = [await keyOf(busyOrg), await keyOf(calm)];
+      await hog.request("POST", "/v1/chat/completions", {
+        model: "tiny",
+        messages: [{ role: "user", content: "x" }],
+        max_tokens: 1,
+      });
+      const finished: string[] = [];
+      const ask = (c: Client, label: string) =>
+        c
+          .request("POST", "/v1/chat/completions", {
+            model: "tiny",
+            messages: [{ role: "user", content: "Go on" }],
+            max_tokens: 120,
+          })
+          .then(async (r) => {
+            expect(r.status).toBe(200);
+            await r.text();
+            finished.push(label);
+          });
+      // The busy organization queues five requests first; the calm one asks once, last.
+      const hogs = [1, 2, 3, 4, 5].map((i) => ask(hog, `hog${i}`));
+      await new Promise((r) => setTimeout(r, 30));
+      const calmOne = ask(other, "calm");
+      await Promise.all([...hogs, calmOne]);
+      // Round robin: the calm organization is served after at most two of the busy one's requests.
+      expect(finished.indexOf("calm")).toBeLessThanOrEqual(2);
+    } finally {
+      await fair.close();
+    }
+  }, 60_000);
 
   it("answers 503 with Retry-After when the queue is full", async () => {
     const busy = await getTestServer({

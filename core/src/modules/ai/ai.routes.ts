@@ -44,6 +44,7 @@ const modelSchema = z
       sizeBytes: z.number(),
     }),
     loaded: z.boolean(),
+    memoryBytes: z.number(),
     busy: z.number(),
     queued: z.number(),
     createdAt: z.string(),
@@ -198,7 +199,13 @@ export function registerAiRoutes(
       const status = await runtime.status();
       const models = (await listModels(scope.trx)).map((m) => {
         const s = status.find((x) => x.id === m.id);
-        return { ...m, loaded: Boolean(s), busy: s?.busy ?? 0, queued: s?.queued ?? 0 };
+        return {
+          ...m,
+          loaded: Boolean(s),
+          memoryBytes: s?.memoryBytes ?? 0,
+          busy: s?.busy ?? 0,
+          queued: s?.queued ?? 0,
+        };
       });
       const defaults = await orgModels(scope.trx, scope.caller.orgId);
       return {

@@ -209,11 +209,19 @@ export class AiRuntime {
   }
 
   /** Which models are loaded, with their queue state (for the admin page). */
-  async status(): Promise<{ id: string; busy: number; queued: number; free: number }[]> {
+  async status(): Promise<{ id: string; busy: number; queued: number; free: number; memoryBytes: number }[]> {
     const out = [];
     for (const [id, p] of this.loaded) {
       const m = await p.catch(() => undefined);
-      if (m) out.push({ id, busy: m.busy, queued: m.queued, free: m.free.length });
+      // Weights plus the context's state (KV cache) of every sequence.
+      if (m)
+        out.push({
+          id,
+          busy: m.busy,
+          queued: m.queued,
+          free: m.free.length,
+          memoryBytes: m.model.size + m.context.stateSize,
+        });
     }
     return out;
   }

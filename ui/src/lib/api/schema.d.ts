@@ -1036,6 +1036,7 @@ export interface components {
                 sizeBytes: number;
             };
             loaded: boolean;
+            memoryBytes: number;
             busy: number;
             queued: number;
             createdAt: string;

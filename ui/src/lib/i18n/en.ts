@@ -158,7 +158,7 @@ export const en = {
   "models.defaults": "Defaults for this organization",
   "models.chatDefault": "Chat model",
   "models.embeddingDefault": "Embedding model",
-  "models.loaded": "Loaded",
+  "models.loadedMemory": "Loaded, {memory} in memory",
   "models.notLoaded": "Not loaded",
   "models.params": "Parameters",
   "models.quant": "Weights",
