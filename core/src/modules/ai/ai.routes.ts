@@ -133,6 +133,16 @@ function sse(ctx: Context): {
   };
 }
 
+/** The error a failed generation reports in its stream; unexpected ones are logged with the request id. */
+function generationFailure(ctx: Context, err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  (ctx.state.rootLog as { error: (o: object, m: string) => void }).error(
+    { err, reqId: ctx.state.requestId },
+    "generation failed",
+  );
+  return new AppError(500, "ai_failed", "The model failed to answer.");
+}
+
 /** Registers the AI routes: models and defaults, streaming chat, and the OpenAI-compatible API. */
 export function registerAiRoutes(
   api: Api,
@@ -304,13 +314,7 @@ export function registerAiRoutes(
           });
         })
         .catch((err: unknown) => {
-          const e =
-            err instanceof AppError ? err : new AppError(500, "ai_failed", "The model failed to answer.");
-          if (!(err instanceof AppError))
-            (ctx.state.rootLog as { error: (o: object, m: string) => void }).error(
-              { err },
-              "generation failed",
-            );
+          const e = generationFailure(ctx, err);
           send("error", { error: { code: e.code, message: e.message } });
         })
         .finally(() => stream.end());
@@ -436,8 +440,7 @@ export function registerAiRoutes(
           send(null, "[DONE]");
         })
         .catch((err: unknown) => {
-          const e =
-            err instanceof AppError ? err : new AppError(500, "ai_failed", "The model failed to answer.");
+          const e = generationFailure(ctx, err);
           send(null, { error: { code: e.code, message: e.message } });
         })
         .finally(() => stream.end());

@@ -97,16 +97,8 @@ export async function consumeQuota(
       [caller.orgId, metric, amount, max, max],
     )
   ).rows as { value: string }[];
-  if (rows.length === 0 || (max !== null && Number(rows[0]?.value) > max)) {
-    const resetsAt = startOfNextDayUtc();
-    throw new AppError(
-      429,
-      "quota_exceeded",
-      `The organization's plan allows ${max} ${metric} per day; it resets at ${resetsAt.toISOString()}.`,
-      { metric, limit: max, resetsAt: resetsAt.toISOString() },
-      { "Retry-After": String(Math.ceil((resetsAt.getTime() - Date.now()) / 1000)) },
-    );
-  }
+  if (rows.length === 0 || (max !== null && Number(rows[0]?.value) > max))
+    throw quotaError(metric, max as number);
   await trx.raw(
     `insert into usage_counters (org_id, user_id, metric, day, value) values (?, ?, ?, current_date, ?)
      on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
