@@ -132,7 +132,7 @@ describe("organization isolation", () => {
         // Path ids of another organization are not found, never forbidden (no existence oracle).
         // Installation-wide routes (organizations, the model catalog) answer 403 to non-system-administrators
         // before any lookup: they hold no organization's data, so there is nothing to hide.
-        const installationWide = op.path.startsWith("/api/system/") || op.path.startsWith("/api/ai/models/");
+        const installationWide = op.scope === "installation";
         if (op.pathParams.length && r.status !== 404 && !installationWide) {
           wrongStatus.push(`${op.method} ${path} -> ${r.status} ${text.slice(0, 120)}`);
         }

@@ -7,6 +7,8 @@ export interface Operation {
   operationId: string;
   auth: "public" | "user";
   permission?: string;
+  /** "installation" for routes over data no organization owns. */
+  scope: "organization" | "installation";
   hasBody: boolean;
   pathParams: string[];
 }
@@ -18,7 +20,13 @@ export async function operations(srv: TestServer): Promise<Operation[]> {
       string,
       Record<
         string,
-        { operationId: string; "x-auth"?: string; "x-permission"?: string; requestBody?: unknown }
+        {
+          operationId: string;
+          "x-auth"?: string;
+          "x-permission"?: string;
+          "x-scope"?: string;
+          requestBody?: unknown;
+        }
       >
     >;
   };
@@ -31,6 +39,7 @@ export async function operations(srv: TestServer): Promise<Operation[]> {
         operationId: op.operationId,
         auth: op["x-auth"] === "user" ? "user" : "public",
         permission: op["x-permission"],
+        scope: op["x-scope"] === "installation" ? "installation" : "organization",
         hasBody: op.requestBody !== undefined,
         pathParams: [...path.matchAll(/\{(\w+)\}/g)].map((m) => m[1] as string),
       });

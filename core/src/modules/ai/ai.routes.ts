@@ -247,6 +247,7 @@ export function registerAiRoutes(
     method: "delete",
     path: "/api/ai/models/:id",
     operationId: "removeAiModel",
+    scope: "installation",
     summary: "Remove an installed model and its file (system administrators)",
     tags,
     params: z.object({ id: z.uuid() }),

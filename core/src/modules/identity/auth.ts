@@ -88,21 +88,17 @@ export function permissionsOf(roles: RoleRow[]): Set<string> {
   return out;
 }
 
+/** Ids of the roles a user holds, directly and through groups: the one definition of "a user's roles". */
+const ROLE_IDS_OF_USER = `select ur.role_id from user_roles ur where ur.user_id = :user
+  union select gr.role_id from group_roles gr join group_members gm on gm.group_id = gr.group_id where gm.user_id = :user`;
+
 /** The roles a user holds directly and through groups. */
 export async function rolesOfUser(trx: Knex.Transaction, userId: string): Promise<RoleRow[]> {
-  return (await trx("roles")
-    .select("key", "builtin", "permissions")
-    .whereIn("id", function () {
-      this.select("role_id")
-        .from("user_roles")
-        .where("user_id", userId)
-        .union(function () {
-          this.select("gr.role_id")
-            .from("group_roles as gr")
-            .join("group_members as gm", "gm.group_id", "gr.group_id")
-            .where("gm.user_id", userId);
-        });
-    })) as RoleRow[];
+  return (
+    await trx.raw(`select r.key, r.builtin, r.permissions from roles r where r.id in (${ROLE_IDS_OF_USER})`, {
+      user: userId,
+    })
+  ).rows as RoleRow[];
 }
 
 interface CallerRow {
@@ -117,9 +113,7 @@ interface CallerRow {
 /** The user and every role they hold (directly or through groups), as one SQL expression list. */
 const USER_WITH_ROLES = `u.id, u.email, u.status, u.system_admin,
   coalesce((select json_agg(json_build_object('key', r.key, 'builtin', r.builtin, 'permissions', r.permissions))
-    from roles r where r.id in (
-      select ur.role_id from user_roles ur where ur.user_id = u.id
-      union select gr.role_id from group_roles gr join group_members gm on gm.group_id = gr.group_id where gm.user_id = u.id)
+    from roles r where r.id in (${ROLE_IDS_OF_USER.replaceAll(":user", "u.id")})
   ), '[]'::json) as roles`;
 
 function activeUser(row: CallerRow | undefined, message: string): CallerRow {

@@ -87,24 +87,31 @@ export async function consumeQuota(
   const metric = QUOTA_METRICS[limit];
   const { limits } = await limitsOf(trx, caller.orgId);
   const max = limits[limit] as number | null;
+  // Past the limit the error rolls the request's transaction back, and the count with it.
+  const total = await addUsage(trx, caller.orgId, caller.userId, metric, amount);
+  if (max !== null && total > max) throw quotaError(metric, max);
+}
+
+/** The conflict clause of every usage counter upsert: one row per organization (or person), metric and day. */
+const USAGE_UPSERT = `on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
+  do update set value = usage_counters.value + excluded.value`;
+
+/** Adds to today's counters of the organization and of the person in one statement; the organization's new total. */
+async function addUsage(
+  trx: Knex.Transaction,
+  orgId: string,
+  userId: string,
+  metric: string,
+  amount: number,
+): Promise<number> {
   const rows = (
     await trx.raw(
-      `insert into usage_counters (org_id, user_id, metric, day, value) values (?, null, ?, current_date, ?)
-     on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
-     do update set value = usage_counters.value + excluded.value
-     where ?::bigint is null or usage_counters.value + excluded.value <= ?::bigint
-     returning value`,
-      [caller.orgId, metric, amount, max, max],
+      `insert into usage_counters (org_id, user_id, metric, day, value)
+     values (?, null, ?, current_date, ?), (?, ?, ?, current_date, ?) ${USAGE_UPSERT} returning user_id, value`,
+      [orgId, metric, amount, orgId, userId, metric, amount],
     )
-  ).rows as { value: string }[];
-  if (rows.length === 0 || (max !== null && Number(rows[0]?.value) > max))
-    throw quotaError(metric, max as number);
-  await trx.raw(
-    `insert into usage_counters (org_id, user_id, metric, day, value) values (?, ?, ?, current_date, ?)
-     on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
-     do update set value = usage_counters.value + excluded.value`,
-    [caller.orgId, caller.userId, metric, amount],
-  );
+  ).rows as { user_id: string | null; value: string }[];
+  return Number(rows.find((r) => r.user_id === null)?.value ?? 0);
 }
 
 /** The organization, its plan, limits, settings and today's usage (organization and caller). */
@@ -246,14 +253,7 @@ export async function recordUsage(
   limit: keyof typeof QUOTA_METRICS,
   amount: number,
 ): Promise<void> {
-  for (const userId of [null, caller.userId]) {
-    await trx.raw(
-      `insert into usage_counters (org_id, user_id, metric, day, value) values (?, ?, ?, current_date, ?)
-       on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
-       do update set value = usage_counters.value + excluded.value`,
-      [caller.orgId, userId, QUOTA_METRICS[limit], amount],
-    );
-  }
+  await addUsage(trx, caller.orgId, caller.userId, QUOTA_METRICS[limit], amount);
 }
 
 const limitsCache = new Map<string, { at: number; limits: Limits }>();
@@ -282,8 +282,7 @@ export async function admitAiRequest({ caller, trx }: Svc): Promise<void> {
      counted as (
        insert into usage_counters (org_id, user_id, metric, day, value)
        values (?, null, ?, current_date, 1), (?, ?, ?, current_date, 1)
-       on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
-       do update set value = usage_counters.value + 1
+       ${USAGE_UPSERT}
        returning user_id, value)
      select (select value from counted where user_id is null) as requests, (select used from tokens) as tokens`,
       [

@@ -82,6 +82,11 @@ export interface RouteDef<
 > extends RouteContract<B, Q, P> {
   /** The permission the caller needs; omit for routes any signed-in caller may use (their own profile). */
   permission?: string;
+  /**
+   * "installation" for routes over data no organization owns (the list of organizations, the model
+   * catalog), which refuse non-system-administrators before any lookup; default "organization".
+   */
+  scope?: "organization" | "installation";
   handler: (
     ctx: Context,
     input: RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>,
@@ -158,22 +163,27 @@ export class Api {
     P extends z.ZodType = z.ZodUnknown,
   >(def: RouteDef<B, Q, P>): void {
     const status = def.status ?? 200;
-    this.register(def, def.permission ?? "", async (ctx) => {
-      const auth = this.auth;
-      if (!auth) throw AppError.unavailable("Authentication is not configured on this process.");
-      const identity = await auth.identify(ctx);
-      if (!identity) throw AppError.unauthenticated();
-      await auth.limit(identity.rateKey);
-      const result = await withOrg(auth.knex, identity.orgId, async (trx) => {
-        const caller = await identity.load(trx);
-        ctx.state.caller = caller;
-        if (def.permission) requirePermission(caller, def.permission);
-        const input = await this.input(ctx, def);
-        if (status !== 200) ctx.status = status;
-        return def.handler(ctx, input, { caller, trx });
-      });
-      return result instanceof AfterCommit ? result.run() : result;
-    });
+    this.register(
+      def,
+      def.permission ?? "",
+      async (ctx) => {
+        const auth = this.auth;
+        if (!auth) throw AppError.unavailable("Authentication is not configured on this process.");
+        const identity = await auth.identify(ctx);
+        if (!identity) throw AppError.unauthenticated();
+        await auth.limit(identity.rateKey);
+        const result = await withOrg(auth.knex, identity.orgId, async (trx) => {
+          const caller = await identity.load(trx);
+          ctx.state.caller = caller;
+          if (def.permission) requirePermission(caller, def.permission);
+          const input = await this.input(ctx, def);
+          if (status !== 200) ctx.status = status;
+          return def.handler(ctx, input, { caller, trx });
+        });
+        return result instanceof AfterCommit ? result.run() : result;
+      },
+      def.scope,
+    );
   }
 
   private async input<B extends z.ZodType, Q extends z.ZodType, P extends z.ZodType>(
@@ -193,6 +203,7 @@ export class Api {
     def: RouteContract<B, Q, P>,
     permission: string | undefined,
     run: (ctx: Context) => Promise<unknown>,
+    scope: "organization" | "installation" = "organization",
   ): void {
     const status = def.status ?? 200;
     this.routerFor(def.path)[def.method](def.operationId, def.path, async (ctx: Context) => {
@@ -229,26 +240,28 @@ export class Api {
         };
       }
     }
-    const op: ZodOpenApiOperationObject & { "x-permission"?: string; "x-auth"?: string } = {
-      operationId: def.operationId,
-      "x-auth": permission === undefined ? "public" : "user",
-      ...(permission ? { "x-permission": permission } : {}),
-      ...(permission !== undefined ? { security: [{ session: [] }, { apiKey: [] }, { bearer: [] }] } : {}),
-      summary: def.summary,
-      tags: def.tags,
-      responses,
-      ...(def.query || def.params
-        ? {
-            requestParams: {
-              ...(def.query ? { query: def.query as unknown as z.ZodObject } : {}),
-              ...(def.params ? { path: def.params as unknown as z.ZodObject } : {}),
-            },
-          }
-        : {}),
-      ...(def.body
-        ? { requestBody: { required: true, content: { "application/json": { schema: def.body } } } }
-        : {}),
-    };
+    const op: ZodOpenApiOperationObject & { "x-permission"?: string; "x-auth"?: string; "x-scope"?: string } =
+      {
+        operationId: def.operationId,
+        "x-auth": permission === undefined ? "public" : "user",
+        ...(scope === "installation" ? { "x-scope": "installation" } : {}),
+        ...(permission ? { "x-permission": permission } : {}),
+        ...(permission !== undefined ? { security: [{ session: [] }, { apiKey: [] }, { bearer: [] }] } : {}),
+        summary: def.summary,
+        tags: def.tags,
+        responses,
+        ...(def.query || def.params
+          ? {
+              requestParams: {
+                ...(def.query ? { query: def.query as unknown as z.ZodObject } : {}),
+                ...(def.params ? { path: def.params as unknown as z.ZodObject } : {}),
+              },
+            }
+          : {}),
+        ...(def.body
+          ? { requestBody: { required: true, content: { "application/json": { schema: def.body } } } }
+          : {}),
+      };
     this.paths[oaPath] = { ...this.paths[oaPath], [def.method]: op };
   }
 

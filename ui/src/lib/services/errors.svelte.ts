@@ -29,3 +29,14 @@ export function dismiss(id: number): void {
   const i = notices.findIndex((n) => n.id === id);
   if (i >= 0) notices.splice(i, 1);
 }
+
+/** Runs a UI action, sending any failure to handleError; true when it succeeded. */
+export async function perform(action: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await action();
+    return true;
+  } catch (err) {
+    handleError(err);
+    return false;
+  }
+}
