@@ -13,6 +13,11 @@ import { createLimiters, registerIdentityRoutes } from "./modules/identity/ident
 import type { Knex } from "knex";
 import { registerAiRoutes } from "./modules/ai/ai.routes.js";
 import type { AiRuntime } from "./modules/ai/runtime.js";
+import { registerToolRoutes } from "./modules/ai/tools.routes.js";
+import { PERMISSIONS } from "./modules/catalog.js";
+import { registerNotesRoutes } from "./modules/notes/notes.routes.js";
+import { registerNotesTools } from "./modules/notes/notes.tools.js";
+import { ToolRegistry } from "./platform/tools/registry.js";
 
 /** What the app needs from the process around it. */
 export interface AppDeps {
@@ -35,6 +40,8 @@ export interface BuiltApp {
   app: Koa;
   api: Api;
   openapi: () => unknown;
+  /** The AI tools every module registered. */
+  tools: ToolRegistry;
 }
 
 /** Builds the Koa app with the full middleware stack and every module's routes; does not listen. */
@@ -64,11 +71,16 @@ export function buildApp(deps: AppDeps): BuiltApp {
   }
   registerIdentityRoutes(api, { knex: deps.knex, config, authenticator, limiters });
   registerAiRoutes(api, { knex: deps.knex, config, runtime: deps.ai ?? null });
+  registerNotesRoutes(api);
+
+  const tools = new ToolRegistry(PERMISSIONS, log);
+  registerNotesTools(tools);
+  registerToolRoutes(api, tools);
 
   for (const register of deps.routes ?? []) register(api);
   app.use(api.middleware());
   const uiDir = config.http.uiDir ?? DEFAULT_UI_DIR;
   if (existsSync(uiDir)) app.use(serveUi(uiDir));
   else log.warn({ uiDir }, "no built UI found; run `npm run build` to serve the web UI");
-  return { app, api, openapi };
+  return { app, api, openapi, tools };
 }

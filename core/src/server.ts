@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import type { Config } from "./config/schema.js";
 import type { Logger } from "./platform/log.js";
 import { buildApp } from "./app.js";
+import type { ToolRegistry } from "./platform/tools/registry.js";
 import { ensureMasterKey } from "./platform/secrets.js";
 import { AiRuntime } from "./modules/ai/runtime.js";
 import { openDatabase, type Database } from "./platform/db/database.js";
@@ -24,6 +25,8 @@ export interface RunningServer {
   readiness: Readiness;
   /** The inference service of the web role. */
   ai?: AiRuntime;
+  /** The AI tool registry of the web role (the assistant runs tools through it). */
+  tools?: ToolRegistry;
   /** Graceful shutdown in a fixed order; safe to call twice. */
   stop(): Promise<void>;
 }
@@ -82,10 +85,11 @@ export async function startServer(
   let server: http.Server | undefined;
   let baseUrl: string | undefined;
   let ai: AiRuntime | undefined;
+  let tools: ToolRegistry | undefined;
   if (config.roles.includes("web")) {
     const masterKey = ensureMasterKey(config, log);
     ai = new AiRuntime(config, log.child({ module: "ai" }));
-    const { app } = buildApp({
+    const built = buildApp({
       config,
       log,
       readiness,
@@ -95,7 +99,8 @@ export async function startServer(
       ai,
       routes: opts.routes,
     });
-    server = http.createServer(app.callback());
+    tools = built.tools;
+    server = http.createServer(built.app.callback());
     server.keepAliveTimeout = 5000;
     await new Promise<void>((resolve, reject) => {
       server?.once("error", reject);
@@ -138,5 +143,5 @@ export async function startServer(
       log.info({ ms: Date.now() - t0 }, "shutdown complete");
     })());
 
-  return { url: baseUrl, db, bus, outbox, readiness, ai, stop };
+  return { url: baseUrl, db, bus, outbox, readiness, ai, tools, stop };
 }

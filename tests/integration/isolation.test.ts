@@ -65,6 +65,29 @@ beforeAll(async () => {
     { name: `Key ${b.marker}`, permissions: ["org.read"] },
     201,
   );
+  const folder = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/note-folders",
+    { name: `Folder ${b.marker}` },
+    201,
+  );
+  const note = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/notes",
+    {
+      title: `Note ${b.marker}`,
+      body: `Text ${b.marker}`,
+      folderId: folder.data.id,
+      tags: [`tag${b.marker}`],
+    },
+    201,
+  );
+  await b.owner.json("PUT", `/api/notes/${note.data.id}/shares`, {
+    shares: [{ granteeType: "user", granteeId: member.id, access: "edit" }],
+  });
+  const versions = (
+    await b.owner.json<{ data: { id: string }[] }>("GET", `/api/notes/${note.data.id}/versions`)
+  ).data;
   const sessions = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/auth/sessions")).data;
   const audit = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/audit?limit=200")).data;
   Object.assign(bIds, {
@@ -75,6 +98,9 @@ beforeAll(async () => {
     invitation: [inv.data.id],
     apiKey: [key.data.id],
     session: sessions.map((s) => s.id),
+    noteFolder: [folder.data.id],
+    note: [note.data.id],
+    noteVersion: versions.map((v) => v.id),
     audit: audit.map((x) => x.id),
   });
   await signIn(srv, member.email, PASSWORD);
@@ -99,6 +125,12 @@ function bodyFor(operationId: string, id: string): unknown {
       roleIds: [id],
     },
     createInvitation: { email: "y-pwn@example.org", roleId: id },
+    createNote: { title: "pwned", folderId: id },
+    saveNote: { title: "pwned", body: "pwned", baseVersion: 1 },
+    updateNote: { starred: true, tags: ["pwned"], folderId: id },
+    setNoteShares: { shares: [{ granteeType: "user", granteeId: id, access: "edit" }] },
+    createNoteFolder: { name: "pwned", parentId: id },
+    updateNoteFolder: { name: "pwned", parentId: id },
   };
   return bodies[operationId] ?? {};
 }

@@ -89,8 +89,8 @@ export function permissionsOf(roles: RoleRow[]): Set<string> {
 }
 
 /** Ids of the roles a user holds, directly and through groups: the one definition of "a user's roles". */
-const ROLE_IDS_OF_USER = `select ur.role_id from user_roles ur where ur.user_id = :user
-  union select gr.role_id from group_roles gr join group_members gm on gm.group_id = gr.group_id where gm.user_id = :user`;
+// user_role_ids() is defined in the notes migration, the one definition of "roles through groups too".
+const ROLE_IDS_OF_USER = "select user_role_ids(:user)";
 
 /** The roles a user holds directly and through groups. */
 export async function rolesOfUser(trx: Knex.Transaction, userId: string): Promise<RoleRow[]> {
