@@ -18,7 +18,14 @@ export const MODULES: ModuleEntry[] = [
   { id: "kb", label: "module.kb", description: "module.kb.desc", section: "ai" },
   { id: "projects", label: "module.projects", description: "module.projects.desc", section: "work" },
   { id: "chat", label: "module.chat", description: "module.chat.desc", section: "work" },
-  { id: "notes", label: "module.notes", description: "module.notes.desc", section: "work" },
+  {
+    id: "notes",
+    label: "module.notes",
+    description: "module.notes.desc",
+    section: "work",
+    href: "/notes",
+    permission: "notes.read",
+  },
   { id: "calendar", label: "module.calendar", description: "module.calendar.desc", section: "work" },
   { id: "workflows", label: "module.workflows", description: "module.workflows.desc", section: "work" },
   {
