@@ -156,4 +156,59 @@ describe("notes in the browser", () => {
     expect(bobWatch.foreignRequests).toEqual([]);
     await bobCtx.close();
   }, 90_000);
+
+  it("a save that crosses someone else's is caught, and Merge keeps both people's lines", async () => {
+    const login = await fetch(`${url}/api/auth/login`, {
+      method: "POST",
+      headers: headers(),
+      body: JSON.stringify({ email: ADMIN.email, password: ADMIN.password }),
+    });
+    const cookie = login.headers.getSetCookie()[0]?.split(";")[0];
+    const created = (await (
+      await fetch(`${url}/api/notes`, {
+        method: "POST",
+        headers: headers(cookie),
+        body: JSON.stringify({
+          title: "Shift handover",
+          body: "Bed 1: stable.\nBed 2: stable.\nBed 3: stable.",
+        }),
+      })
+    ).json()) as { data: { id: string } };
+    const id = created.data.id;
+
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    const watch = watchPage(page);
+    await signInAs(page, ADMIN.email, ADMIN.password);
+    await page.getByRole("button", { name: /Shift handover/ }).click();
+    const text = page.getByRole("textbox", { name: "Note text (Markdown)" });
+    await text.waitFor();
+    // Meanwhile, in another session, the last line changes.
+    const other = await fetch(`${url}/api/notes/${id}`, {
+      method: "PUT",
+      headers: headers(cookie),
+      body: JSON.stringify({
+        title: "Shift handover",
+        body: "Bed 1: stable.\nBed 2: stable.\nBed 3: needs review at 14:00.",
+        baseVersion: 1,
+      }),
+    });
+    expect(other.status).toBe(200);
+    await text.fill("Bed 1: discharged.\nBed 2: stable.\nBed 3: stable.");
+    await page.getByRole("alert").filter({ hasText: "saved this note while you were editing" }).waitFor();
+    await page.getByRole("button", { name: "Merge" }).click();
+    await page.getByText("All changes saved").waitFor();
+    const saved = (await (await fetch(`${url}/api/notes/${id}`, { headers: headers(cookie) })).json()) as {
+      data: { body: string; version: number };
+    };
+    expect(saved.data).toEqual(
+      expect.objectContaining({
+        body: "Bed 1: discharged.\nBed 2: stable.\nBed 3: needs review at 14:00.",
+        version: 3,
+      }),
+    );
+    expect(watch.consoleErrors.filter((e) => !e.includes("409"))).toEqual([]);
+    expect(watch.foreignRequests).toEqual([]);
+    await ctx.close();
+  }, 90_000);
 });
