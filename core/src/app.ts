@@ -18,6 +18,12 @@ import { PERMISSIONS } from "./modules/catalog.js";
 import { registerNotesRoutes } from "./modules/notes/notes.routes.js";
 import { registerNotesTools } from "./modules/notes/notes.tools.js";
 import { ToolRegistry } from "./platform/tools/registry.js";
+import type { Bus } from "./platform/bus/bus.js";
+import { Outbox } from "./platform/bus/outbox.js";
+import { KbIndex } from "./modules/kb/kb.index.js";
+import { registerKbRoutes } from "./modules/kb/kb.routes.js";
+import { registerKbTools } from "./modules/kb/kb.tools.js";
+import { kbDir } from "./modules/kb/kb.service.js";
 
 /** What the app needs from the process around it. */
 export interface AppDeps {
@@ -31,6 +37,11 @@ export interface AppDeps {
   masterKey?: string;
   /** The local inference service (null: AI routes answer 503). */
   ai?: AiRuntime | null;
+  /** The bus (ephemeral progress events) and the outbox (jobs after commit); null in an app built for docs. */
+  bus?: Bus | null;
+  outbox?: Outbox | null;
+  /** The knowledge base's index. */
+  kbIndex?: KbIndex | null;
   /** Route registrations beyond the built-in modules. */
   routes?: ((api: Api) => void)[];
 }
@@ -72,9 +83,19 @@ export function buildApp(deps: AppDeps): BuiltApp {
   registerIdentityRoutes(api, { knex: deps.knex, config, authenticator, limiters });
   registerAiRoutes(api, { knex: deps.knex, config, runtime: deps.ai ?? null });
   registerNotesRoutes(api);
+  const kbDeps = {
+    config,
+    knex: deps.knex,
+    bus: deps.bus ?? null,
+    outbox: deps.outbox ?? new Outbox(config.nats.prefix),
+    index: deps.kbIndex ?? new KbIndex(kbDir(config)),
+    ai: deps.ai ?? null,
+  };
+  registerKbRoutes(api, kbDeps);
 
   const tools = new ToolRegistry(PERMISSIONS, log);
   registerNotesTools(tools);
+  registerKbTools(tools, kbDeps);
   registerToolRoutes(api, tools);
 
   for (const register of deps.routes ?? []) register(api);

@@ -4,6 +4,11 @@ import type { AddressInfo } from "node:net";
 import type { Config } from "./config/schema.js";
 import type { Logger } from "./platform/log.js";
 import { buildApp } from "./app.js";
+import { MODULE_QUEUES } from "./modules/catalog.js";
+import { KB_INDEX_QUEUE } from "./modules/kb/kb.events.js";
+import { KbIndex } from "./modules/kb/kb.index.js";
+import { handleIndexJob } from "./modules/kb/kb.ingest.js";
+import { kbDir } from "./modules/kb/kb.service.js";
 import type { ToolRegistry } from "./platform/tools/registry.js";
 import { ensureMasterKey } from "./platform/secrets.js";
 import { AiRuntime } from "./modules/ai/runtime.js";
@@ -59,7 +64,7 @@ export async function startServer(
       name: `worksynapse-${hostname()}-${process.pid}`,
       log,
       deadLetters: databaseDeadLetters(db.knex),
-      extraQueues: opts.queues,
+      extraQueues: [...MODULE_QUEUES, ...(opts.queues ?? [])],
     });
   } catch (err) {
     await localNats?.stop();
@@ -80,15 +85,29 @@ export async function startServer(
     },
   };
   const workers: Worker[] = [];
-  // Module queues get their workers here as modules add them (topology.ts lists the queues).
+  const kbIndex = new KbIndex(kbDir(config));
+  // The inference service loads models lazily: web answers chat, the worker embeds documents.
+  const ai =
+    config.roles.includes("web") || config.roles.includes("worker")
+      ? new AiRuntime(config, log.child({ module: "ai" }))
+      : undefined;
+  if (config.roles.includes("worker")) {
+    const kbLog = log.child({ module: "kb" });
+    workers.push(
+      await bus.work(KB_INDEX_QUEUE, (job) =>
+        handleIndexJob(
+          { config, index: kbIndex, outbox, ai: ai ?? null, knex: db.knex, bus, log: kbLog },
+          job,
+        ),
+      ),
+    );
+  }
 
   let server: http.Server | undefined;
   let baseUrl: string | undefined;
-  let ai: AiRuntime | undefined;
   let tools: ToolRegistry | undefined;
   if (config.roles.includes("web")) {
     const masterKey = ensureMasterKey(config, log);
-    ai = new AiRuntime(config, log.child({ module: "ai" }));
     const built = buildApp({
       config,
       log,
@@ -97,6 +116,9 @@ export async function startServer(
       knex: db.knex,
       masterKey,
       ai,
+      bus,
+      outbox,
+      kbIndex,
       routes: opts.routes,
     });
     tools = built.tools;
@@ -137,6 +159,7 @@ export async function startServer(
       await httpClosed;
       clearTimeout(timeout);
       await ai?.close();
+      await kbIndex.close();
       await bus.close();
       await localNats?.stop();
       await db.close();

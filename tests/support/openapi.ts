@@ -9,6 +9,7 @@ export interface Operation {
   permission?: string;
   /** "installation" for routes over data no organization owns. */
   scope: "organization" | "installation";
+  /** A JSON request body (multipart uploads are tested on their own). */
   hasBody: boolean;
   pathParams: string[];
 }
@@ -25,7 +26,7 @@ export async function operations(srv: TestServer): Promise<Operation[]> {
           "x-auth"?: string;
           "x-permission"?: string;
           "x-scope"?: string;
-          requestBody?: unknown;
+          requestBody?: { content: Record<string, unknown> };
         }
       >
     >;
@@ -40,7 +41,7 @@ export async function operations(srv: TestServer): Promise<Operation[]> {
         auth: op["x-auth"] === "user" ? "user" : "public",
         permission: op["x-permission"],
         scope: op["x-scope"] === "installation" ? "installation" : "organization",
-        hasBody: op.requestBody !== undefined,
+        hasBody: op.requestBody?.content["application/json"] !== undefined,
         pathParams: [...path.matchAll(/\{(\w+)\}/g)].map((m) => m[1] as string),
       });
     }

@@ -212,6 +212,70 @@ export const configSchema = z.object({
       idleUnloadMinutes: 30,
       gpu: "auto",
     }),
+  kb: z
+    .object({
+      dir: z
+        .string()
+        .optional()
+        .describe(
+          "Where uploaded documents and the LanceDB index live (default: <dataDir>/kb). Several nodes: a shared volume.",
+        ),
+      maxFileBytes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(50 * 1024 * 1024)
+        .describe("Largest document accepted."),
+      maxUploadBytes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(200 * 1024 * 1024)
+        .describe("Largest upload request (all its files together)."),
+      maxFilesPerUpload: z.coerce.number().int().min(1).default(20).describe("Files in one upload request."),
+      parseTimeoutMs: z.coerce
+        .number()
+        .int()
+        .min(500)
+        .default(60000)
+        .describe("Wall-clock limit of parsing one document (the parser process is killed after it)."),
+      parseMemoryMb: z.coerce
+        .number()
+        .int()
+        .min(64)
+        .default(512)
+        .describe("Heap limit of the parser process."),
+      zipMaxEntries: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(2000)
+        .describe("Most entries a DOCX (zip) may hold."),
+      zipMaxBytes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(100 * 1024 * 1024)
+        .describe("Largest total uncompressed size of a DOCX's entries."),
+      chunkTokens: z.coerce
+        .number()
+        .int()
+        .min(50)
+        .default(500)
+        .describe("Target size of a chunk, in tokens (about 4 characters each)."),
+      chunkOverlap: z.coerce.number().int().min(0).default(60).describe("Tokens repeated between chunks."),
+    })
+    .default({
+      maxFileBytes: 50 * 1024 * 1024,
+      maxUploadBytes: 200 * 1024 * 1024,
+      maxFilesPerUpload: 20,
+      parseTimeoutMs: 60000,
+      parseMemoryMb: 512,
+      zipMaxEntries: 2000,
+      zipMaxBytes: 100 * 1024 * 1024,
+      chunkTokens: 500,
+      chunkOverlap: 60,
+    }),
   secrets: z
     .object({
       masterKey: secret(

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { PassThrough } from "node:stream";
+import { openEventStream } from "../../platform/http/sse.js";
 import type { Context } from "koa";
 import type { Knex } from "knex";
 import { z } from "zod";
@@ -84,54 +84,6 @@ const oaiEmbeddingsBody = z.object({
   input: z.union([z.string().max(100_000), z.array(z.string().max(100_000)).min(1).max(256)]),
   encoding_format: z.enum(["float", "base64"]).optional(),
 });
-
-/**
- * Server-sent events over a Koa response; the AbortSignal fires when the client goes away. Events within
- * 2 ms are written together (one syscall, one client wake-up): on a fast model that is several tokens per
- * write; on a real one, whose tokens come tens of milliseconds apart, every token still goes at once. The
- * first event and the last ones are never held.
- */
-function sse(ctx: Context): {
-  stream: PassThrough;
-  send: (event: string | null, data: unknown, flush?: boolean) => void;
-  signal: AbortSignal;
-} {
-  const stream = new PassThrough();
-  const ac = new AbortController();
-  ctx.type = "text/event-stream";
-  ctx.set({ "Cache-Control": "no-cache", "X-Accel-Buffering": "no" });
-  ctx.req.socket.setNoDelay(true);
-  ctx.res.on("close", () => {
-    if (!ctx.res.writableFinished) ac.abort();
-  });
-  let pending = "";
-  let timer: NodeJS.Timeout | undefined;
-  let sent = false;
-  const flush = () => {
-    clearTimeout(timer);
-    timer = undefined;
-    if (pending && !stream.writableEnded) stream.write(pending);
-    pending = "";
-  };
-  stream.on("finish", () => clearTimeout(timer));
-  const end = stream.end.bind(stream);
-  stream.end = ((...args: Parameters<PassThrough["end"]>) => {
-    flush();
-    return end(...args);
-  }) as PassThrough["end"];
-  return {
-    stream,
-    signal: ac.signal,
-    send: (event, data, now = false) => {
-      if (stream.writableEnded) return;
-      pending += `${event ? `event: ${event}\n` : ""}data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`;
-      if (!sent || now) {
-        sent = true;
-        flush();
-      } else timer ??= setTimeout(flush, 2);
-    },
-  };
-}
 
 /** The error a failed generation reports in its stream; unexpected ones are logged with the request id. */
 function generationFailure(ctx: Context, err: unknown): AppError {
@@ -275,7 +227,7 @@ export function registerAiRoutes(
       const runtime = need(deps.runtime);
       const model = await resolveModel(scope, "chat", body.model);
       await admit(scope);
-      const { stream, send, signal } = sse(ctx);
+      const { stream, send, signal } = openEventStream(ctx);
       const caller = scope.caller;
       const started = performance.now();
       let first = 0;
@@ -413,7 +365,7 @@ export function registerAiRoutes(
           };
         });
       }
-      const { stream, send, signal } = sse(ctx);
+      const { stream, send, signal } = openEventStream(ctx);
       const chunk = (delta: object, finishReason: string | null, extra: object = {}) =>
         send(null, {
           id,

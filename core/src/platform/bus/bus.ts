@@ -59,6 +59,10 @@ export interface Bus {
     queue: QueueDef<T>,
     handler: (job: Job<z.infer<T>>) => Promise<void>,
   ): Promise<Worker>;
+  /** Sends an ephemeral message (core NATS, not stored): progress, presence. Lost if nobody listens. */
+  notify(subject: string, payload: unknown): void;
+  /** Listens to ephemeral messages on a subject (wildcards allowed); returns the function that stops it. */
+  listen(subject: string, handler: (payload: unknown, subject: string) => void): () => void;
   isConnected(): boolean;
   /** Drains consumers and closes the connection. */
   close(): Promise<void>;
@@ -222,6 +226,22 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
     enqueue: async (queue, payload, jobId) =>
       publish(jobSubject(opts.prefix, queue.name), queue.schema.parse(payload), jobId),
     work,
+    notify: (subject, payload) => {
+      if (!nc.isClosed()) nc.publish(subject, encoder.encode(JSON.stringify(payload)));
+    },
+    listen: (subject, handler) => {
+      const sub = nc.subscribe(subject, {
+        callback: (err, m) => {
+          if (err) return;
+          try {
+            handler(JSON.parse(decoder.decode(m.data)), m.subject);
+          } catch (e) {
+            log.warn({ err: e, subject }, "ephemeral message handler failed");
+          }
+        },
+      });
+      return () => sub.unsubscribe();
+    },
     isConnected: () => !nc.isClosed() && !nc.isDraining(),
     close: async () => {
       await Promise.all([...workers].map((w) => w.stop()));

@@ -54,7 +54,7 @@ export const streamNames = (prefix: string) => ({ events: `${prefix}_EVENTS`, jo
 /** The window in which a repeated message id is dropped by JetStream. */
 export const DEDUPE_WINDOW_MS = 10 * 60 * 1000;
 
-/** The queues of every module. The one place that lists them. */
+/** Queues of the platform itself; modules list theirs in modules/catalog.ts (MODULE_QUEUES). */
 export const QUEUES: QueueDef[] = [];
 
 /** The events of every module. */

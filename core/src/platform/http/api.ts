@@ -61,6 +61,8 @@ interface RouteContract<B extends z.ZodType, Q extends z.ZodType, P extends z.Zo
   response?: z.ZodType;
   /** Content type of a non-JSON success body (e.g. text/plain). */
   responseType?: string;
+  /** A multipart/form-data body the handler reads itself (uploads); documented, not validated here. */
+  multipart?: z.ZodType;
   /** Error statuses this route documents besides 400 and 500. */
   errors?: number[];
 }
@@ -260,6 +262,9 @@ export class Api {
           : {}),
         ...(def.body
           ? { requestBody: { required: true, content: { "application/json": { schema: def.body } } } }
+          : {}),
+        ...(def.multipart
+          ? { requestBody: { required: true, content: { "multipart/form-data": { schema: def.multipart } } } }
           : {}),
       };
     this.paths[oaPath] = { ...this.paths[oaPath], [def.method]: op };

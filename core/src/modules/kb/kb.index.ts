@@ -1,0 +1,274 @@
+import * as lancedb from "@lancedb/lancedb";
+import { Field, FixedSizeList, Float32, Int32, Schema, Utf8 } from "apache-arrow";
+import type { Chunk } from "./parse/chunk.js";
+
+/** A chunk as stored in LanceDB. */
+export interface ChunkRow {
+  id: string;
+  document_id: string;
+  collection_id: string;
+  generation: number;
+  chunk_index: number;
+  text: string;
+  page: number | null;
+  heading: string;
+  start: number;
+  end: number;
+}
+
+/** A chunk found by a search, with its rank in the list it came from. */
+export interface Hit extends ChunkRow {
+  score: number;
+}
+
+/** How to search: by meaning (vectors), by words (full text), or both fused by reciprocal rank. */
+export type SearchMode = "hybrid" | "vector" | "fts";
+
+/** Reciprocal rank fusion constant (the usual 60). */
+const RRF_K = 60;
+const HEADING_SEP = " › ";
+const uuidList = (ids: string[]) => {
+  for (const id of ids) if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error("bad id in filter");
+  return ids.map((id) => `'${id}'`).join(", ");
+};
+
+/**
+ * The knowledge base's vectors and full-text index: one LanceDB table per organization, so isolation does
+ * not rest on a filter. Only the worker's ingestion writes; web processes read and see new versions
+ * within a second (readConsistencyInterval).
+ */
+export class KbIndex {
+  private db?: Promise<lancedb.Connection>;
+  private readonly tables = new Map<string, Promise<lancedb.Table | null>>();
+
+  constructor(private readonly dir: string) {}
+
+  private conn(): Promise<lancedb.Connection> {
+    return (this.db ??= lancedb.connect(this.dir, { readConsistencyInterval: 1 }));
+  }
+
+  /** The table name of an organization. */
+  static tableOf(orgId: string): string {
+    if (!/^[0-9a-f-]{36}$/.test(orgId)) throw new Error("bad organization id");
+    return `org_${orgId.replaceAll("-", "")}`;
+  }
+
+  private async table(orgId: string): Promise<lancedb.Table | null> {
+    const name = KbIndex.tableOf(orgId);
+    let t = this.tables.get(name);
+    if (!t) {
+      t = (async () => {
+        const db = await this.conn();
+        return (await db.tableNames()).includes(name) ? db.openTable(name) : null;
+      })();
+      this.tables.set(name, t);
+      // A table that does not exist yet may be created by the worker later: look again next time.
+      void t.then((v) => v ?? this.tables.delete(name));
+    }
+    return t;
+  }
+
+  /** The vector dimension of an organization's table, null without vectors, undefined without a table. */
+  async dimension(orgId: string): Promise<number | null | undefined> {
+    const t = await this.table(orgId);
+    if (!t) return undefined;
+    const field = (await t.schema()).fields.find((f) => f.name === "vector");
+    return field ? (field.type as FixedSizeList).listSize : null;
+  }
+
+  private async createTable(orgId: string, dimension: number | null): Promise<lancedb.Table> {
+    const fields: Field[] = [
+      new Field("id", new Utf8()),
+      new Field("document_id", new Utf8()),
+      new Field("collection_id", new Utf8()),
+      new Field("generation", new Int32()),
+      new Field("chunk_index", new Int32()),
+      new Field("text", new Utf8()),
+      new Field("page", new Int32(), true),
+      new Field("heading", new Utf8()),
+      new Field("start", new Int32()),
+      new Field("end", new Int32()),
+    ];
+    if (dimension)
+      fields.push(new Field("vector", new FixedSizeList(dimension, new Field("item", new Float32(), true))));
+    const name = KbIndex.tableOf(orgId);
+    const t = await (await this.conn()).createEmptyTable(name, new Schema(fields), { existOk: true });
+    this.tables.set(name, Promise.resolve(t));
+    return t;
+  }
+
+  /** Drops an organization's table (re-index with another embedding model). */
+  async drop(orgId: string): Promise<void> {
+    const name = KbIndex.tableOf(orgId);
+    const db = await this.conn();
+    if ((await db.tableNames()).includes(name)) await db.dropTable(name);
+    this.tables.delete(name);
+  }
+
+  /**
+   * Stores one generation of a document's chunks, replacing any earlier attempt at the same generation (a
+   * crashed job run again adds nothing twice), then removes older generations and brings the full-text
+   * index up to date.
+   */
+  async replaceDocument(
+    orgId: string,
+    doc: { id: string; collectionId: string; generation: number },
+    chunks: Chunk[],
+    vectors: number[][] | null,
+  ): Promise<void> {
+    const dimension = vectors?.[0]?.length ?? null;
+    let t = await this.table(orgId);
+    if (t) {
+      const have = await this.dimension(orgId);
+      if ((have ?? null) !== dimension && chunks.length)
+        throw new Error(
+          `index dimension ${have} does not match the embeddings (${dimension}); re-index the organization`,
+        );
+    } else t = await this.createTable(orgId, dimension);
+    await t.delete(`document_id = '${doc.id}' AND generation = ${doc.generation}`);
+    if (chunks.length) {
+      await t.add(
+        chunks.map((c, i) => ({
+          id: `${doc.id}:${doc.generation}:${c.index}`,
+          document_id: doc.id,
+          collection_id: doc.collectionId,
+          generation: doc.generation,
+          chunk_index: c.index,
+          text: c.text,
+          page: c.page,
+          heading: c.headings.join(HEADING_SEP),
+          start: c.start,
+          end: c.end,
+          ...(vectors ? { vector: vectors[i] } : {}),
+        })),
+      );
+    }
+    await t.delete(`document_id = '${doc.id}' AND generation < ${doc.generation}`);
+    await this.refreshFts(t);
+  }
+
+  /** Removes every chunk of a document. */
+  async removeDocument(orgId: string, documentId: string): Promise<void> {
+    const t = await this.table(orgId);
+    if (!t) return;
+    await t.delete(`document_id = '${documentId}'`);
+    await this.refreshFts(t);
+  }
+
+  private async refreshFts(t: lancedb.Table): Promise<void> {
+    const indices = await t.listIndices();
+    if (!indices.some((i) => i.columns.includes("text"))) {
+      if ((await t.countRows()) > 0)
+        await t.createIndex("text", { config: lancedb.Index.fts({ withPosition: false }) });
+    } else {
+      // Rows added since the index was built are not searchable by full text until the index is updated.
+      await t.optimize({ cleanupOlderThan: new Date(Date.now() - 60_000) });
+    }
+  }
+
+  /** The chunks of one document generation, in order. */
+  async chunksOf(orgId: string, documentId: string, generation: number): Promise<ChunkRow[]> {
+    const t = await this.table(orgId);
+    if (!t) return [];
+    const rows = (await t
+      .query()
+      .where(`document_id = '${documentId}' AND generation = ${generation}`)
+      .select([
+        "id",
+        "document_id",
+        "collection_id",
+        "generation",
+        "chunk_index",
+        "text",
+        "page",
+        "heading",
+        "start",
+        "end",
+      ])
+      .limit(100_000)
+      .toArray()) as ChunkRow[];
+    return rows.map(plain).sort((a, b) => a.chunk_index - b.chunk_index);
+  }
+
+  /**
+   * Searches the chunks of the given collections only. Hybrid fuses the vector and full-text lists by
+   * reciprocal rank; without vectors (no embedding model) it is full text alone.
+   */
+  async search(
+    orgId: string,
+    q: { text: string; vector: number[] | null; collectionIds: string[]; limit: number; mode: SearchMode },
+  ): Promise<Hit[]> {
+    const t = await this.table(orgId);
+    if (!t || !q.collectionIds.length) return [];
+    const where = `collection_id IN (${uuidList(q.collectionIds)})`;
+    const depth = Math.max(q.limit * 4, 20);
+    const cols = [
+      "id",
+      "document_id",
+      "collection_id",
+      "generation",
+      "chunk_index",
+      "text",
+      "page",
+      "heading",
+      "start",
+      "end",
+    ];
+    const useVector = q.vector && q.mode !== "fts";
+    const useFts = q.mode !== "vector" || !q.vector;
+    const [vec, fts] = await Promise.all([
+      useVector
+        ? t
+            .vectorSearch(q.vector as number[])
+            .where(where)
+            .select(cols)
+            .limit(depth)
+            .toArray()
+        : Promise.resolve([]),
+      useFts && q.text.trim()
+        ? t
+            .search(q.text, "fts")
+            .where(where)
+            .select(cols)
+            .limit(depth)
+            .toArray()
+            .catch(() => [])
+        : Promise.resolve([]),
+    ]);
+    const fused = new Map<string, Hit>();
+    for (const list of [vec, fts] as ChunkRow[][]) {
+      list.forEach((row, rank) => {
+        const hit = fused.get(row.id) ?? { ...plain(row), score: 0 };
+        hit.score += 1 / (RRF_K + rank + 1);
+        fused.set(row.id, hit);
+      });
+    }
+    return [...fused.values()].sort((a, b) => b.score - a.score);
+  }
+
+  /** Closes the connection. */
+  async close(): Promise<void> {
+    const db = await this.db;
+    db?.close();
+    this.db = undefined;
+    this.tables.clear();
+  }
+}
+
+/** A row without LanceDB's own columns (distance, score). */
+function plain(r: ChunkRow): ChunkRow {
+  return {
+    id: r.id,
+    document_id: r.document_id,
+    collection_id: r.collection_id,
+    generation: Number(r.generation),
+    chunk_index: Number(r.chunk_index),
+    text: r.text,
+    page: r.page === null || r.page === undefined ? null : Number(r.page),
+    heading: r.heading,
+    start: Number(r.start),
+    end: Number(r.end),
+  };
+}
+
+export { HEADING_SEP };

@@ -1,0 +1,544 @@
+import { createReadStream } from "node:fs";
+import path from "node:path";
+import type { Knex } from "knex";
+import type { Config } from "../../config/schema.js";
+import { can, type Caller } from "../../platform/auth/caller.js";
+import type { Outbox } from "../../platform/bus/outbox.js";
+import { AppError } from "../../platform/http/errors.js";
+import { actorOf, audit } from "../identity/audit.js";
+import { orgModels, presentModel, type ModelRow } from "../ai/models.service.js";
+import type { AiRuntime } from "../ai/runtime.js";
+import { KB_INDEX_QUEUE } from "./kb.events.js";
+import { HEADING_SEP, type Hit, type KbIndex, type SearchMode } from "./kb.index.js";
+
+/** An authenticated service call: who asks, in which org-scoped transaction. */
+export interface Svc {
+  caller: Caller;
+  trx: Knex.Transaction;
+}
+
+/** What the knowledge base needs from the process. */
+export interface KbDeps {
+  config: Config;
+  index: KbIndex;
+  outbox: Outbox;
+  ai: AiRuntime | null;
+}
+
+/** What the caller may do with a collection. */
+export type CollectionAccess = "owner" | "manage" | "view";
+
+/** Where the knowledge base keeps its files and index. */
+export const kbDir = (config: Config) => config.kb.dir ?? path.join(config.dataDir, "kb");
+/** The folder of one document's stored files. */
+export const documentDir = (config: Config, orgId: string, documentId: string) =>
+  path.join(kbDir(config), "files", orgId, documentId);
+
+const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
+
+// ---------- collections ----------
+
+/** Collections joined with what the caller may do with each (kb.admin manages them all). */
+function collectionsOf(svc: Svc) {
+  const { caller, trx } = svc;
+  const admin = can(caller, "kb.admin");
+  const access = admin
+    ? trx.raw("coalesce(kb_collection_access(c.id, c.owner_id, ?), 'manage') as access", [caller.userId])
+    : trx.raw("kb_collection_access(c.id, c.owner_id, ?) as access", [caller.userId]);
+  const q = trx({ c: "kb_collections" })
+    .join({ o: "users" }, "o.id", "c.owner_id")
+    .select(
+      "c.*",
+      "o.display_name as owner_name",
+      access,
+      trx.raw("(select count(*)::int from kb_documents d where d.collection_id = c.id) as documents"),
+    );
+  if (!admin) q.whereRaw("kb_collection_access(c.id, c.owner_id, ?) is not null", [caller.userId]);
+  return q;
+}
+
+function presentCollection(r: Record<string, unknown>) {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    description: r.description as string,
+    owner: { id: r.owner_id as string, displayName: r.owner_name as string },
+    access: r.access as CollectionAccess,
+    documents: r.documents as number,
+    createdAt: iso(r.created_at as Date) as string,
+  };
+}
+
+/** The collections the caller may read. */
+export async function listCollections(svc: Svc) {
+  return ((await collectionsOf(svc).orderByRaw("lower(c.name)")) as Record<string, unknown>[]).map(
+    presentCollection,
+  );
+}
+
+/** One collection the caller may read, or 404. */
+async function collectionRow(svc: Svc, id: string, need: "view" | "manage" | "owner" = "view") {
+  const row = (await collectionsOf(svc).where("c.id", id).first()) as Record<string, unknown> | undefined;
+  if (!row) throw AppError.notFound("Collection not found.");
+  const access = row.access as CollectionAccess;
+  if (need === "manage" && access === "view")
+    throw AppError.forbidden("You can read this collection but not change it.");
+  if (need === "owner" && access !== "owner" && !can(svc.caller, "kb.admin"))
+    throw AppError.forbidden("Only the collection's owner can do that.");
+  return row;
+}
+
+/** The collection ids the caller may read (all of them for kb.admin). */
+export async function readableCollectionIds(svc: Svc): Promise<string[]> {
+  return ((await collectionsOf(svc).clearSelect().select("c.id")) as { id: string }[]).map((r) => r.id);
+}
+
+/** One collection with its shares. */
+export async function getCollection(svc: Svc, id: string) {
+  const row = await collectionRow(svc, id);
+  return { ...presentCollection(row), shares: await sharesOf(svc.trx, id) };
+}
+
+/** Creates a collection owned by the caller. */
+export async function createCollection(svc: Svc, input: { name: string; description?: string }) {
+  try {
+    const [c] = await svc
+      .trx("kb_collections")
+      .insert({
+        org_id: svc.caller.orgId,
+        owner_id: svc.caller.userId,
+        name: input.name,
+        description: input.description ?? "",
+      })
+      .returning("id");
+    return getCollection(svc, c.id as string);
+  } catch (err) {
+    if ((err as { code?: string }).code === "23505")
+      throw AppError.conflict("A collection with this name exists.", { field: "name" });
+    throw err;
+  }
+}
+
+/** Renames or describes a collection. */
+export async function updateCollection(svc: Svc, id: string, input: { name?: string; description?: string }) {
+  await collectionRow(svc, id, "manage");
+  try {
+    await svc.trx("kb_collections").where({ id }).update(input);
+  } catch (err) {
+    if ((err as { code?: string }).code === "23505")
+      throw AppError.conflict("A collection with this name exists.", { field: "name" });
+    throw err;
+  }
+  return getCollection(svc, id);
+}
+
+/** Deletes a collection; its documents' files and chunks are removed by the worker. */
+export async function deleteCollection(svc: Svc, deps: KbDeps, id: string) {
+  const row = await collectionRow(svc, id, "owner");
+  const docs = (await svc.trx("kb_documents").where({ collection_id: id }).select("id", "generation")) as {
+    id: string;
+    generation: number;
+  }[];
+  await svc.trx("kb_collections").where({ id }).delete();
+  for (const d of docs) await enqueueIndex(svc, deps, d.id, d.generation + 1, "delete");
+  await audit(svc.trx, {
+    ...actorOf(svc.caller),
+    action: "kb.collection.delete",
+    targetType: "kb_collection",
+    targetId: id,
+    outcome: "success",
+    details: { name: row.name as string, documents: docs.length },
+  });
+}
+
+/** One grant of a collection. */
+export interface ShareInput {
+  granteeType: "user" | "group" | "role";
+  granteeId: string;
+  access: "view" | "manage";
+}
+
+async function sharesOf(trx: Knex.Transaction, collectionId: string) {
+  const rows = await trx({ s: "kb_collection_shares" })
+    .leftJoin({ u: "users" }, (j) => j.on("u.id", "s.grantee_id").andOnVal("s.grantee_type", "user"))
+    .leftJoin({ g: "groups" }, (j) => j.on("g.id", "s.grantee_id").andOnVal("s.grantee_type", "group"))
+    .leftJoin({ r: "roles" }, (j) => j.on("r.id", "s.grantee_id").andOnVal("s.grantee_type", "role"))
+    .where("s.collection_id", collectionId)
+    .select(
+      "s.grantee_type",
+      "s.grantee_id",
+      "s.access",
+      trx.raw("coalesce(u.display_name, g.name, r.name) as name"),
+    );
+  return rows.map((s) => ({
+    granteeType: s.grantee_type as ShareInput["granteeType"],
+    granteeId: s.grantee_id as string,
+    access: s.access as ShareInput["access"],
+    name: (s.name as string | null) ?? "",
+  }));
+}
+
+/** Replaces who a collection is shared with (managers and the owner; audited). */
+export async function setShares(svc: Svc, id: string, shares: ShareInput[]) {
+  const { caller, trx } = svc;
+  const row = await collectionRow(svc, id, "manage");
+  const table = { user: "users", group: "groups", role: "roles" } as const;
+  const seen = new Set<string>();
+  for (const [i, s] of shares.entries()) {
+    const key = `${s.granteeType}:${s.granteeId}`;
+    if (seen.has(key))
+      throw AppError.badRequest("The same person, group or role is listed twice.", { index: i });
+    seen.add(key);
+    if (s.granteeType === "user" && s.granteeId === row.owner_id)
+      throw AppError.badRequest("The owner has full access already.", { index: i });
+    // RLS limits the lookup to the caller's organization: a grantee elsewhere is simply not found.
+    if (!(await trx(table[s.granteeType]).where({ id: s.granteeId }).first("id")))
+      throw AppError.badRequest(`No such ${s.granteeType} in this organization.`, { index: i });
+  }
+  await trx("kb_collection_shares").where({ collection_id: id }).delete();
+  if (shares.length)
+    await trx("kb_collection_shares").insert(
+      shares.map((s) => ({
+        org_id: caller.orgId,
+        collection_id: id,
+        grantee_type: s.granteeType,
+        grantee_id: s.granteeId,
+        access: s.access,
+      })),
+    );
+  await audit(trx, {
+    ...actorOf(caller),
+    action: "kb.collection.share",
+    targetType: "kb_collection",
+    targetId: id,
+    outcome: "success",
+    details: { shares: shares.map((s) => ({ ...s })) },
+  });
+  return sharesOf(trx, id);
+}
+
+// ---------- documents ----------
+
+/** A document as the API shows it. */
+export function presentDocument(r: Record<string, unknown>) {
+  return {
+    id: r.id as string,
+    collectionId: r.collection_id as string,
+    name: r.name as string,
+    kind: r.kind as string,
+    sizeBytes: Number(r.size_bytes),
+    sha256: r.sha256 as string,
+    status: r.status as "queued" | "extracting" | "chunking" | "embedding" | "indexed" | "failed",
+    progress: r.progress as number,
+    error: (r.error as string | null) ?? null,
+    pages: (r.pages as number | null) ?? null,
+    chunks: r.chunk_count as number,
+    hasVectors: r.has_vectors as boolean,
+    createdAt: iso(r.created_at as Date) as string,
+    indexedAt: iso(r.indexed_at as Date | null),
+  };
+}
+
+/** The documents of a collection. */
+export async function listDocuments(svc: Svc, collectionId: string) {
+  await collectionRow(svc, collectionId);
+  const rows = await svc.trx("kb_documents").where({ collection_id: collectionId }).orderByRaw("lower(name)");
+  return rows.map(presentDocument);
+}
+
+/** A document the caller may read (through its collection), or 404. */
+export async function documentRow(svc: Svc, id: string, need: "view" | "manage" = "view") {
+  const doc = await svc.trx("kb_documents").where({ id }).first();
+  if (!doc) throw AppError.notFound("Document not found.");
+  await collectionRow(svc, doc.collection_id as string, need).catch((err: unknown) => {
+    // A document in a collection the caller cannot read does not exist for them.
+    if (err instanceof AppError && err.status === 404) throw AppError.notFound("Document not found.");
+    throw err;
+  });
+  return doc as Record<string, unknown>;
+}
+
+/** One document with its chunks (text, page, heading) as indexed. */
+export async function getDocument(svc: Svc, deps: KbDeps, id: string) {
+  const doc = await documentRow(svc, id);
+  const chunks = await deps.index.chunksOf(svc.caller.orgId, id, doc.generation as number);
+  return {
+    ...presentDocument(doc),
+    chunkList: chunks.map((c) => ({
+      index: c.chunk_index,
+      text: c.text,
+      page: c.page,
+      heading: c.heading ? c.heading.split(HEADING_SEP) : [],
+      start: c.start,
+      end: c.end,
+    })),
+  };
+}
+
+/** The stored file of a document, for download. */
+export async function documentFile(svc: Svc, deps: KbDeps, id: string) {
+  const doc = await documentRow(svc, id);
+  const file = path.join(documentDir(deps.config, svc.caller.orgId, id), doc.sha256 as string);
+  return {
+    name: doc.name as string,
+    mime: doc.mime as string,
+    size: Number(doc.size_bytes),
+    stream: () => createReadStream(file),
+  };
+}
+
+/** Queues the index job that brings one document's chunks in line with its row (after commit). */
+export async function enqueueIndex(
+  svc: Svc,
+  deps: KbDeps,
+  documentId: string,
+  generation: number,
+  reason: "upload" | "retry" | "delete" | "reindex",
+) {
+  await deps.outbox.job(
+    svc.trx,
+    KB_INDEX_QUEUE,
+    { orgId: svc.caller.orgId, documentId, generation },
+    `kb:${documentId}:${generation}:${reason}`,
+  );
+}
+
+/** Deletes a document; the worker removes its file and chunks (search stops returning them at once). */
+export async function deleteDocument(svc: Svc, deps: KbDeps, id: string) {
+  const doc = await documentRow(svc, id, "manage");
+  await svc.trx("kb_documents").where({ id }).delete();
+  await enqueueIndex(svc, deps, id, (doc.generation as number) + 1, "delete");
+  await audit(svc.trx, {
+    ...actorOf(svc.caller),
+    action: "kb.document.delete",
+    targetType: "kb_document",
+    targetId: id,
+    outcome: "success",
+    details: { name: doc.name as string, collectionId: doc.collection_id as string },
+  });
+}
+
+/** Ingests a document again (after a failure, or to pick up new chunking settings). */
+export async function retryDocument(svc: Svc, deps: KbDeps, id: string) {
+  const doc = await documentRow(svc, id, "manage");
+  const generation = (doc.generation as number) + 1;
+  await svc
+    .trx("kb_documents")
+    .where({ id })
+    .update({ generation, status: "queued", progress: 0, error: null, updated_at: svc.trx.fn.now() });
+  await enqueueIndex(svc, deps, id, generation, "retry");
+  return presentDocument(await svc.trx("kb_documents").where({ id }).first());
+}
+
+// ---------- embedding model and re-index ----------
+
+/** The embedding model an organization's index uses: only a model registered for embeddings is fit. */
+export async function embeddingChoice(trx: Knex.Transaction, orgId: string) {
+  const { embedding } = await orgModels(trx, orgId);
+  const fit = embedding?.role === "embedding" && !!embedding.metadata.embeddingLength;
+  return { model: fit ? embedding : null, unfit: !fit && embedding ? embedding : null };
+}
+
+/** The index's model (as built), the organization's current choice, and what the admin should know. */
+export async function indexStatus(svc: Svc) {
+  const state = await svc.trx("kb_index_state").where({ org_id: svc.caller.orgId }).first();
+  const { model, unfit } = await embeddingChoice(svc.trx, svc.caller.orgId);
+  const indexModel = state?.embedding_model_id
+    ? ((await svc.trx("ai_models").where({ id: state.embedding_model_id }).first("id", "name")) ?? null)
+    : null;
+  const warnings: string[] = [];
+  if (unfit)
+    warnings.push(
+      `The embedding model ${unfit.name} is not an embedding model (it is registered for ${unfit.role}); search uses full text only. Import an embedding model with --role embedding and choose it.`,
+    );
+  else if (!model) warnings.push("No embedding model is installed; search uses full text only.");
+  const reindexNeeded = !!state && (state.embedding_model_id ?? null) !== (model?.id ?? null);
+  if (reindexNeeded)
+    warnings.push(
+      "The index was built with another embedding model; re-index to search with the current one.",
+    );
+  return {
+    embeddingModel: model ? { id: model.id, name: model.name } : null,
+    indexModel: indexModel ? { id: indexModel.id as string, name: indexModel.name as string } : null,
+    reindexNeeded,
+    warnings,
+  };
+}
+
+/** Rebuilds the organization's index with its current embedding model (kb.admin; audited). */
+export async function reindex(svc: Svc, deps: KbDeps) {
+  const stamp = Date.now();
+  await deps.outbox.job(
+    svc.trx,
+    KB_INDEX_QUEUE,
+    { orgId: svc.caller.orgId, generation: 0, reindex: true },
+    `kb:reindex:${svc.caller.orgId}:${stamp}`,
+  );
+  await audit(svc.trx, {
+    ...actorOf(svc.caller),
+    action: "kb.reindex",
+    targetType: "organization",
+    targetId: svc.caller.orgId,
+    outcome: "success",
+  });
+}
+
+// ---------- search ----------
+
+/** A piece of a snippet; `match` marks the words of the query. */
+export interface SnippetPart {
+  text: string;
+  match: boolean;
+}
+
+const STOP = new Set([
+  "the",
+  "and",
+  "for",
+  "are",
+  "but",
+  "not",
+  "you",
+  "all",
+  "any",
+  "can",
+  "was",
+  "our",
+  "out",
+  "has",
+  "how",
+  "what",
+  "with",
+  "this",
+  "that",
+  "from",
+  "into",
+]);
+
+/** Terms of a query worth highlighting: words of 3+ letters, not stop words, matched by their first 5 letters. */
+function queryTerms(query: string): string[] {
+  return [
+    ...new Set(
+      (query.toLowerCase().match(/[\p{L}\p{N}]{3,}/gu) ?? [])
+        .filter((w) => !STOP.has(w))
+        .map((w) => w.slice(0, 5)),
+    ),
+  ];
+}
+
+/** A window of the chunk around its first matched term, split into plain and matched parts. */
+export function snippetOf(text: string, query: string, width = 280): SnippetPart[] {
+  const terms = queryTerms(query);
+  const words = [...text.matchAll(/[\p{L}\p{N}]+/gu)];
+  const matches = words.filter((m) => terms.some((t) => m[0].toLowerCase().startsWith(t)));
+  const first = matches[0]?.index ?? 0;
+  const from = Math.max(0, Math.min(first - Math.floor(width / 3), text.length - width));
+  const start = from > 0 ? text.indexOf(" ", from) + 1 || from : 0;
+  const end = Math.min(text.length, start + width);
+  const parts: SnippetPart[] = [];
+  let pos = start;
+  for (const m of matches) {
+    const at = m.index as number;
+    if (at < start || at + m[0].length > end) continue;
+    if (at > pos) parts.push({ text: text.slice(pos, at), match: false });
+    parts.push({ text: m[0], match: true });
+    pos = at + m[0].length;
+  }
+  if (pos < end) parts.push({ text: text.slice(pos, end), match: false });
+  if (start > 0) parts.unshift({ text: "… ", match: false });
+  if (end < text.length) parts.push({ text: " …", match: false });
+  return parts;
+}
+
+/** What a search asks for. */
+export interface SearchInput {
+  query: string;
+  collectionIds?: string[];
+  limit: number;
+  mode: SearchMode;
+}
+
+/** What a search needs from the database before it runs: the readable collections and the index's model. */
+export interface SearchPlan {
+  orgId: string;
+  readable: Set<string>;
+  collectionIds: string[];
+  model: ModelRow | null;
+}
+
+/** Step 1 (in a transaction): which collections the caller may search, and the model of the index. */
+export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPlan> {
+  const readable = new Set(await readableCollectionIds(svc));
+  const collectionIds = input.collectionIds?.length
+    ? input.collectionIds.filter((id) => readable.has(id))
+    : [...readable];
+  const state = await svc.trx("kb_index_state").where({ org_id: svc.caller.orgId }).first();
+  const row = state?.embedding_model_id
+    ? await svc.trx("ai_models").where({ id: state.embedding_model_id }).first()
+    : undefined;
+  return { orgId: svc.caller.orgId, readable, collectionIds, model: row ? presentModel(row) : null };
+}
+
+/** Step 2 (no transaction: embedding takes time): the query's vector and the index's hits. */
+export async function runSearch(deps: KbDeps, plan: SearchPlan, input: SearchInput): Promise<Hit[]> {
+  if (!plan.collectionIds.length) return [];
+  const vector =
+    input.mode !== "fts" && deps.ai && plan.model
+      ? ((await deps.ai.embed(plan.model, [input.query]))[0] ?? null)
+      : null;
+  return deps.index.search(plan.orgId, {
+    text: input.query,
+    vector,
+    collectionIds: plan.collectionIds,
+    limit: input.limit,
+    mode: input.mode,
+  });
+}
+
+/**
+ * Step 3 (in a transaction): every hit is checked against the database before it is returned, so a chunk
+ * of a document that was deleted, replaced by a newer upload, or sits in a collection the caller cannot
+ * read never comes back. Adds citations and highlighted snippets.
+ */
+export async function finishSearch(svc: Svc, plan: SearchPlan, hits: Hit[], input: SearchInput) {
+  if (!hits.length) return [];
+  const rows = (await svc
+    .trx({ d: "kb_documents" })
+    .join({ c: "kb_collections" }, "c.id", "d.collection_id")
+    .whereIn("d.id", [...new Set(hits.map((h) => h.document_id))])
+    .select("d.id", "d.name", "d.generation", "d.collection_id", "c.name as collection_name")) as Record<
+    string,
+    unknown
+  >[];
+  const docs = new Map(rows.map((d) => [d.id as string, d]));
+  const out = [];
+  for (const h of hits) {
+    const d = docs.get(h.document_id);
+    if (!d || d.generation !== h.generation || !plan.readable.has(d.collection_id as string)) continue;
+    out.push({
+      chunkId: h.id,
+      score: h.score,
+      text: h.text,
+      snippet: snippetOf(h.text, input.query),
+      citation: {
+        documentId: h.document_id,
+        documentName: d.name as string,
+        collectionId: d.collection_id as string,
+        collectionName: d.collection_name as string,
+        page: h.page,
+        heading: h.heading ? h.heading.split(HEADING_SEP) : [],
+        chunkIndex: h.chunk_index,
+        start: h.start,
+        end: h.end,
+      },
+    });
+    if (out.length >= input.limit) break;
+  }
+  return out;
+}
+
+/** The three steps in one transaction (the AI tool, which runs in its own). */
+export async function search(svc: Svc, deps: KbDeps, input: SearchInput) {
+  const plan = await planSearch(svc, input);
+  return finishSearch(svc, plan, await runSearch(deps, plan, input), input);
+}
