@@ -88,6 +88,32 @@ beforeAll(async () => {
   const versions = (
     await b.owner.json<{ data: { id: string }[] }>("GET", `/api/notes/${note.data.id}/versions`)
   ).data;
+  const collection = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/kb/collections",
+    { name: `Collection ${b.marker}` },
+    201,
+  );
+  const form = new FormData();
+  form.append("files", new Blob([`Document text ${b.marker}`]), `doc-${b.marker}.txt`);
+  const uploaded = (await (
+    await srv.fetch(`/api/kb/collections/${collection.data.id}/documents`, {
+      method: "POST",
+      headers: b.owner.headers(),
+      body: form,
+    })
+  ).json()) as { data: { document: { id: string } }[] };
+  // B's snapshot must not move during the replay: let its ingestion finish first.
+  for (let i = 0; i < 300; i++) {
+    const docs = (
+      await b.owner.json<{ data: { status: string }[] }>(
+        "GET",
+        `/api/kb/collections/${collection.data.id}/documents`,
+      )
+    ).data;
+    if (docs.every((d) => d.status === "indexed")) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const sessions = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/auth/sessions")).data;
   const audit = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/audit?limit=200")).data;
   Object.assign(bIds, {
@@ -99,6 +125,8 @@ beforeAll(async () => {
     apiKey: [key.data.id],
     session: sessions.map((s) => s.id),
     noteFolder: [folder.data.id],
+    kbCollection: [collection.data.id],
+    kbDocument: uploaded.data.map((u) => u.document.id),
     note: [note.data.id],
     noteVersion: versions.map((v) => v.id),
     audit: audit.map((x) => x.id),
@@ -130,6 +158,10 @@ function bodyFor(operationId: string, id: string): unknown {
     updateNote: { starred: true, tags: ["pwned"], folderId: id },
     setNoteShares: { shares: [{ granteeType: "user", granteeId: id, access: "edit" }] },
     createNoteFolder: { name: "pwned", parentId: id },
+    createKbCollection: { name: "pwned" },
+    updateKbCollection: { name: "pwned" },
+    setKbCollectionShares: { shares: [{ granteeType: "user", granteeId: id, access: "manage" }] },
+    searchKb: { query: "document text", collectionIds: [id] },
     updateNoteFolder: { name: "pwned", parentId: id },
   };
   return bodies[operationId] ?? {};
@@ -139,7 +171,9 @@ describe("organization isolation", () => {
   it("replays every object id of organization B on every route with A's credentials: no B data out, no B row changed", async () => {
     const before = await snapshotB();
     const ops = (await operations(srv)).filter(
-      (o) => o.auth === "user" && !["signOut", "revokeMySession"].includes(o.operationId),
+      (o) =>
+        o.auth === "user" && // Event streams never end; their isolation is tested with the module (kb.test.ts).
+        !["signOut", "revokeMySession", "kbEvents"].includes(o.operationId),
     );
     // Audit records have no route of their own; their ids are replayed in query strings below.
     const allIds = Object.entries(bIds)

@@ -221,7 +221,7 @@ export class KbIndex {
         ? t
             .vectorSearch(q.vector as number[])
             .where(where)
-            .select(cols)
+            .select([...cols, "_distance"])
             .limit(depth)
             .toArray()
         : Promise.resolve([]),
@@ -229,10 +229,14 @@ export class KbIndex {
         ? t
             .search(q.text, "fts")
             .where(where)
-            .select(cols)
+            .select([...cols, "_score"])
             .limit(depth)
             .toArray()
-            .catch(() => [])
+            .catch((err: unknown) => {
+              // A table whose rows all came before any text (or none yet) has no full-text index to search.
+              if (/INVERTED index|no index/i.test(String(err))) return [];
+              throw err;
+            })
         : Promise.resolve([]),
     ]);
     const fused = new Map<string, Hit>();

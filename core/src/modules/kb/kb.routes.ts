@@ -264,6 +264,8 @@ export function registerKbRoutes(api: Api, deps: KbRouteDeps): void {
       const orgId = scope.caller.orgId;
       const caller = scope.caller;
       const events = openEventStream(ctx);
+      // Sent at once, so the response starts now (and tells a browser how soon to reconnect).
+      events.stream.write("retry: 3000\n\n");
       let refreshing: Promise<void> | null = null;
       const refresh = () =>
         (refreshing ??= withOrg(knex(), orgId, (trx) => kb.readableCollectionIds({ caller, trx }))

@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
+import { createWriteStream } from "node:fs";
 import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
@@ -33,9 +34,13 @@ export interface UploadResult {
 class Meter extends Transform {
   readonly hash = createHash("sha256");
   bytes = 0;
+  constructor(private readonly onBytes: (n: number) => void) {
+    super();
+  }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
     this.hash.update(chunk);
     this.bytes += chunk.length;
+    this.onBytes(chunk.length);
     cb(null, chunk);
   }
 }
@@ -91,12 +96,11 @@ async function receive(ctx: Context, deps: KbDeps): Promise<Received[]> {
           tooLarge: false,
         };
         files.push(rec);
-        const meter = new Meter();
-        stream.on("limit", () => (rec.tooLarge = true));
-        stream.on("data", (c: Buffer) => {
-          total += c.length;
+        const meter = new Meter((n) => {
+          total += n;
           if (total > limits.maxUploadBytes) {
             ctx.req.unpipe(bb);
+            stream.destroy();
             reject(
               new AppError(
                 413,
@@ -106,18 +110,19 @@ async function receive(ctx: Context, deps: KbDeps): Promise<Received[]> {
             );
           }
         });
+        stream.on("limit", () => (rec.tooLarge = true));
+        // The pipe is set up at once: a listener added later would miss data already flowing.
         writes.push(
-          (async () => {
-            const fh = await open(rec.tmp, "w", 0o600);
+          pipeline(stream, meter, createWriteStream(rec.tmp, { mode: 0o600 })).then(async () => {
+            const fh = await open(rec.tmp, "r+");
             try {
-              await pipeline(stream, meter, fh.createWriteStream({ autoClose: false }));
               await fh.sync();
             } finally {
               await fh.close();
             }
             rec.size = meter.bytes;
             rec.sha256 = meter.hash.digest("hex");
-          })(),
+          }),
         );
       });
       bb.on("filesLimit", () => (tooMany = true));
@@ -128,7 +133,8 @@ async function receive(ctx: Context, deps: KbDeps): Promise<Received[]> {
     });
     await Promise.all(writes);
   } catch (err) {
-    await Promise.allSettled(writes);
+    // Streams cut off mid-file end their pipelines with an error; never wait long for them.
+    await Promise.race([Promise.allSettled(writes), new Promise((r) => setTimeout(r, 5000))]);
     await Promise.all(files.map((f) => rm(f.tmp, { force: true })));
     throw err;
   }

@@ -1,0 +1,402 @@
+import { existsSync, mkdtempSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getTestServer, type TestServer } from "../support/server.js";
+import { Client, createMember, createTestOrg, type TestOrg } from "../support/identity.js";
+import { makeTinyModel } from "../../scripts/make-tiny-model.js";
+import { importModel } from "../../core/src/modules/ai/models.service.js";
+import { kbDir } from "../../core/src/modules/kb/kb.service.js";
+import {
+  makeCorruptPdf,
+  makeDocx,
+  makeEncryptedPdf,
+  makeExternalImageDocx,
+  makeLoopingPdf,
+  makePdf,
+  makeZipBombDocx,
+} from "../support/kb-fixtures.js";
+
+let srv: TestServer;
+let org: TestOrg;
+let other: TestOrg;
+let alice: { id: string; client: Client };
+let bob: { id: string; client: Client };
+let collectionId: string;
+const dir = mkdtempSync(path.join(tmpdir(), "ws-kb-"));
+
+type Data<T> = { data: T };
+interface Doc {
+  id: string;
+  name: string;
+  status: string;
+  error: string | null;
+  chunks: number;
+  pages: number | null;
+  hasVectors: boolean;
+}
+interface UploadResult {
+  name: string;
+  outcome: string;
+  document?: Doc;
+  error?: { code: string; message: string };
+}
+interface Hit {
+  text: string;
+  snippet: { text: string; match: boolean }[];
+  citation: { documentId: string; documentName: string; page: number | null; heading: string[] };
+}
+
+/** Uploads files as multipart/form-data the way the browser does. */
+async function upload(c: Client, collection: string, files: { name: string; data: Buffer | string }[]) {
+  const form = new FormData();
+  for (const f of files)
+    form.append("files", new Blob([typeof f.data === "string" ? f.data : new Uint8Array(f.data)]), f.name);
+  return srv.fetch(`/api/kb/collections/${collection}/documents`, {
+    method: "POST",
+    headers: c.headers(),
+    body: form,
+  });
+}
+async function uploadOk(c: Client, collection: string, files: { name: string; data: Buffer | string }[]) {
+  const r = await upload(c, collection, files);
+  const text = await r.text();
+  if (r.status !== 201) throw new Error(`upload: ${r.status} ${text}`);
+  return (JSON.parse(text) as Data<UploadResult[]>).data;
+}
+/** Waits until every listed document has finished (indexed or failed). */
+async function settled(c: Client, collection: string, ids: string[]): Promise<Map<string, Doc>> {
+  const deadline = Date.now() + 40_000;
+  for (;;) {
+    const docs = (await c.json<Data<Doc[]>>("GET", `/api/kb/collections/${collection}/documents`)).data;
+    const mine = docs.filter((d) => ids.includes(d.id));
+    if (mine.length === ids.length && mine.every((d) => d.status === "indexed" || d.status === "failed"))
+      return new Map(mine.map((d) => [d.id, d]));
+    if (Date.now() > deadline) throw new Error(`not settled: ${JSON.stringify(mine)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+const search = async (c: Client, query: string, extra: Record<string, unknown> = {}) =>
+  (await c.json<Data<Hit[]>>("POST", "/api/kb/search", { query, ...extra })).data;
+
+beforeAll(async () => {
+  srv = await getTestServer({
+    env: {
+      WORKSYNAPSE_AI_THREADS: "1",
+      WORKSYNAPSE_KB_PARSE_TIMEOUT_MS: "3000",
+      WORKSYNAPSE_KB_MAX_FILE_BYTES: String(4 * 1024 * 1024),
+      WORKSYNAPSE_KB_CHUNK_TOKENS: "120",
+      WORKSYNAPSE_KB_CHUNK_OVERLAP: "20",
+    },
+  });
+  const tiny = path.join(dir, "tiny.gguf");
+  makeTinyModel(tiny);
+  await importModel(srv.db.knex, await srv.ai!.llama(), srv.config, {
+    file: tiny,
+    name: "tiny-embed",
+    role: "embedding",
+  });
+  org = await createTestOrg(srv, "kb");
+  other = await createTestOrg(srv, "kbother");
+  alice = await createMember(org, ["member"], "alice");
+  bob = await createMember(org, ["member"], "bob");
+  collectionId = (
+    await alice.client.json<Data<{ id: string }>>(
+      "POST",
+      "/api/kb/collections",
+      { name: "Clinical protocols" },
+      201,
+    )
+  ).data.id;
+}, 120_000);
+afterAll(() => srv?.close());
+
+describe("knowledge base: ingestion and retrieval", () => {
+  let pdfId: string;
+  let docxId: string;
+
+  it("ingests PDF, DOCX, TXT, Markdown and HTML to indexed, with vectors and pages", async () => {
+    const results = await uploadOk(alice.client, collectionId, [
+      {
+        name: "sepsis.pdf",
+        data: await makePdf([
+          ["Sepsis protocol. Overview of the ward procedures for suspected infection."],
+          ["Within one hour give broad-spectrum antibiotics after drawing lactate and blood cultures."],
+          ["Escalate to the intensive care outreach team when the mean arterial pressure stays low."],
+        ]),
+      },
+      {
+        name: "hygiene.docx",
+        data: await makeDocx([
+          {
+            h1: "Infection control",
+            h2: "Hand hygiene",
+            paragraphs: ["Rub hands with alcohol gel for thirty seconds before every patient contact."],
+          },
+          {
+            h1: "Isolation",
+            paragraphs: ["Patients with norovirus stay in side rooms until forty-eight hours symptom free."],
+          },
+        ]),
+      },
+      {
+        name: "handover.txt",
+        data: "Handover happens at the bedside.\n\nUse the SBAR structure for every patient.",
+      },
+      {
+        name: "oncall.md",
+        data: "# On call\n\n## Paging\n\nPage the registrar on extension 4411 for urgent reviews.\n",
+      },
+      {
+        name: "visiting.html",
+        data: "<html><body><h1>Visiting</h1><p>Visiting hours end at twenty hundred.</p><script>evil()</script></body></html>",
+      },
+    ]);
+    expect(results.map((r) => r.outcome)).toEqual(["queued", "queued", "queued", "queued", "queued"]);
+    const ids = results.map((r) => r.document!.id);
+    const docs = await settled(alice.client, collectionId, ids);
+    for (const d of docs.values()) {
+      expect(d, d.name).toMatchObject({ status: "indexed", hasVectors: true });
+      expect(d.chunks, d.name).toBeGreaterThan(0);
+    }
+    pdfId = ids[0]!;
+    docxId = ids[1]!;
+    expect(docs.get(pdfId)?.pages).toBe(3);
+  });
+
+  it("cites the right page of a PDF and the right heading of a DOCX, with highlighted snippets", async () => {
+    const [top] = await search(alice.client, "broad-spectrum antibiotics lactate");
+    expect(top?.citation).toMatchObject({ documentId: pdfId, documentName: "sepsis.pdf", page: 2 });
+    expect(top?.snippet.filter((p) => p.match).map((p) => p.text.toLowerCase())).toEqual(
+      expect.arrayContaining(["antibiotics", "lactate"]),
+    );
+    const [hyg] = await search(alice.client, "alcohol gel hands");
+    expect(hyg?.citation).toMatchObject({
+      documentId: docxId,
+      heading: ["Infection control", "Hand hygiene"],
+    });
+    const [md] = await search(alice.client, "registrar extension 4411");
+    expect(md?.citation).toMatchObject({ documentName: "oncall.md", heading: ["On call", "Paging"] });
+    // Each mode works on its own too.
+    for (const mode of ["vector", "fts", "hybrid"]) {
+      expect((await search(alice.client, "norovirus side rooms", { mode })).length, mode).toBeGreaterThan(0);
+    }
+    const detail = await alice.client.json<Data<{ chunkList: { page: number | null; text: string }[] }>>(
+      "GET",
+      `/api/kb/documents/${pdfId}`,
+    );
+    expect(detail.data.chunkList.find((c) => c.text.includes("antibiotics"))?.page).toBe(2);
+    const file = await alice.client.request("GET", `/api/kb/documents/${pdfId}/file`);
+    expect(file.headers.get("content-type")).toBe("application/pdf");
+    expect(file.headers.get("content-disposition")).toContain("sepsis.pdf");
+    expect(
+      Buffer.from(await file.arrayBuffer())
+        .subarray(0, 5)
+        .toString(),
+    ).toBe("%PDF-");
+  });
+
+  it("never gives a chunk of a collection to someone without access: API, tool, and another organization", async () => {
+    expect(await search(bob.client, "antibiotics lactate")).toEqual([]);
+    expect((await bob.client.request("GET", `/api/kb/collections/${collectionId}`)).status).toBe(404);
+    expect((await bob.client.request("GET", `/api/kb/documents/${pdfId}`)).status).toBe(404);
+    expect((await bob.client.request("GET", `/api/kb/documents/${pdfId}/file`)).status).toBe(404);
+    const bobCaller = {
+      orgId: org.orgId,
+      userId: bob.id,
+      email: "",
+      permissions: new Set(["kb.read"]),
+      systemAdmin: false,
+      via: "session" as const,
+    };
+    const viaTool = await srv.tools!.invoke(srv.db.knex, bobCaller, "kb.search", {
+      query: "antibiotics lactate",
+    });
+    expect(viaTool).toEqual({ status: "ok", output: [] });
+
+    // Shared view-only: Bob reads and searches, but cannot upload or delete.
+    await alice.client.json("PUT", `/api/kb/collections/${collectionId}/shares`, {
+      shares: [{ granteeType: "user", granteeId: bob.id, access: "view" }],
+    });
+    expect((await search(bob.client, "antibiotics lactate"))[0]?.citation.documentId).toBe(pdfId);
+    const toolHit = await srv.tools!.invoke(srv.db.knex, bobCaller, "kb.search", {
+      query: "antibiotics lactate",
+    });
+    expect((toolHit as { output: { documentId: string; page: number }[] }).output[0]).toMatchObject({
+      documentId: pdfId,
+      page: 2,
+    });
+    expect((await upload(bob.client, collectionId, [{ name: "x.txt", data: "x" }])).status).toBe(403);
+    expect((await bob.client.request("DELETE", `/api/kb/documents/${pdfId}`)).status).toBe(403);
+
+    // Another organization: nothing, by search or by id.
+    expect(await search(other.owner, "antibiotics lactate")).toEqual([]);
+    expect((await other.owner.request("GET", `/api/kb/documents/${pdfId}`)).status).toBe(404);
+    expect(
+      (
+        await other.owner.request("POST", "/api/kb/search", {
+          query: "antibiotics",
+          collectionIds: [collectionId],
+        })
+      ).status,
+    ).toBe(200);
+    expect(await search(other.owner, "antibiotics", { collectionIds: [collectionId] })).toEqual([]);
+  });
+
+  it("detects duplicates, replaces a re-uploaded document atomically, and deletes file, row and chunks", async () => {
+    const dup = await uploadOk(alice.client, collectionId, [
+      {
+        name: "handover-copy.txt",
+        data: "Handover happens at the bedside.\n\nUse the SBAR structure for every patient.",
+      },
+    ]);
+    expect(dup[0]?.outcome).toBe("duplicate");
+
+    const first = await uploadOk(alice.client, collectionId, [
+      { name: "parking.txt", data: "Staff parking is in the zebra lot." },
+    ]);
+    const id = first[0]!.document!.id;
+    await settled(alice.client, collectionId, [id]);
+    expect((await search(alice.client, "zebra lot", { mode: "fts" })).length).toBe(1);
+    const replaced = await uploadOk(alice.client, collectionId, [
+      { name: "parking.txt", data: "Staff parking moved to the giraffe garage." },
+    ]);
+    expect(replaced[0]).toMatchObject({ outcome: "replaced", document: { id } });
+    await settled(alice.client, collectionId, [id]);
+    expect(await search(alice.client, "zebra lot", { mode: "fts" })).toEqual([]);
+    expect((await search(alice.client, "giraffe garage", { mode: "fts" }))[0]?.citation.documentId).toBe(id);
+    const files = path.join(kbDir(srv.config), "files", org.orgId, id);
+    expect(readdirSync(files)).toHaveLength(1);
+
+    await alice.client.json("DELETE", `/api/kb/documents/${id}`, undefined, 204);
+    // Gone from search at once; the worker removes the file and chunks.
+    expect(await search(alice.client, "giraffe garage", { mode: "fts" })).toEqual([]);
+    const deadline = Date.now() + 20_000;
+    while (existsSync(files) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(existsSync(files)).toBe(false);
+  });
+});
+
+describe("knowledge base: hostile uploads", () => {
+  const livez = async () => (await srv.fetch("/livez")).status;
+  const tmpEmpty = () => {
+    const tmp = path.join(kbDir(srv.config), "tmp");
+    return !existsSync(tmp) || readdirSync(tmp).length === 0;
+  };
+
+  it("refuses a lying extension, an empty file and a file over the limit at upload, leaving nothing behind", async () => {
+    const before = (
+      await alice.client.json<Data<Doc[]>>("GET", `/api/kb/collections/${collectionId}/documents`)
+    ).data.length;
+    const cases: [string, Buffer | string, number, string][] = [
+      ["invoice.pdf", "this is plain text pretending to be a PDF", 400, "type_mismatch"],
+      [
+        "photo.txt",
+        Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52]),
+        400,
+        "type_mismatch",
+      ],
+      ["empty.txt", "", 400, "empty_file"],
+      ["huge.txt", Buffer.alloc(5 * 1024 * 1024, 0x61), 413, "file_too_large"],
+      ["tool.exe", "MZ...", 400, "unsupported_type"],
+    ];
+    for (const [name, data, status, code] of cases) {
+      const r = await upload(alice.client, collectionId, [{ name, data }]);
+      const body = (await r.json()) as { error: { code: string; message: string } };
+      expect(r.status, name).toBe(status);
+      expect(body.error.code, name).toBe(code);
+      expect(body.error.message, name).toContain(name);
+      expect(await livez()).toBe(200);
+    }
+    expect(
+      (await alice.client.json<Data<Doc[]>>("GET", `/api/kb/collections/${collectionId}/documents`)).data
+        .length,
+    ).toBe(before);
+    expect(tmpEmpty()).toBe(true);
+    // Not multipart at all.
+    const json = await alice.client.request("POST", `/api/kb/collections/${collectionId}/documents`, {
+      files: [],
+    });
+    expect(json.status).toBe(415);
+  });
+
+  it("fails corrupted, encrypted, looping and zip-bomb documents with reasons, reads no linked file, and stays up", async () => {
+    const secret = path.join(dir, "secret-note.png");
+    (await import("node:fs")).writeFileSync(secret, "TOP-SECRET-4242");
+    const results = await uploadOk(alice.client, collectionId, [
+      { name: "broken.pdf", data: makeCorruptPdf() },
+      { name: "locked.pdf", data: makeEncryptedPdf() },
+      { name: "loop.pdf", data: makeLoopingPdf() },
+      { name: "bomb.docx", data: await makeZipBombDocx(150) },
+      { name: "linked.docx", data: await makeExternalImageDocx(secret, "Linked image policy text.") },
+    ]);
+    const ids = results.map((r) => r.document!.id);
+    const started = Date.now();
+    while (Date.now() - started < 60_000) {
+      expect(await livez()).toBe(200);
+      const docs = await settled(alice.client, collectionId, ids).catch(() => null);
+      if (docs) {
+        const by = (name: string) => [...docs.values()].find((d) => d.name === name);
+        expect(by("broken.pdf")).toMatchObject({ status: "failed", error: expect.stringMatching(/damaged/) });
+        expect(by("locked.pdf")).toMatchObject({
+          status: "failed",
+          error: expect.stringMatching(/password/),
+        });
+        expect(by("loop.pdf")).toMatchObject({
+          status: "failed",
+          error: expect.stringMatching(/longer than|memory/),
+        });
+        expect(by("bomb.docx")).toMatchObject({ status: "failed", error: expect.stringMatching(/zip bomb/) });
+        expect(by("linked.docx")).toMatchObject({ status: "indexed" });
+        for (const d of docs.values()) if (d.status === "failed") expect(d.chunks).toBe(0);
+        break;
+      }
+    }
+    const linked = await search(alice.client, "linked image policy", { mode: "fts" });
+    expect(JSON.stringify(linked)).not.toContain("TOP-SECRET");
+    expect(linked.length).toBeGreaterThan(0);
+    expect(await livez()).toBe(200);
+  }, 120_000);
+});
+
+describe("knowledge base: progress events", () => {
+  it("pushes the stages of an ingestion to a browser listening on /api/kb/events", async () => {
+    const ac = new AbortController();
+    // Another organization listens too, and must hear nothing of it.
+    const foreign = await srv.fetch("/api/kb/events", { headers: other.owner.headers(), signal: ac.signal });
+    const foreignReader = foreign.body!.getReader();
+    let foreignText = "";
+    void (async () => {
+      for (;;) {
+        const { value, done } = await foreignReader.read().catch(() => ({ value: undefined, done: true }));
+        if (done) return;
+        foreignText += new TextDecoder().decode(value);
+      }
+    })();
+    const r = await srv.fetch("/api/kb/events", { headers: alice.client.headers(), signal: ac.signal });
+    expect(r.headers.get("content-type")).toContain("text/event-stream");
+    const reader = r.body!.getReader();
+    const seen: string[] = [];
+    const reading = (async () => {
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buf += new TextDecoder().decode(value);
+        for (const m of buf.matchAll(/data: (\{.*\})/g))
+          seen.push((JSON.parse(m[1]!) as { status: string }).status);
+        buf = buf.slice(buf.lastIndexOf("\n\n") + 2);
+        if (seen.includes("indexed")) return;
+      }
+    })();
+    await new Promise((res) => setTimeout(res, 200));
+    await uploadOk(alice.client, collectionId, [
+      { name: "events.txt", data: "Fire doors close automatically at night." },
+    ]);
+    await Promise.race([reading, new Promise((res) => setTimeout(res, 30_000))]);
+    ac.abort();
+    expect(seen).toEqual(expect.arrayContaining(["extracting", "chunking", "embedding", "indexed"]));
+    expect(foreignText).not.toContain("progress");
+    await alice.client.json("PUT", `/api/kb/collections/${collectionId}/shares`, { shares: [] });
+  });
+});
