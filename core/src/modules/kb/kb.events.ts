@@ -14,7 +14,7 @@ export const KB_INDEX_QUEUE = defineQueue(
     reindex: z.boolean().optional(),
   }),
   // One document at a time per worker: parsing and embedding use the CPU fully, and one writer per table.
-  { concurrency: 1, ackWaitMs: 60_000, maxAttempts: 4, backoffMs: [2000, 10000, 60000] },
+  { concurrency: 1, ackWaitMs: 15_000, maxAttempts: 4, backoffMs: [2000, 10000, 60000] },
 );
 
 /** The subject of ephemeral progress messages of an organization's documents. */
