@@ -15,7 +15,14 @@ export interface ModuleEntry {
 /** Every module of the product, in navigation order. */
 export const MODULES: ModuleEntry[] = [
   { id: "assistant", label: "module.assistant", description: "module.assistant.desc", section: "ai" },
-  { id: "kb", label: "module.kb", description: "module.kb.desc", section: "ai" },
+  {
+    id: "kb",
+    label: "module.kb",
+    description: "module.kb.desc",
+    section: "ai",
+    href: "/kb",
+    permission: "kb.read",
+  },
   { id: "projects", label: "module.projects", description: "module.projects.desc", section: "work" },
   { id: "chat", label: "module.chat", description: "module.chat.desc", section: "work" },
   {

@@ -1,0 +1,125 @@
+import { execFile } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AxeBuilder } from "@axe-core/playwright";
+import type { Browser, Page } from "playwright-core";
+import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import { launchBrowser, watchPage } from "../support/browser.js";
+import { NATS_URL } from "../support/env.js";
+import { makeTinyModel } from "../../scripts/make-tiny-model.js";
+import { makePdf } from "../support/kb-fixtures.js";
+
+const run = promisify(execFile);
+const BIN = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname;
+const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
+const ADMIN = {
+  organizationName: "County Hospital",
+  name: "Ada Admin",
+  email: "ada@county.example",
+  password: "lantern-harbor-violet-7",
+};
+let core: CoreProcess;
+let url: string;
+let browser: Browser;
+let pdfPath: string;
+
+beforeAll(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const dataDir = mkdtempSync(path.join(tmpdir(), "ws-e2e-kb-"));
+  const env = {
+    WORKSYNAPSE_DATA_DIR: dataDir,
+    NATS_URL,
+    WORKSYNAPSE_NATS_PREFIX: `e2ekb${process.pid}`,
+    WORKSYNAPSE_AI_THREADS: "1",
+  };
+  const model = path.join(dataDir, "tiny.gguf");
+  makeTinyModel(model);
+  await run(process.execPath, [BIN, "models", "import", model, "--name", "tiny", "--role", "embedding"], {
+    env: { ...process.env, ...env },
+  });
+  core = spawnCore(env);
+  url = await core.url;
+  await waitForOk(`${url}/readyz`);
+  const r = await fetch(`${url}/api/auth/setup`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-requested-with": "worksynapse", origin: url },
+    body: JSON.stringify(ADMIN),
+  });
+  expect(r.status).toBe(201);
+  pdfPath = path.join(dataDir, "stroke-pathway.pdf");
+  writeFileSync(
+    pdfPath,
+    await makePdf([
+      ["Stroke pathway. Scope and purpose of this protocol for the emergency department."],
+      [
+        "Thrombolysis window: give alteplase within four and a half hours of symptom onset after the CT scan.",
+      ],
+      ["Rehabilitation starts on the stroke unit within forty-eight hours."],
+    ]),
+  );
+  browser = await launchBrowser();
+}, 120_000);
+afterAll(async () => {
+  await browser?.close();
+  core?.child.kill("SIGTERM");
+  await core?.exit;
+});
+
+const axe = async (page: Page) =>
+  (await new AxeBuilder({ page }).analyze()).violations.map((v) => `${v.id}: ${v.nodes[0]?.target}`);
+
+describe("knowledge base in the browser", () => {
+  it("uploads a PDF, watches it reach Indexed, searches, and opens the cited page", async () => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    const watch = watchPage(page);
+    await page.goto(`${url}/login`, { waitUntil: "networkidle" });
+    await page.getByLabel("Username or email").fill(ADMIN.email);
+    await page.getByLabel("Password").fill(ADMIN.password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.waitForURL(`${url}/`);
+    await page
+      .getByRole("navigation", { name: "Main navigation" })
+      .getByRole("link", { name: "Knowledge base" })
+      .click();
+    await page.waitForURL(`${url}/kb`);
+
+    await page.getByLabel("New collection").fill("Emergency protocols");
+    await page.getByRole("button", { name: "Create" }).click();
+    await page.getByRole("heading", { name: "Emergency protocols" }).waitFor();
+    expect(await axe(page)).toEqual([]);
+
+    // The file picker (drag and drop uses the same upload).
+    await page.getByLabel("Choose files").setInputFiles(pdfPath);
+    const row = page.getByRole("row", { name: /stroke-pathway\.pdf/ });
+    await row.getByText("Indexed").waitFor({ timeout: 60_000 });
+    expect(await row.getByRole("cell").nth(2).textContent()).toBe("3");
+    await page.screenshot({ path: `${SHOTS}kb-collection.png`, fullPage: true });
+
+    await page.getByRole("link", { name: "Search documents" }).click();
+    await page.waitForURL(`${url}/kb/search`);
+    await page.getByLabel("Question or words").fill("alteplase thrombolysis window");
+    await page.getByRole("button", { name: "Search", exact: true }).click();
+    const cite = page.getByRole("link", { name: /stroke-pathway\.pdf, page 2/ }).first();
+    await cite.waitFor();
+    expect(await page.locator("mark").first().textContent()).toMatch(/alteplase|thrombolysis|window/i);
+    expect(await axe(page)).toEqual([]);
+    await page.screenshot({ path: `${SHOTS}kb-search.png`, fullPage: true });
+
+    await cite.click();
+    await page.waitForURL(/\/kb\/documents\/.+#chunk-\d+$/);
+    const cited = page.locator("li.cited");
+    await cited.waitFor();
+    expect(await cited.textContent()).toContain("page 2");
+    expect(await cited.textContent()).toContain("alteplase");
+    expect(await page.evaluate(() => document.activeElement?.classList.contains("cited"))).toBe(true);
+    expect(await axe(page)).toEqual([]);
+    await page.screenshot({ path: `${SHOTS}kb-document.png`, fullPage: true });
+    expect(watch.consoleErrors).toEqual([]);
+    expect(watch.foreignRequests).toEqual([]);
+    await ctx.close();
+  }, 120_000);
+});
