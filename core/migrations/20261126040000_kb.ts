@@ -39,6 +39,8 @@ export async function up(knex: Knex): Promise<void> {
     t.text("sha256").notNullable();
     // Bumped by every re-upload and re-index: chunks of older generations are not served.
     t.integer("generation").notNullable().defaultTo(1);
+    // The generation search serves: the last one fully indexed (the previous stays searchable until then).
+    t.integer("indexed_generation");
     t.text("status").notNullable().defaultTo("queued"); // queued | extracting | chunking | embedding | indexed | failed
     t.integer("progress").notNullable().defaultTo(0);
     t.text("error");

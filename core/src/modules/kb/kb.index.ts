@@ -107,10 +107,10 @@ export class KbIndex {
 
   /**
    * Stores one generation of a document's chunks, replacing any earlier attempt at the same generation (a
-   * crashed job run again adds nothing twice), then removes older generations and brings the full-text
-   * index up to date.
+   * crashed job run again adds nothing twice), and brings the full-text index up to date. Older generations
+   * stay until `dropOlderGenerations`: the database switches search to the new one in between.
    */
-  async replaceDocument(
+  async addGeneration(
     orgId: string,
     doc: { id: string; collectionId: string; generation: number },
     chunks: Chunk[],
@@ -143,8 +143,13 @@ export class KbIndex {
         })),
       );
     }
-    await t.delete(`document_id = '${doc.id}' AND generation < ${doc.generation}`);
     await this.refreshFts(t);
+  }
+
+  /** Removes the generations of a document older than the one now served (deletions apply to reads at once). */
+  async dropOlderGenerations(orgId: string, documentId: string, generation: number): Promise<void> {
+    const t = await this.table(orgId);
+    await t?.delete(`document_id = '${documentId}' AND generation < ${generation}`);
   }
 
   /** Removes every chunk of a document. */

@@ -59,7 +59,12 @@ export async function handleIndexJob(deps: IngestDeps, job: Job<Payload>): Promi
     return;
   }
   // A newer upload or retry superseded this job, or a redelivery of a job that finished.
-  if (doc.generation !== p.generation || doc.status === "indexed") return;
+  if (doc.generation !== p.generation) return;
+  if (doc.status === "indexed") {
+    // Redelivered after the switch: only the old generations' removal may be left to do.
+    await deps.index.dropOlderGenerations(p.orgId, p.documentId, p.generation);
+    return;
+  }
   await ingest(deps, job, doc as Record<string, unknown>);
 }
 
@@ -135,13 +140,16 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
     }
   }
   await stage("embedding", 92);
-  await deps.index.replaceDocument(orgId, { id, collectionId, generation }, chunks, vectors);
+  // New chunks in, then search switches to them (one row update), then the old ones go: no gap, no mix.
+  await deps.index.addGeneration(orgId, { id, collectionId, generation }, chunks, vectors);
   await stage("indexed", 100, {
     chunk_count: chunks.length,
     has_vectors: !!vectors,
     error: null,
     indexed_at: new Date(),
+    indexed_generation: generation,
   });
+  await deps.index.dropOlderGenerations(orgId, id, generation);
   // Files of earlier generations (a replaced upload) are no longer needed.
   const dir = documentDir(deps.config, orgId, id);
   for (const name of await readdir(dir).catch(() => [] as string[]))
@@ -166,7 +174,13 @@ async function reindexOrganization(deps: IngestDeps, orgId: string) {
         updated_at: trx.fn.now(),
       });
     const docs = (await trx("kb_documents")
-      .update({ generation: trx.raw("generation + 1"), status: "queued", progress: 0, error: null })
+      .update({
+        generation: trx.raw("generation + 1"),
+        indexed_generation: null,
+        status: "queued",
+        progress: 0,
+        error: null,
+      })
       .returning(["id", "generation"])) as { id: string; generation: number }[];
     for (const d of docs)
       await deps.outbox.job(

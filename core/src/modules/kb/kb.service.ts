@@ -261,7 +261,8 @@ export async function documentRow(svc: Svc, id: string, need: "view" | "manage" 
 /** One document with its chunks (text, page, heading) as indexed. */
 export async function getDocument(svc: Svc, deps: KbDeps, id: string) {
   const doc = await documentRow(svc, id);
-  const chunks = await deps.index.chunksOf(svc.caller.orgId, id, doc.generation as number);
+  const served = doc.indexed_generation as number | null;
+  const chunks = served === null ? [] : await deps.index.chunksOf(svc.caller.orgId, id, served);
   return {
     ...presentDocument(doc),
     chunkList: chunks.map((c) => ({
@@ -497,8 +498,8 @@ export async function runSearch(deps: KbDeps, plan: SearchPlan, input: SearchInp
 
 /**
  * Step 3 (in a transaction): every hit is checked against the database before it is returned, so a chunk
- * of a document that was deleted, replaced by a newer upload, or sits in a collection the caller cannot
- * read never comes back. Adds citations and highlighted snippets.
+ * of a document that was deleted, of a generation no longer served (a replaced upload), or of a
+ * collection the caller cannot read never comes back. Adds citations and highlighted snippets.
  */
 export async function finishSearch(svc: Svc, plan: SearchPlan, hits: Hit[], input: SearchInput) {
   if (!hits.length) return [];
@@ -506,15 +507,19 @@ export async function finishSearch(svc: Svc, plan: SearchPlan, hits: Hit[], inpu
     .trx({ d: "kb_documents" })
     .join({ c: "kb_collections" }, "c.id", "d.collection_id")
     .whereIn("d.id", [...new Set(hits.map((h) => h.document_id))])
-    .select("d.id", "d.name", "d.generation", "d.collection_id", "c.name as collection_name")) as Record<
-    string,
-    unknown
-  >[];
+    .select(
+      "d.id",
+      "d.name",
+      "d.indexed_generation",
+      "d.collection_id",
+      "c.name as collection_name",
+    )) as Record<string, unknown>[];
   const docs = new Map(rows.map((d) => [d.id as string, d]));
   const out = [];
   for (const h of hits) {
     const d = docs.get(h.document_id);
-    if (!d || d.generation !== h.generation || !plan.readable.has(d.collection_id as string)) continue;
+    if (!d || d.indexed_generation !== h.generation || !plan.readable.has(d.collection_id as string))
+      continue;
     out.push({
       chunkId: h.id,
       score: h.score,
