@@ -9,6 +9,7 @@ import { KB_INDEX_QUEUE } from "./modules/kb/kb.events.js";
 import { KbIndex } from "./modules/kb/kb.index.js";
 import { handleIndexJob } from "./modules/kb/kb.ingest.js";
 import { kbDir } from "./modules/kb/kb.service.js";
+import { closeParser } from "./modules/kb/parse/parser.js";
 import type { ToolRegistry } from "./platform/tools/registry.js";
 import { ensureMasterKey } from "./platform/secrets.js";
 import { AiRuntime } from "./modules/ai/runtime.js";
@@ -160,6 +161,7 @@ export async function startServer(
       clearTimeout(timeout);
       await ai?.close();
       await kbIndex.close();
+      closeParser();
       await bus.close();
       await localNats?.stop();
       await db.close();

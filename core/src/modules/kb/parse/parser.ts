@@ -1,4 +1,4 @@
-import { fork } from "node:child_process";
+import { fork, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Block, Extracted, ExtractLimits, Kind } from "./extract.js";
@@ -20,6 +20,9 @@ export interface ParseLimits extends ExtractLimits {
   memoryMb: number;
 }
 
+/** Documents one parser process reads before it is replaced (a fresh heap now and then). */
+const USES_PER_PROCESS = 50;
+
 /**
  * The compiled worker: next to this file when running from dist; from source (tests), the build's copy
  * (`npm test` builds first).
@@ -32,64 +35,141 @@ function workerPath(): string {
   throw new Error(`the document parser is not built (${built}); run npm run build`);
 }
 
-/** Parses a document in a child process with a heap limit and a wall-clock limit. */
-export function parseDocument(file: string, kind: Kind, limits: ParseLimits): Promise<Extracted> {
-  return new Promise((resolve, reject) => {
-    const child = fork(workerPath(), [], {
-      execArgv: [`--max-old-space-size=${limits.memoryMb}`],
+type Reply =
+  { id: number; ok: true; result: Extracted } | { id: number; ok: false; code: string; message: string };
+
+/** A parser process kept warm between documents (starting one costs about 200 ms), one document at a time. */
+class ParserProcess {
+  readonly child: ChildProcess;
+  uses = 0;
+  stderr = "";
+  private pending: { id: number; resolve: (r: Reply) => void; reject: (e: Error) => void } | null = null;
+  private exited = false;
+
+  constructor(readonly memoryMb: number) {
+    this.child = fork(workerPath(), [], {
+      execArgv: [`--max-old-space-size=${memoryMb}`],
       serialization: "advanced",
       stdio: ["ignore", "ignore", "pipe", "ipc"],
       env: { NODE_ENV: "production" },
     });
-    let stderr = "";
-    child.stderr?.on("data", (d: Buffer) => {
-      stderr = (stderr + d.toString()).slice(-2000);
+    // An idle parser must not keep the server (or a test) from exiting.
+    this.child.unref();
+    this.child.channel?.unref();
+    (this.child.stderr as { unref?: () => void } | null)?.unref?.();
+    this.child.stderr?.on("data", (d: Buffer) => {
+      this.stderr = (this.stderr + d.toString()).slice(-2000);
     });
-    let settled = false;
-    const done = (fn: () => void) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      fn();
-    };
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      done(() =>
+    this.child.on("message", (m: Reply) => {
+      if (this.pending?.id === m.id) this.pending.resolve(m);
+    });
+    this.child.on("exit", (code, signal) => {
+      this.exited = true;
+      const oom = /heap out of memory|Allocation failed/i.test(this.stderr);
+      this.pending?.reject(
+        new ParseFailed(
+          oom ? "parse_memory" : "parse_crashed",
+          oom
+            ? `Reading the document needed more than ${memoryMb} MB of memory; it was stopped.`
+            : `The document parser stopped unexpectedly (${signal ?? `exit ${code}`}).`,
+        ),
+      );
+    });
+  }
+
+  get alive(): boolean {
+    return !this.exited;
+  }
+
+  run(req: ParseRequest): Promise<Reply> {
+    this.uses += 1;
+    return new Promise((resolve, reject) => {
+      this.pending = { id: req.id, resolve, reject };
+      // While a document is being read, the channel keeps the process alive.
+      this.child.channel?.ref();
+      this.child.send(req);
+    }).finally(() => {
+      this.pending = null;
+      this.child.channel?.unref();
+    }) as Promise<Reply>;
+  }
+
+  /** Kills the process; it counts as gone at once, so the next document never lands on it. */
+  stop(): void {
+    if (this.exited) return;
+    this.exited = true;
+    this.child.kill("SIGKILL");
+  }
+}
+
+/**
+ * Parses documents in a child process with a heap limit and a wall-clock limit per document. The process
+ * is reused while it behaves; after a timeout or a crash, and every 50 documents, a new one is started.
+ */
+export class DocumentParser {
+  private proc: ParserProcess | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private nextId = 1;
+
+  /** Parses one document (calls are served in turn). */
+  parse(file: string, kind: Kind, limits: ParseLimits): Promise<Extracted> {
+    const run = this.queue.then(() => this.parseNow(file, kind, limits));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async parseNow(file: string, kind: Kind, limits: ParseLimits): Promise<Extracted> {
+    if (!this.proc?.alive || this.proc.memoryMb !== limits.memoryMb || this.proc.uses >= USES_PER_PROCESS) {
+      this.proc?.stop();
+      this.proc = new ParserProcess(limits.memoryMb);
+    }
+    const proc = this.proc;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        proc.stop();
         reject(
           new ParseFailed(
             "parse_timeout",
             `Reading the document took longer than ${Math.round(limits.timeoutMs / 1000)} s; it was stopped.`,
           ),
-        ),
-      );
-    }, limits.timeoutMs);
-    child.on(
-      "message",
-      (m: { ok: true; result: Extracted } | { ok: false; code: string; message: string }) => {
-        done(() => (m.ok ? resolve(m.result) : reject(new ParseFailed(m.code, m.message))));
-      },
-    );
-    child.on("error", (err) => done(() => reject(err)));
-    child.on("exit", (code, signal) => {
-      const oom = /heap out of memory|Allocation failed/i.test(stderr);
-      done(() =>
-        reject(
-          new ParseFailed(
-            oom ? "parse_memory" : "parse_crashed",
-            oom
-              ? `Reading the document needed more than ${limits.memoryMb} MB of memory; it was stopped.`
-              : `The document parser stopped unexpectedly (${signal ?? `exit ${code}`}).`,
-          ),
-        ),
-      );
+        );
+      }, limits.timeoutMs);
     });
-    const req: ParseRequest = {
-      file,
-      kind,
-      limits: { zipMaxEntries: limits.zipMaxEntries, zipMaxBytes: limits.zipMaxBytes },
-    };
-    child.send(req);
-  });
+    try {
+      const reply = await Promise.race([
+        proc.run({
+          id: this.nextId++,
+          file,
+          kind,
+          limits: { zipMaxEntries: limits.zipMaxEntries, zipMaxBytes: limits.zipMaxBytes },
+        }),
+        timeout,
+      ]);
+      if (!reply.ok) throw new ParseFailed(reply.code, reply.message);
+      return reply.result;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops the parser process. */
+  close(): void {
+    this.proc?.stop();
+    this.proc = null;
+  }
+}
+
+const shared = new DocumentParser();
+
+/** Parses a document in the process's shared parser. */
+export function parseDocument(file: string, kind: Kind, limits: ParseLimits): Promise<Extracted> {
+  return shared.parse(file, kind, limits);
+}
+
+/** Stops the shared parser process (shutdown). */
+export function closeParser(): void {
+  shared.close();
 }
 
 export type { Block, Extracted, Kind };
