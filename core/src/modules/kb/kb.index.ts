@@ -26,6 +26,19 @@ export type SearchMode = "hybrid" | "vector" | "fts";
 
 /** Reciprocal rank fusion constant (the usual 60). */
 const RRF_K = 60;
+/** The columns a chunk is read with. */
+const COLUMNS = [
+  "id",
+  "document_id",
+  "collection_id",
+  "generation",
+  "chunk_index",
+  "text",
+  "page",
+  "heading",
+  "start",
+  "end",
+];
 const HEADING_SEP = " › ";
 const uuidList = (ids: string[]) => {
   for (const id of ids) if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error("bad id in filter");
@@ -178,18 +191,7 @@ export class KbIndex {
     const rows = (await t
       .query()
       .where(`document_id = '${documentId}' AND generation = ${generation}`)
-      .select([
-        "id",
-        "document_id",
-        "collection_id",
-        "generation",
-        "chunk_index",
-        "text",
-        "page",
-        "heading",
-        "start",
-        "end",
-      ])
+      .select(COLUMNS)
       .limit(100_000)
       .toArray()) as ChunkRow[];
     return rows.map(plain).sort((a, b) => a.chunk_index - b.chunk_index);
@@ -207,18 +209,7 @@ export class KbIndex {
     if (!t || !q.collectionIds.length) return [];
     const where = `collection_id IN (${uuidList(q.collectionIds)})`;
     const depth = Math.max(q.limit * 4, 20);
-    const cols = [
-      "id",
-      "document_id",
-      "collection_id",
-      "generation",
-      "chunk_index",
-      "text",
-      "page",
-      "heading",
-      "start",
-      "end",
-    ];
+    const cols = COLUMNS;
     const useVector = q.vector && q.mode !== "fts";
     const useFts = q.mode !== "vector" || !q.vector;
     const [vec, fts] = await Promise.all([

@@ -31,17 +31,26 @@ async function indexModel(deps: IngestDeps, orgId: string): Promise<ModelRow | n
       const row = await trx("ai_models").where({ id: state.embedding_model_id }).first();
       return row ? presentModel(row) : null;
     }
-    const { model } = await embeddingChoice(trx, orgId);
-    await trx("kb_index_state")
-      .insert({
-        org_id: orgId,
-        embedding_model_id: model?.id ?? null,
-        dimension: model?.metadata.embeddingLength ?? null,
-      })
-      .onConflict("org_id")
-      .ignore();
-    return model;
+    return fixIndexModel(trx, orgId, false);
   });
+}
+
+/** Records the organization's current embedding model as the index's (`replace`: also over an earlier one). */
+async function fixIndexModel(
+  trx: Knex.Transaction,
+  orgId: string,
+  replace: boolean,
+): Promise<ModelRow | null> {
+  const { model } = await embeddingChoice(trx, orgId);
+  const values = {
+    embedding_model_id: model?.id ?? null,
+    dimension: model?.metadata.embeddingLength ?? null,
+  };
+  const insert = trx("kb_index_state")
+    .insert({ org_id: orgId, ...values })
+    .onConflict("org_id");
+  await (replace ? insert.merge({ ...values, updated_at: trx.fn.now() }) : insert.ignore());
+  return model;
 }
 
 /** Handles one index job: ingest a document's current generation, remove a deleted one, or re-index all. */
@@ -160,19 +169,7 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
 async function reindexOrganization(deps: IngestDeps, orgId: string) {
   await deps.index.drop(orgId);
   await withOrg(deps.knex, orgId, async (trx) => {
-    const { model } = await embeddingChoice(trx, orgId);
-    await trx("kb_index_state")
-      .insert({
-        org_id: orgId,
-        embedding_model_id: model?.id ?? null,
-        dimension: model?.metadata.embeddingLength ?? null,
-      })
-      .onConflict("org_id")
-      .merge({
-        embedding_model_id: model?.id ?? null,
-        dimension: model?.metadata.embeddingLength ?? null,
-        updated_at: trx.fn.now(),
-      });
+    await fixIndexModel(trx, orgId, true);
     const docs = (await trx("kb_documents")
       .update({
         generation: trx.raw("generation + 1"),

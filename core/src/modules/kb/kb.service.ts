@@ -6,6 +6,7 @@ import { can, type Caller } from "../../platform/auth/caller.js";
 import type { Outbox } from "../../platform/bus/outbox.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
+import { listGrants, replaceGrants, type Grant } from "../identity/grants.js";
 import { orgModels, presentModel, type ModelRow } from "../ai/models.service.js";
 import type { AiRuntime } from "../ai/runtime.js";
 import { KB_INDEX_QUEUE } from "./kb.events.js";
@@ -152,69 +153,23 @@ export async function deleteCollection(svc: Svc, deps: KbDeps, id: string) {
 }
 
 /** One grant of a collection. */
-export interface ShareInput {
-  granteeType: "user" | "group" | "role";
-  granteeId: string;
-  access: "view" | "manage";
-}
+export type ShareInput = Grant<"view" | "manage">;
 
-async function sharesOf(trx: Knex.Transaction, collectionId: string) {
-  const rows = await trx({ s: "kb_collection_shares" })
-    .leftJoin({ u: "users" }, (j) => j.on("u.id", "s.grantee_id").andOnVal("s.grantee_type", "user"))
-    .leftJoin({ g: "groups" }, (j) => j.on("g.id", "s.grantee_id").andOnVal("s.grantee_type", "group"))
-    .leftJoin({ r: "roles" }, (j) => j.on("r.id", "s.grantee_id").andOnVal("s.grantee_type", "role"))
-    .where("s.collection_id", collectionId)
-    .select(
-      "s.grantee_type",
-      "s.grantee_id",
-      "s.access",
-      trx.raw("coalesce(u.display_name, g.name, r.name) as name"),
-    );
-  return rows.map((s) => ({
-    granteeType: s.grantee_type as ShareInput["granteeType"],
-    granteeId: s.grantee_id as string,
-    access: s.access as ShareInput["access"],
-    name: (s.name as string | null) ?? "",
-  }));
-}
+const COLLECTION_GRANTS = { table: "kb_collection_shares", key: "collection_id" };
+
+const sharesOf = (trx: Knex.Transaction, collectionId: string) =>
+  listGrants<ShareInput["access"]>(trx, COLLECTION_GRANTS, collectionId);
 
 /** Replaces who a collection is shared with (managers and the owner; audited). */
 export async function setShares(svc: Svc, id: string, shares: ShareInput[]) {
-  const { caller, trx } = svc;
   const row = await collectionRow(svc, id, "manage");
-  const table = { user: "users", group: "groups", role: "roles" } as const;
-  const seen = new Set<string>();
-  for (const [i, s] of shares.entries()) {
-    const key = `${s.granteeType}:${s.granteeId}`;
-    if (seen.has(key))
-      throw AppError.badRequest("The same person, group or role is listed twice.", { index: i });
-    seen.add(key);
-    if (s.granteeType === "user" && s.granteeId === row.owner_id)
-      throw AppError.badRequest("The owner has full access already.", { index: i });
-    // RLS limits the lookup to the caller's organization: a grantee elsewhere is simply not found.
-    if (!(await trx(table[s.granteeType]).where({ id: s.granteeId }).first("id")))
-      throw AppError.badRequest(`No such ${s.granteeType} in this organization.`, { index: i });
-  }
-  await trx("kb_collection_shares").where({ collection_id: id }).delete();
-  if (shares.length)
-    await trx("kb_collection_shares").insert(
-      shares.map((s) => ({
-        org_id: caller.orgId,
-        collection_id: id,
-        grantee_type: s.granteeType,
-        grantee_id: s.granteeId,
-        access: s.access,
-      })),
-    );
-  await audit(trx, {
-    ...actorOf(caller),
-    action: "kb.collection.share",
-    targetType: "kb_collection",
-    targetId: id,
-    outcome: "success",
-    details: { shares: shares.map((s) => ({ ...s })) },
-  });
-  return sharesOf(trx, id);
+  return replaceGrants(
+    svc.trx,
+    svc.caller,
+    COLLECTION_GRANTS,
+    { id, ownerId: row.owner_id as string, type: "kb_collection", action: "kb.collection.share" },
+    shares,
+  );
 }
 
 // ---------- documents ----------

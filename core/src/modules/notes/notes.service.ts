@@ -2,6 +2,7 @@ import type { Knex } from "knex";
 import type { Caller } from "../../platform/auth/caller.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
+import { listGrants, replaceGrants, type Grant } from "../identity/grants.js";
 
 /** An authenticated service call: who asks, in which org-scoped transaction. */
 export interface Svc {
@@ -408,71 +409,23 @@ export async function restoreVersion(svc: Svc, id: string, versionId: string) {
 // ---------- sharing ----------
 
 /** One grant of a note to a user, group or role. */
-export interface ShareInput {
-  granteeType: "user" | "group" | "role";
-  granteeId: string;
-  access: "view" | "edit";
-}
+export type ShareInput = Grant<"view" | "edit">;
 
-async function sharesOf(trx: Knex.Transaction, noteId: string) {
-  const rows = await trx({ s: "note_shares" })
-    .leftJoin({ u: "users" }, (j) => j.on("u.id", "s.grantee_id").andOnVal("s.grantee_type", "user"))
-    .leftJoin({ g: "groups" }, (j) => j.on("g.id", "s.grantee_id").andOnVal("s.grantee_type", "group"))
-    .leftJoin({ r: "roles" }, (j) => j.on("r.id", "s.grantee_id").andOnVal("s.grantee_type", "role"))
-    .where("s.note_id", noteId)
-    .orderBy("s.created_at")
-    .select(
-      "s.grantee_type",
-      "s.grantee_id",
-      "s.access",
-      trx.raw("coalesce(u.display_name, g.name, r.name) as name"),
-    );
-  return rows.map((s) => ({
-    granteeType: s.grantee_type as ShareInput["granteeType"],
-    granteeId: s.grantee_id as string,
-    access: s.access as ShareInput["access"],
-    name: (s.name as string | null) ?? "",
-  }));
-}
+const NOTE_GRANTS = { table: "note_shares", key: "note_id" };
+
+const sharesOf = (trx: Knex.Transaction, noteId: string) =>
+  listGrants<ShareInput["access"]>(trx, NOTE_GRANTS, noteId);
 
 /** Replaces who a note is shared with (owner only; audited). Every grantee must exist in the organization. */
 export async function setShares(svc: Svc, id: string, shares: ShareInput[]) {
-  const { caller, trx } = svc;
   await owned(svc, id);
-  const table = { user: "users", group: "groups", role: "roles" } as const;
-  const seen = new Set<string>();
-  for (const [i, s] of shares.entries()) {
-    const key = `${s.granteeType}:${s.granteeId}`;
-    if (seen.has(key))
-      throw AppError.badRequest("The same person, group or role is listed twice.", { index: i });
-    seen.add(key);
-    if (s.granteeType === "user" && s.granteeId === caller.userId)
-      throw AppError.badRequest("You own this note already.", { index: i });
-    // RLS limits the lookup to the caller's organization: a grantee elsewhere is simply not found.
-    const found = await trx(table[s.granteeType]).where({ id: s.granteeId }).first("id");
-    if (!found) throw AppError.badRequest(`No such ${s.granteeType} in this organization.`, { index: i });
-  }
-  await trx("note_shares").where({ note_id: id }).delete();
-  if (shares.length)
-    await trx("note_shares").insert(
-      shares.map((s) => ({
-        org_id: caller.orgId,
-        note_id: id,
-        grantee_type: s.granteeType,
-        grantee_id: s.granteeId,
-        access: s.access,
-        created_by: caller.userId,
-      })),
-    );
-  await audit(trx, {
-    ...actorOf(caller),
-    action: "note.share",
-    targetType: "note",
-    targetId: id,
-    outcome: "success",
-    details: { shares: shares.map((s) => ({ ...s })) },
-  });
-  return sharesOf(trx, id);
+  return replaceGrants(
+    svc.trx,
+    svc.caller,
+    NOTE_GRANTS,
+    { id, ownerId: svc.caller.userId, type: "note", action: "note.share" },
+    shares,
+  );
 }
 
 // ---------- folders and tags ----------
