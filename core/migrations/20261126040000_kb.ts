@@ -41,6 +41,8 @@ export async function up(knex: Knex): Promise<void> {
     t.integer("generation").notNullable().defaultTo(1);
     // The generation search serves: the last one fully indexed (the previous stays searchable until then).
     t.integer("indexed_generation");
+    // LanceDB may hold chunks of other generations than the served one (being written, or not yet removed).
+    t.boolean("stale").notNullable().defaultTo(false);
     t.text("status").notNullable().defaultTo("queued"); // queued | extracting | chunking | embedding | indexed | failed
     t.integer("progress").notNullable().defaultTo(0);
     t.text("error");
@@ -54,6 +56,17 @@ export async function up(knex: Knex): Promise<void> {
     t.unique(["collection_id", "sha256"]);
   });
   await knex.raw("create index kb_documents_collection on kb_documents (collection_id, name)");
+  // The documents a search must check hit by hit: not yet indexed, being replaced, or with old chunks left.
+  await knex.raw(
+    "create index kb_documents_unsettled on kb_documents (org_id) where stale or indexed_generation is distinct from generation",
+  );
+
+  // Deleted documents whose chunks the worker has not removed yet: search leaves them out meanwhile.
+  await knex.schema.createTable("kb_document_tombstones", (t) => {
+    t.uuid("document_id").primary();
+    orgColumn(t);
+    t.timestamp("deleted_at", { useTz: true }).notNullable().defaultTo(knex.fn.now());
+  });
 
   // Which embedding model the organization's index was built with (null: full text only).
   await knex.schema.createTable("kb_index_state", (t) => {
@@ -77,7 +90,13 @@ export async function up(knex: Knex): Promise<void> {
       from kb_collection_shares s
       where s.collection_id = p_collection and grantee_includes(s.grantee_type, s.grantee_id, p_user)) end $$`);
 
-  for (const table of ["kb_collections", "kb_collection_shares", "kb_documents", "kb_index_state"]) {
+  for (const table of [
+    "kb_collections",
+    "kb_collection_shares",
+    "kb_documents",
+    "kb_document_tombstones",
+    "kb_index_state",
+  ]) {
     await enableTenantRls(knex, table);
     await grantToApp(knex, table, "SELECT, INSERT, UPDATE, DELETE");
   }
@@ -86,7 +105,13 @@ export async function up(knex: Knex): Promise<void> {
 export async function down(knex: Knex): Promise<void> {
   await knex.raw("drop function kb_collection_access(uuid, uuid, uuid)");
   await knex.raw("drop function grantee_includes(text, uuid, uuid)");
-  for (const table of ["kb_index_state", "kb_documents", "kb_collection_shares", "kb_collections"]) {
+  for (const table of [
+    "kb_index_state",
+    "kb_document_tombstones",
+    "kb_documents",
+    "kb_collection_shares",
+    "kb_collections",
+  ]) {
     await knex.schema.dropTable(table);
   }
 }

@@ -41,6 +41,7 @@ function startWorker(): CoreProcess {
 }
 async function statuses(collection: string): Promise<{ id: string; status: string; chunks: number }[]> {
   const r = await fetch(`${url}/api/kb/collections/${collection}/documents`, { headers: headers() });
+  if (r.status !== 200) throw new Error(`documents: ${r.status} ${await r.text()}`);
   return ((await r.json()) as { data: { id: string; status: string; chunks: number }[] }).data;
 }
 async function waitIndexed(collection: string, atLeast: number, ms = 120_000) {
@@ -53,7 +54,7 @@ async function waitIndexed(collection: string, atLeast: number, ms = 120_000) {
       throw new Error(
         `only ${n} of ${atLeast} indexed: ${JSON.stringify(docs.filter((d) => d.status !== "indexed"))}`,
       );
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -67,6 +68,8 @@ beforeAll(async () => {
     WORKSYNAPSE_NATS_PREFIX: prefix,
     WORKSYNAPSE_AI_THREADS: "1",
     WORKSYNAPSE_KB_CHUNK_TOKENS: "60",
+    // The test polls the document list; the per-caller API limit is not under test here.
+    WORKSYNAPSE_AUTH_API_PER_MINUTE: "100000",
   };
   const model = path.join(dataDir, "tiny.gguf");
   makeTinyModel(model);

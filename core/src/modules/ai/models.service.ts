@@ -137,7 +137,8 @@ export function presentModel(r: Record<string, unknown>): ModelRow {
       hasChatTemplate: r.has_chat_template as boolean,
       sizeBytes: Number(r.size_bytes),
     },
-    createdAt: (r.created_at as Date).toISOString(),
+    // A Date from a row, or already a string from JSON built in SQL.
+    createdAt: new Date(r.created_at as Date | string).toISOString(),
   };
 }
 

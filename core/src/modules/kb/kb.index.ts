@@ -6,6 +6,7 @@ import type { Chunk } from "./parse/chunk.js";
 export interface ChunkRow {
   id: string;
   document_id: string;
+  document_name: string;
   collection_id: string;
   generation: number;
   chunk_index: number;
@@ -30,6 +31,7 @@ const RRF_K = 60;
 const COLUMNS = [
   "id",
   "document_id",
+  "document_name",
   "collection_id",
   "generation",
   "chunk_index",
@@ -93,6 +95,7 @@ export class KbIndex {
     const fields: Field[] = [
       new Field("id", new Utf8()),
       new Field("document_id", new Utf8()),
+      new Field("document_name", new Utf8()),
       new Field("collection_id", new Utf8()),
       new Field("generation", new Int32()),
       new Field("chunk_index", new Int32()),
@@ -125,7 +128,7 @@ export class KbIndex {
    */
   async addGeneration(
     orgId: string,
-    doc: { id: string; collectionId: string; generation: number },
+    doc: { id: string; name: string; collectionId: string; generation: number },
     chunks: Chunk[],
     vectors: number[][] | null,
   ): Promise<void> {
@@ -144,6 +147,7 @@ export class KbIndex {
         chunks.map((c, i) => ({
           id: `${doc.id}:${doc.generation}:${c.index}`,
           document_id: doc.id,
+          document_name: doc.name,
           collection_id: doc.collectionId,
           generation: doc.generation,
           chunk_index: c.index,
@@ -260,6 +264,7 @@ function plain(r: ChunkRow): ChunkRow {
   return {
     id: r.id,
     document_id: r.document_id,
+    document_name: r.document_name,
     collection_id: r.collection_id,
     generation: Number(r.generation),
     chunk_index: Number(r.chunk_index),

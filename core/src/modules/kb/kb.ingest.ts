@@ -62,16 +62,19 @@ export async function handleIndexJob(deps: IngestDeps, job: Job<Payload>): Promi
     trx("kb_documents").where({ id: p.documentId }).first(),
   );
   if (!doc) {
-    // Deleted: its chunks and files go too.
+    // Deleted: its chunks and files go too; then search no longer needs to leave it out by hand.
     await deps.index.removeDocument(p.orgId, p.documentId);
     await rm(documentDir(deps.config, p.orgId, p.documentId), { recursive: true, force: true });
+    await withOrg(deps.knex, p.orgId, (trx) =>
+      trx("kb_document_tombstones").where({ document_id: p.documentId }).delete(),
+    );
     return;
   }
   // A newer upload or retry superseded this job, or a redelivery of a job that finished.
   if (doc.generation !== p.generation) return;
   if (doc.status === "indexed") {
     // Redelivered after the switch: only the old generations' removal may be left to do.
-    await deps.index.dropOlderGenerations(p.orgId, p.documentId, p.generation);
+    await settle(deps, p.orgId, p.documentId, p.generation);
     return;
   }
   await ingest(deps, job, doc as Record<string, unknown>);
@@ -150,19 +153,33 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
   }
   await stage("embedding", 92);
   // New chunks in, then search switches to them (one row update), then the old ones go: no gap, no mix.
-  await deps.index.addGeneration(orgId, { id, collectionId, generation }, chunks, vectors);
+  await deps.index.addGeneration(
+    orgId,
+    { id, name: doc.name as string, collectionId, generation },
+    chunks,
+    vectors,
+  );
   await stage("indexed", 100, {
     chunk_count: chunks.length,
     has_vectors: !!vectors,
     error: null,
     indexed_at: new Date(),
     indexed_generation: generation,
+    stale: true,
   });
-  await deps.index.dropOlderGenerations(orgId, id, generation);
+  await settle(deps, orgId, id, generation);
   // Files of earlier generations (a replaced upload) are no longer needed.
   const dir = documentDir(deps.config, orgId, id);
   for (const name of await readdir(dir).catch(() => [] as string[]))
     if (name !== doc.sha256) await rm(path.join(dir, name), { force: true });
+}
+
+/** Removes the chunks of generations older than the served one, then marks the document settled. */
+async function settle(deps: IngestDeps, orgId: string, id: string, generation: number) {
+  await deps.index.dropOlderGenerations(orgId, id, generation);
+  await withOrg(deps.knex, orgId, (trx) =>
+    trx("kb_documents").where({ id, generation, indexed_generation: generation }).update({ stale: false }),
+  );
 }
 
 /** Drops the organization's index, fixes the current embedding model, and queues every document again. */

@@ -215,14 +215,9 @@ export function registerKbRoutes(api: Api, deps: KbRouteDeps): void {
     handler: async (_ctx, { body }, scope) => {
       const plan = await kb.planSearch(scope, body);
       // Embedding the query and searching the index hold no database connection.
-      return afterCommit(async () => {
-        const hits = await kb.runSearch(deps, plan, body);
-        return {
-          data: await withOrg(knex(), scope.caller.orgId, (trx) =>
-            kb.finishSearch({ caller: scope.caller, trx }, plan, hits, body),
-          ),
-        };
-      });
+      return afterCommit(async () => ({
+        data: kb.finishSearch(plan, await kb.runSearch(deps, plan, body), body),
+      }));
     },
   });
   api.route({

@@ -263,6 +263,11 @@ export async function enqueueIndex(
 export async function deleteDocument(svc: Svc, deps: KbDeps, id: string) {
   const doc = await documentRow(svc, id, "manage");
   await svc.trx("kb_documents").where({ id }).delete();
+  await svc
+    .trx("kb_document_tombstones")
+    .insert({ document_id: id, org_id: svc.caller.orgId })
+    .onConflict()
+    .ignore();
   await enqueueIndex(svc, deps, id, (doc.generation as number) + 1, "delete");
   await audit(svc.trx, {
     ...actorOf(svc.caller),
@@ -414,25 +419,62 @@ export interface SearchInput {
   mode: SearchMode;
 }
 
-/** What a search needs from the database before it runs: the readable collections and the index's model. */
+/** What a search needs from the database, read in one statement before the index is queried. */
 export interface SearchPlan {
   orgId: string;
-  readable: Set<string>;
+  /** Readable collections (id -> name); the index is queried with exactly these (or the asked subset). */
+  collections: Map<string, string>;
   collectionIds: string[];
+  /**
+   * Documents whose chunks must be checked one by one, with the generation served (null: none yet): not
+   * yet indexed, being replaced, or with chunks of an older generation still in the index.
+   */
+  unsettled: Map<string, number | null>;
+  /** Deleted documents whose chunks the worker has not removed yet. */
+  deleted: Set<string>;
   model: ModelRow | null;
 }
 
-/** Step 1 (in a transaction): which collections the caller may search, and the model of the index. */
+/**
+ * Step 1 (in the request's transaction, one statement): the collections the caller may read, the
+ * documents search must check chunk by chunk, deleted documents, and the index's model.
+ */
 export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPlan> {
-  const readable = new Set(await readableCollectionIds(svc));
+  const { caller, trx } = svc;
+  const readable = can(caller, "kb.admin")
+    ? "true"
+    : "kb_collection_access(c.id, c.owner_id, :user) is not null";
+  const row = (
+    await trx.raw(
+      `with readable as (select c.id, c.name from kb_collections c where ${readable})
+       select
+         (select coalesce(json_agg(json_build_array(r.id, r.name)), '[]') from readable r) as collections,
+         (select coalesce(json_agg(json_build_array(d.id, d.indexed_generation)), '[]') from kb_documents d
+           where (d.stale or d.indexed_generation is distinct from d.generation)
+             and d.collection_id in (select id from readable)) as unsettled,
+         (select coalesce(json_agg(t.document_id), '[]') from kb_document_tombstones t) as deleted,
+         (select row_to_json(m) from kb_index_state s join ai_models m on m.id = s.embedding_model_id
+           where s.org_id = :org) as model`,
+      { user: caller.userId, org: caller.orgId },
+    )
+  ).rows[0] as {
+    collections: [string, string][];
+    unsettled: [string, number | null][];
+    deleted: string[];
+    model: Record<string, unknown> | null;
+  };
+  const collections = new Map(row.collections);
   const collectionIds = input.collectionIds?.length
-    ? input.collectionIds.filter((id) => readable.has(id))
-    : [...readable];
-  const state = await svc.trx("kb_index_state").where({ org_id: svc.caller.orgId }).first();
-  const row = state?.embedding_model_id
-    ? await svc.trx("ai_models").where({ id: state.embedding_model_id }).first()
-    : undefined;
-  return { orgId: svc.caller.orgId, readable, collectionIds, model: row ? presentModel(row) : null };
+    ? input.collectionIds.filter((id) => collections.has(id))
+    : [...collections.keys()];
+  return {
+    orgId: caller.orgId,
+    collections,
+    collectionIds,
+    unsettled: new Map(row.unsettled),
+    deleted: new Set(row.deleted),
+    model: row.model ? presentModel(row.model) : null,
+  };
 }
 
 /** Step 2 (no transaction: embedding takes time): the query's vector and the index's hits. */
@@ -452,29 +494,16 @@ export async function runSearch(deps: KbDeps, plan: SearchPlan, input: SearchInp
 }
 
 /**
- * Step 3 (in a transaction): every hit is checked against the database before it is returned, so a chunk
- * of a document that was deleted, of a generation no longer served (a replaced upload), or of a
- * collection the caller cannot read never comes back. Adds citations and highlighted snippets.
+ * Step 3 (no database): every hit is checked against the plan, so a chunk of a deleted document, of a
+ * generation not served (a replacement being written, or old chunks not yet removed), or of a collection
+ * the caller cannot read never comes back. Adds citations and highlighted snippets.
  */
-export async function finishSearch(svc: Svc, plan: SearchPlan, hits: Hit[], input: SearchInput) {
-  if (!hits.length) return [];
-  const rows = (await svc
-    .trx({ d: "kb_documents" })
-    .join({ c: "kb_collections" }, "c.id", "d.collection_id")
-    .whereIn("d.id", [...new Set(hits.map((h) => h.document_id))])
-    .select(
-      "d.id",
-      "d.name",
-      "d.indexed_generation",
-      "d.collection_id",
-      "c.name as collection_name",
-    )) as Record<string, unknown>[];
-  const docs = new Map(rows.map((d) => [d.id as string, d]));
+export function finishSearch(plan: SearchPlan, hits: Hit[], input: SearchInput) {
   const out = [];
   for (const h of hits) {
-    const d = docs.get(h.document_id);
-    if (!d || d.indexed_generation !== h.generation || !plan.readable.has(d.collection_id as string))
-      continue;
+    const collectionName = plan.collections.get(h.collection_id);
+    if (collectionName === undefined || plan.deleted.has(h.document_id)) continue;
+    if (plan.unsettled.has(h.document_id) && plan.unsettled.get(h.document_id) !== h.generation) continue;
     out.push({
       chunkId: h.id,
       score: h.score,
@@ -482,9 +511,9 @@ export async function finishSearch(svc: Svc, plan: SearchPlan, hits: Hit[], inpu
       snippet: snippetOf(h.text, input.query),
       citation: {
         documentId: h.document_id,
-        documentName: d.name as string,
-        collectionId: d.collection_id as string,
-        collectionName: d.collection_name as string,
+        documentName: h.document_name,
+        collectionId: h.collection_id,
+        collectionName,
         page: h.page,
         heading: h.heading ? h.heading.split(HEADING_SEP) : [],
         chunkIndex: h.chunk_index,
@@ -497,8 +526,8 @@ export async function finishSearch(svc: Svc, plan: SearchPlan, hits: Hit[], inpu
   return out;
 }
 
-/** The three steps in one transaction (the AI tool, which runs in its own). */
+/** The three steps, for the AI tool (which runs in its own transaction). */
 export async function search(svc: Svc, deps: KbDeps, input: SearchInput) {
   const plan = await planSearch(svc, input);
-  return finishSearch(svc, plan, await runSearch(deps, plan, input), input);
+  return finishSearch(plan, await runSearch(deps, plan, input), input);
 }
