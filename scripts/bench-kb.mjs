@@ -194,8 +194,8 @@ try {
   for (let i = 0; i < synthetic.length; i += 500) {
     const slice = synthetic.slice(i, i + 500);
     await owner.query(
-      `insert into kb_documents (id, org_id, collection_id, name, kind, mime, size_bytes, sha256, status, progress, chunk_count, has_vectors)
-       select id, $1, $2, 'synthetic-' || id, 'txt', 'text/plain', 1000, md5(id::text), 'indexed', 100, 100, true from unnest($3::uuid[]) as id`,
+      `insert into kb_documents (id, org_id, collection_id, name, kind, mime, size_bytes, sha256, status, progress, chunk_count, has_vectors, indexed_generation)
+       select id, $1, $2, 'synthetic-' || id, 'txt', 'text/plain', 1000, md5(id::text), 'indexed', 100, 100, true, 1 from unnest($3::uuid[]) as id`,
       [orgId, collection, slice],
     );
   }
@@ -212,6 +212,7 @@ try {
       rows.push({
         id: `${doc}:1:${k % 100}`,
         document_id: doc,
+        document_name: `synthetic-${doc}`,
         collection_id: collection,
         generation: 1,
         chunk_index: k % 100,
@@ -234,6 +235,7 @@ try {
   const cols = [
     "id",
     "document_id",
+    "document_name",
     "collection_id",
     "generation",
     "chunk_index",
