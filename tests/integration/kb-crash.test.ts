@@ -160,6 +160,15 @@ describe("knowledge base crash safety", () => {
     expect(new Set(rows.map((r) => r.id)).size).toBe(rows.length);
     expect(new Set(rows.map((r) => r.document_id)).size).toBe(DOCS);
     db.close();
+    // The web process never wrote the index; it serves what the worker processes wrote.
+    const found = await fetch(`${url}/api/kb/search`, {
+      method: "POST",
+      headers: { ...headers(), "content-type": "application/json" },
+      body: JSON.stringify({ query: "Document 42 page two", mode: "fts", limit: 3 }),
+    });
+    const hits = ((await found.json()) as { data: { citation: { documentName: string; page: number } }[] })
+      .data;
+    expect(hits[0]?.citation).toMatchObject({ documentName: "doc-42.pdf", page: 2 });
     w.child.kill("SIGTERM");
     await w.exit;
   }, 240_000);
