@@ -63,9 +63,11 @@ class ParserProcess {
     this.child.on("message", (m: Reply) => {
       if (this.pending?.id === m.id) this.pending.resolve(m);
     });
-    this.child.on("exit", (code, signal) => {
+    // "close", not "exit": only then has all of stderr (where V8 reports running out of heap) been read.
+    this.child.on("close", (code, signal) => {
       this.exited = true;
-      const oom = /heap out of memory|Allocation failed/i.test(this.stderr);
+      const oom =
+        /heap out of memory|Allocation failed/i.test(this.stderr) || signal === "SIGABRT" || code === 134;
       this.pending?.reject(
         new ParseFailed(
           oom ? "parse_memory" : "parse_crashed",
