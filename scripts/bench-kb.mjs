@@ -232,19 +232,7 @@ try {
   await new Promise((r) => setTimeout(r, 2500)); // the server's read-consistency interval is 1 s
 
   // Raw: what the API does against LanceDB for one query (vector list + full-text list, same filter and depth).
-  const cols = [
-    "id",
-    "document_id",
-    "document_name",
-    "collection_id",
-    "generation",
-    "chunk_index",
-    "text",
-    "page",
-    "heading",
-    "start",
-    "end",
-  ];
+  const { COLUMNS: cols } = await import(path.join(root, "core/dist/src/modules/kb/kb.index.js"));
   const where = `collection_id IN ('${collection}')`;
   const qvec = Array.from({ length: dim }, () => Math.random() - 0.5);
   const rawQuery = async (q, mode) => {

@@ -96,15 +96,19 @@ export async function up(knex: Knex): Promise<void> {
     select ur.role_id from user_roles ur where ur.user_id = p_user
     union select gr.role_id from group_roles gr join group_members gm on gm.group_id = gr.group_id
     where gm.user_id = p_user $$`);
+  // Whether a grant to a user, group or role reaches a user (directly, by group membership, or by role).
+  await knex.raw(`create function grantee_includes(p_type text, p_id uuid, p_user uuid) returns boolean
+    language sql stable as $$
+    select case p_type when 'user' then p_id = p_user
+      when 'group' then exists (select 1 from group_members gm where gm.group_id = p_id and gm.user_id = p_user)
+      when 'role' then p_id in (select user_role_ids(p_user)) else false end $$`);
   // What a user may do with a note: owner, edit, view, or null (nothing). Security invoker, so RLS applies.
   await knex.raw(`create function note_access(p_note uuid, p_owner uuid, p_user uuid) returns text
     language sql stable as $$
     select case when p_owner = p_user then 'owner' else (
       select case when bool_or(s.access = 'edit') then 'edit' when count(*) > 0 then 'view' end
-      from note_shares s where s.note_id = p_note and (
-        (s.grantee_type = 'user' and s.grantee_id = p_user)
-        or (s.grantee_type = 'group' and s.grantee_id in (select gm.group_id from group_members gm where gm.user_id = p_user))
-        or (s.grantee_type = 'role' and s.grantee_id in (select user_role_ids(p_user))))) end $$`);
+      from note_shares s
+      where s.note_id = p_note and grantee_includes(s.grantee_type, s.grantee_id, p_user)) end $$`);
 
   // Every tool call an AI run makes, with its outcome (the assistant adds its runs on top).
   await knex.schema.createTable("ai_tool_calls", (t) => {
@@ -153,5 +157,6 @@ export async function down(knex: Knex): Promise<void> {
     await knex.schema.dropTable(table);
   }
   await knex.raw("drop function note_access(uuid, uuid, uuid)");
+  await knex.raw("drop function grantee_includes(text, uuid, uuid)");
   await knex.raw("drop function user_role_ids(uuid)");
 }

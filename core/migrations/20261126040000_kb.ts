@@ -76,12 +76,6 @@ export async function up(knex: Knex): Promise<void> {
     t.timestamp("updated_at", { useTz: true }).notNullable().defaultTo(knex.fn.now());
   });
 
-  // Whether a grant to a user, group or role reaches a user (directly, by group membership, or by role).
-  await knex.raw(`create function grantee_includes(p_type text, p_id uuid, p_user uuid) returns boolean
-    language sql stable as $$
-    select case p_type when 'user' then p_id = p_user
-      when 'group' then exists (select 1 from group_members gm where gm.group_id = p_id and gm.user_id = p_user)
-      when 'role' then p_id in (select user_role_ids(p_user)) else false end $$`);
   // What a user may do with a collection: owner, manage, view, or null. Security invoker, so RLS applies.
   await knex.raw(`create function kb_collection_access(p_collection uuid, p_owner uuid, p_user uuid) returns text
     language sql stable as $$
@@ -104,7 +98,6 @@ export async function up(knex: Knex): Promise<void> {
 
 export async function down(knex: Knex): Promise<void> {
   await knex.raw("drop function kb_collection_access(uuid, uuid, uuid)");
-  await knex.raw("drop function grantee_includes(text, uuid, uuid)");
   for (const table of [
     "kb_index_state",
     "kb_document_tombstones",

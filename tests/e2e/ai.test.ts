@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AxeBuilder } from "@axe-core/playwright";
 import type { Browser } from "playwright-core";
 import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
-import { launchBrowser, watchPage } from "../support/browser.js";
+import { launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { createTestDatabase, type TestDatabase } from "../support/pg.js";
 import { NATS_URL } from "../support/env.js";
 import { makeTinyModel } from "../../scripts/make-tiny-model.js";
@@ -67,11 +67,7 @@ describe("AI models page and playground", () => {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
     const watch = watchPage(page);
-    await page.goto(`${url}/login`, { waitUntil: "networkidle" });
-    await page.getByLabel("Username or email").fill(ADMIN.email);
-    await page.getByLabel("Password").fill(ADMIN.password);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.waitForURL(`${url}/`);
+    await signInInBrowser(page, url, ADMIN.email, ADMIN.password);
     await page
       .getByRole("navigation", { name: "Main navigation" })
       .getByRole("link", { name: "AI models" })

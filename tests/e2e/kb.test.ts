@@ -4,10 +4,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AxeBuilder } from "@axe-core/playwright";
-import type { Browser, Page } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
-import { launchBrowser, watchPage } from "../support/browser.js";
+import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
 import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 import { makePdf } from "../support/kb-fixtures.js";
@@ -68,19 +67,14 @@ afterAll(async () => {
   await core?.exit;
 });
 
-const axe = async (page: Page) =>
-  (await new AxeBuilder({ page }).analyze()).violations.map((v) => `${v.id}: ${v.nodes[0]?.target}`);
+const axe = axeViolations;
 
 describe("knowledge base in the browser", () => {
   it("uploads a PDF, watches it reach Indexed, searches, and opens the cited page", async () => {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
     const watch = watchPage(page);
-    await page.goto(`${url}/login`, { waitUntil: "networkidle" });
-    await page.getByLabel("Username or email").fill(ADMIN.email);
-    await page.getByLabel("Password").fill(ADMIN.password);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.waitForURL(`${url}/`);
+    await signInInBrowser(page, url, ADMIN.email, ADMIN.password);
     await page
       .getByRole("navigation", { name: "Main navigation" })
       .getByRole("link", { name: "Knowledge base" })

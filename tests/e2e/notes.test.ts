@@ -2,10 +2,9 @@ import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AxeBuilder } from "@axe-core/playwright";
 import type { Browser, Page } from "playwright-core";
 import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
-import { launchBrowser, watchPage } from "../support/browser.js";
+import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
 
 const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
@@ -71,11 +70,7 @@ afterAll(async () => {
 });
 
 async function signInAs(page: Page, email: string, password: string) {
-  await page.goto(`${url}/login`, { waitUntil: "networkidle" });
-  await page.getByLabel("Username or email").fill(email);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(`${url}/`);
+  await signInInBrowser(page, url, email, password);
   await page
     .getByRole("navigation", { name: "Main navigation" })
     .getByRole("link", { name: "Notes" })
@@ -83,8 +78,7 @@ async function signInAs(page: Page, email: string, password: string) {
   await page.waitForURL(`${url}/notes`);
 }
 
-const axe = async (page: Page) =>
-  (await new AxeBuilder({ page }).analyze()).violations.map((v) => `${v.id}: ${v.nodes[0]?.target}`);
+const axe = axeViolations;
 
 describe("notes in the browser", () => {
   it("writes a tagged note in a folder, shares it view-only; the other person finds it by search and cannot edit it", async () => {

@@ -43,3 +43,23 @@ export function watchPage(page: Page): PageWatch {
   });
   return w;
 }
+
+/** Signs in on the login page and waits for the home page. */
+export async function signInInBrowser(
+  page: Page,
+  url: string,
+  email: string,
+  password: string,
+): Promise<void> {
+  await page.goto(`${url}/login`, { waitUntil: "networkidle" });
+  await page.getByLabel("Username or email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(`${url}/`);
+}
+
+/** The accessibility violations axe finds on the page, as "rule: first element". */
+export async function axeViolations(page: Page): Promise<string[]> {
+  const { AxeBuilder } = await import("@axe-core/playwright");
+  return (await new AxeBuilder({ page }).analyze()).violations.map((v) => `${v.id}: ${v.nodes[0]?.target}`);
+}

@@ -28,7 +28,7 @@ export type SearchMode = "hybrid" | "vector" | "fts";
 /** Reciprocal rank fusion constant (the usual 60). */
 const RRF_K = 60;
 /** The columns a chunk is read with. */
-const COLUMNS = [
+export const COLUMNS = [
   "id",
   "document_id",
   "document_name",
