@@ -24,6 +24,7 @@ import { KbIndex } from "./modules/kb/kb.index.js";
 import { registerKbRoutes } from "./modules/kb/kb.routes.js";
 import { registerKbTools } from "./modules/kb/kb.tools.js";
 import { kbDir } from "./modules/kb/kb.service.js";
+import { registerSsoRoutes } from "./modules/sso/sso.routes.js";
 
 /** What the app needs from the process around it. */
 export interface AppDeps {
@@ -81,13 +82,15 @@ export function buildApp(deps: AppDeps): BuiltApp {
     api.setAuth({ knex: deps.knex, identify: (ctx) => authenticator.identify(ctx), limit: limiters.api });
   }
   registerIdentityRoutes(api, { knex: deps.knex, config, authenticator, limiters });
+  const outbox = deps.outbox ?? new Outbox(config.nats.prefix);
+  registerSsoRoutes(api, { knex: deps.knex, config, masterKey: deps.masterKey, outbox, authenticator, limiters });
   registerAiRoutes(api, { knex: deps.knex, config, runtime: deps.ai ?? null });
   registerNotesRoutes(api);
   const kbDeps = {
     config,
     knex: deps.knex,
     bus: deps.bus ?? null,
-    outbox: deps.outbox ?? new Outbox(config.nats.prefix),
+    outbox,
     index: deps.kbIndex ?? new KbIndex(kbDir(config)),
     ai: deps.ai ?? null,
   };

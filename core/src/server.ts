@@ -10,6 +10,7 @@ import { KbIndex } from "./modules/kb/kb.index.js";
 import { handleIndexJob } from "./modules/kb/kb.ingest.js";
 import { kbDir } from "./modules/kb/kb.service.js";
 import { closeParser } from "./modules/kb/parse/parser.js";
+import { handleSyncJob, SSO_SYNC_QUEUE, startSyncScheduler } from "./modules/sso/sso.sync.js";
 import type { ToolRegistry } from "./platform/tools/registry.js";
 import { ensureMasterKey } from "./platform/secrets.js";
 import { AiRuntime } from "./modules/ai/runtime.js";
@@ -92,7 +93,12 @@ export async function startServer(
     config.roles.includes("web") || config.roles.includes("worker")
       ? new AiRuntime(config, log.child({ module: "ai" }))
       : undefined;
+  let stopScheduler: (() => void) | undefined;
   if (config.roles.includes("worker")) {
+    const ssoLog = log.child({ module: "sso" });
+    const masterKey = ensureMasterKey(config, log);
+    workers.push(await bus.work(SSO_SYNC_QUEUE, (job) => handleSyncJob({ knex: db.knex, masterKey, log: ssoLog }, job)));
+    stopScheduler = startSyncScheduler({ knex: db.knex, outbox, log: ssoLog });
     const kbLog = log.child({ module: "kb" });
     workers.push(
       await bus.work(KB_INDEX_QUEUE, (job) =>
@@ -151,6 +157,7 @@ export async function startServer(
         ? new Promise<void>((resolve) => server?.close(() => resolve()))
         : Promise.resolve();
       server?.closeIdleConnections();
+      stopScheduler?.();
       await Promise.all(workers.map((w) => w.stop()));
       await relay.stop();
       const timeout = setTimeout(() => {

@@ -4,6 +4,7 @@ import { AI_PERMISSIONS } from "./ai/ai.permissions.js";
 import { NOTES_PERMISSIONS } from "./notes/notes.permissions.js";
 import { KB_PERMISSIONS } from "./kb/kb.permissions.js";
 import { KB_INDEX_QUEUE } from "./kb/kb.events.js";
+import { SSO_SYNC_QUEUE } from "./sso/sso.sync.js";
 import type { QueueDef } from "../platform/bus/topology.js";
 
 /** Every module's permissions. A module adds its declaration here. */
@@ -15,4 +16,4 @@ export const PERMISSIONS = new PermissionCatalog({
 });
 
 /** Every module's work queues (the bus creates a durable consumer for each). */
-export const MODULE_QUEUES: QueueDef[] = [KB_INDEX_QUEUE];
+export const MODULE_QUEUES: QueueDef[] = [KB_INDEX_QUEUE, SSO_SYNC_QUEUE];

@@ -9,6 +9,10 @@ export const IDENTITY_PERMISSIONS: Record<string, PermissionSpec> = {
   "admin.groups": { description: "Create groups, manage members and group roles", roles: ["admin"] },
   "admin.roles": { description: "Create and edit custom roles", roles: ["admin"] },
   "admin.settings": { description: "Change organization settings", roles: ["admin"] },
+  "admin.sso": {
+    description: "Configure single sign-on (SAML, LDAP / Active Directory), its role mapping and policy",
+    roles: ["admin"],
+  },
   "audit.read": { description: "Read the audit log", roles: ["admin", "auditor"] },
   "audit.export": { description: "Export the audit log", roles: ["admin", "auditor"] },
   "apikeys.manage": { description: "Create and revoke your own API keys", roles: ["admin", "member"] },

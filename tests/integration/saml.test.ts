@@ -1,0 +1,266 @@
+// The SAML service provider against responses signed here: one valid response accepted once, and every
+// known way of altering it refused with its reason in the audit log. Real PostgreSQL, NATS and HTTP.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getTestServer, type TestServer } from "../support/server.js";
+import { createTestOrg, type TestOrg } from "../support/identity.js";
+import { selfSigned, type CertFiles } from "../support/certs.js";
+import { b64, requestIdOf, responseXml, sign, stripSignatures, wrap, type ResponseSpec } from "../support/saml-forge.js";
+import { withOrg } from "../../core/src/platform/db/tenant.js";
+
+let srv: TestServer;
+let org: TestOrg;
+let other: TestOrg;
+let slug: string;
+let idpKey: CertFiles;
+let rogueKey: CertFiles;
+let sp: { entityId: string; acsUrl: string; metadataUrl: string };
+let roles: { id: string; key: string }[];
+const IDP = "https://idp.corp.example/saml/metadata";
+
+type Data<T> = { data: T };
+
+beforeAll(async () => {
+  srv = await getTestServer();
+  org = await createTestOrg(srv, "saml");
+  other = await createTestOrg(srv, "other");
+  idpKey = selfSigned("corp-idp");
+  rogueKey = selfSigned("rogue-idp");
+  slug = (await org.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data.organization.slug;
+  roles = (await org.owner.json<Data<{ id: string; key: string }[]>>("GET", "/api/roles")).data;
+  const overview = await org.owner.json<Data<{ serviceProvider: typeof sp }>>("GET", "/api/sso");
+  sp = overview.data.serviceProvider;
+  await org.owner.json("PUT", "/api/sso/saml", {
+    enabled: true,
+    label: "Corp IdP",
+    config: { idpEntityId: IDP, idpSsoUrl: "https://idp.corp.example/sso", idpCerts: [idpKey.cert], clockSkewSeconds: 30 },
+    groupRoles: [
+      { group: "staff", roleId: roles.find((r) => r.key === "member")?.id },
+      { group: "it-admins", roleId: roles.find((r) => r.key === "admin")?.id },
+    ],
+    defaultRoleId: null,
+  });
+});
+afterAll(() => srv?.close());
+
+/** Starts a sign-in as a browser would: the AuthnRequest id and the binding cookie. */
+async function start(returnTo?: string): Promise<{ id: string; cookie: string }> {
+  const r = await srv.fetch(`/api/sso/saml/${slug}/login${returnTo ? `?returnTo=${encodeURIComponent(returnTo)}` : ""}`, {
+    redirect: "manual",
+  });
+  expect(r.status).toBe(302);
+  const location = r.headers.get("location") as string;
+  expect(location.startsWith("https://idp.corp.example/sso?SAMLRequest=")).toBe(true);
+  const cookie = (r.headers.getSetCookie().find((c) => c.startsWith("ws_saml_binding=")) as string).split(";")[0] as string;
+  return { id: requestIdOf(location), cookie };
+}
+
+const spec = (inResponseTo: string, over: Partial<ResponseSpec> = {}): ResponseSpec => ({
+  issuer: IDP,
+  acsUrl: sp.acsUrl,
+  audience: sp.entityId,
+  inResponseTo,
+  nameId: "alice@corp.example",
+  attributes: { mail: ["alice@corp.example"], displayName: ["Alice Archer"], groups: ["staff", "it-admins"] },
+  ...over,
+});
+
+async function post(xml: string, cookie: string, raw = false): Promise<Response> {
+  return srv.fetch(`/api/sso/saml/${slug}/acs`, {
+    method: "POST",
+    redirect: "manual",
+    headers: { "content-type": "application/x-www-form-urlencoded", cookie, origin: "https://idp.corp.example" },
+    body: new URLSearchParams({ SAMLResponse: raw ? xml : b64(xml), RelayState: "" }).toString(),
+  });
+}
+
+async function lastFailure(): Promise<Record<string, unknown> | undefined> {
+  return withOrg(srv.db.knex, org.orgId, async (trx) => {
+    const row = await trx("audit_log").where({ action: "auth.sso_sign_in", outcome: "failure" }).orderBy("seq", "desc").first();
+    return row?.details as Record<string, unknown> | undefined;
+  });
+}
+
+async function expectRejected(xml: string, cookie: string, reason: string, raw = false) {
+  const r = await post(xml, cookie, raw);
+  const html = await r.text();
+  expect(r.status, html).toBeGreaterThanOrEqual(400);
+  expect(r.status).toBeLessThan(500);
+  expect(r.headers.getSetCookie().some((c) => c.startsWith("ws_session="))).toBe(false);
+  expect(html).toContain("Sign-in failed");
+  expect(html).toContain(`<code>${reason}</code>`);
+  expect(html).not.toMatch(/\n\s+at |node_modules|Error:/);
+  expect((await lastFailure())?.reason).toBe(reason);
+}
+
+describe("SAML service provider", () => {
+  it("serves SP metadata with the ACS URL (POST binding)", async () => {
+    const r = await srv.fetch(`/api/sso/saml/${slug}/metadata`);
+    expect(r.status).toBe(200);
+    const xml = await r.text();
+    expect(xml).toContain(`entityID="${sp.entityId}"`);
+    expect(xml).toContain(`Location="${sp.acsUrl}"`);
+    expect(xml).toContain("urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST");
+    expect((await srv.fetch("/api/sso/saml/no-such-org/metadata")).status).toBe(404);
+  });
+
+  it("accepts the valid signed response once, with the mapped roles, then refuses its replay", async () => {
+    const { id, cookie } = await start("/notes");
+    const xml = sign(responseXml(spec(id)), idpKey.key);
+    const r = await post(xml, cookie);
+    expect(r.status, await r.clone().text()).toBe(303);
+    expect(r.headers.get("location")).toBe("/notes");
+    const session = (r.headers.getSetCookie().find((c) => c.startsWith("ws_session=")) as string).split(";")[0] as string;
+    const me = await srv.fetch("/api/auth/me", { headers: { cookie: session } });
+    const body = (await me.json()) as Data<{ email: string; roles: string[]; displayName: string }>;
+    expect(body.data.email).toBe("alice@corp.example");
+    expect(body.data.displayName).toBe("Alice Archer");
+    expect(body.data.roles.sort()).toEqual(["admin", "member"]);
+    // The same bytes again: the request is used and the assertion id remembered.
+    await expectRejected(xml, cookie, "replayed");
+  });
+
+  it("accepts a response whose only signature covers the whole Response", async () => {
+    const { id, cookie } = await start();
+    const xml = sign(responseXml(spec(id)), idpKey.key, { assertion: false, response: true });
+    const r = await post(xml, cookie);
+    expect(r.status, await r.clone().text()).toBe(303);
+  });
+
+  const cases: [string, string, (id: string) => string][] = [
+    ["unsigned assertion", "unsigned", (id) => stripSignatures(sign(responseXml(spec(id)), idpKey.key))],
+    ["assertion signed by another key", "bad_signature", (id) => sign(responseXml(spec(id)), rogueKey.key)],
+    ["wrong audience", "wrong_audience", (id) => sign(responseXml(spec(id, { audience: "https://other.example/sp" })), idpKey.key)],
+    ["wrong recipient", "wrong_recipient", (id) => sign(responseXml(spec(id, { recipient: "https://evil.example/acs" })), idpKey.key)],
+    ["wrong destination", "wrong_destination", (id) => sign(responseXml(spec(id, { destination: "https://evil.example/acs" })), idpKey.key)],
+    ["wrong issuer", "wrong_issuer", (id) => sign(responseXml(spec(id, { issuer: "https://evil.example/idp" })), idpKey.key)],
+    [
+      "expired",
+      "expired",
+      (id) =>
+        sign(
+          responseXml(spec(id, { notBefore: new Date(Date.now() - 3_600_000), notOnOrAfter: new Date(Date.now() - 600_000) })),
+          idpKey.key,
+        ),
+    ],
+    ["unknown InResponseTo", "unknown_in_response_to", () => sign(responseXml(spec("_not-a-request-of-ours")), idpKey.key)],
+    [
+      "failure status next to a signed assertion",
+      "status_not_success",
+      (id) => sign(responseXml(spec(id, { status: "urn:oasis:names:tc:SAML:2.0:status:Requester" })), idpKey.key),
+    ],
+    ["no subject confirmation", "no_bearer_confirmation", (id) => sign(responseXml(spec(id, { confirmationMethod: null })), idpKey.key)],
+    [
+      "holder-of-key instead of bearer",
+      "no_bearer_confirmation",
+      (id) => sign(responseXml(spec(id, { confirmationMethod: "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key" })), idpKey.key),
+    ],
+    [
+      "comment inside NameID",
+      "xml_comment",
+      (id) =>
+        sign(responseXml(spec(id, { nameId: "evil@attacker.example.corp.example" })), idpKey.key).replace(
+          "evil@attacker.example",
+          "evil@attacker.example<!---->",
+        ),
+    ],
+    [
+      "DOCTYPE with an external entity (XXE)",
+      "doctype",
+      (id) =>
+        `<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>` +
+        sign(responseXml(spec(id, { nameId: "&x;" })), idpKey.key),
+    ],
+  ];
+  for (const [name, reason, make] of cases) {
+    it(`refuses: ${name} (${reason}), audited`, async () => {
+      const { id, cookie } = await start();
+      await expectRejected(make(id), cookie, reason);
+    });
+  }
+
+  for (let v = 1; v <= 8; v++) {
+    it(`refuses signature wrapping XSW${v}`, async () => {
+      const { id, cookie } = await start();
+      const signed = sign(responseXml(spec(id)), idpKey.key, { assertion: true, response: v <= 2 });
+      const r = await post(wrap(signed, v, "mallory@corp.example"), cookie);
+      const html = await r.text();
+      expect(r.status, html).toBe(401);
+      expect(html).toMatch(/<code>(signature_wrapping|bad_signature|unsigned)<\/code>/);
+      expect((await lastFailure())?.reason).toMatch(/signature_wrapping|bad_signature|unsigned/);
+    });
+  }
+
+  it("refuses a response to a request another browser started", async () => {
+    const mine = await start();
+    const theirs = await start();
+    const xml = sign(responseXml(spec(theirs.id)), idpKey.key);
+    // A fresh browser (another binding cookie) presents the victim's response.
+    expect(mine.cookie).not.toBe(theirs.cookie);
+    await expectRejected(xml, mine.cookie, "other_browser");
+    await expectRejected(xml, "", "other_browser");
+    // The browser that started it can still use it (the refused attempts consumed nothing).
+    expect((await post(xml, theirs.cookie)).status).toBe(303);
+  });
+
+  it("refuses unsolicited (IdP-initiated) responses while that is off", async () => {
+    const { cookie } = await start();
+    await expectRejected(sign(responseXml(spec("", { inResponseTo: undefined })), idpKey.key), cookie, "unsolicited");
+  });
+
+  it("refuses a person whose groups map to no role, and malformed posts, with clear pages", async () => {
+    const { id, cookie } = await start();
+    await expectRejected(
+      sign(responseXml(spec(id, { nameId: "nobody@corp.example", attributes: { mail: ["nobody@corp.example"], groups: ["visitors"] } })), idpKey.key),
+      cookie,
+      "no_role",
+    );
+    await expectRejected("not base64 at all!", cookie, "malformed", true);
+    await expectRejected("<notxml", cookie, "malformed");
+    const empty = await srv.fetch(`/api/sso/saml/${slug}/acs`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "RelayState=x",
+    });
+    expect(empty.status).toBe(400);
+    expect(await empty.text()).toContain("no SAMLResponse");
+    expect((await srv.fetch("/livez")).status).toBe(200);
+  });
+
+  it("another organization's endpoints do not accept this organization's responses", async () => {
+    const otherSlug = (await other.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data.organization
+      .slug;
+    const { id, cookie } = await start();
+    const xml = sign(responseXml(spec(id)), idpKey.key);
+    const r = await srv.fetch(`/api/sso/saml/${otherSlug}/acs`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", cookie },
+      body: new URLSearchParams({ SAMLResponse: b64(xml) }).toString(),
+    });
+    expect(r.status).toBe(404);
+    expect(await r.text()).toContain("not_configured");
+  });
+
+  it("reads IdP metadata and refuses metadata with a DOCTYPE", async () => {
+    const md = `<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="${IDP}"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>${idpKey.cert.replace(/-----[A-Z ]+-----|\s/g, "")}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.corp.example/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>`;
+    const read = await org.owner.json<Data<{ idpEntityId: string; idpSsoUrl: string; idpCerts: string[] }>>("POST", "/api/sso/saml/metadata", { xml: md });
+    expect(read.data.idpEntityId).toBe(IDP);
+    expect(read.data.idpSsoUrl).toBe("https://idp.corp.example/sso");
+    expect(read.data.idpCerts).toHaveLength(1);
+    const bad = await org.owner.request("POST", "/api/sso/saml/metadata", { xml: `<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>${md}` });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { code: string } }).error.code).toBe("doctype");
+  });
+
+  it("validates settings: bad certificates and URLs get 400 with field paths", async () => {
+    const r = await org.owner.request("PUT", "/api/sso/saml", {
+      enabled: true,
+      label: "x",
+      config: { idpEntityId: IDP, idpSsoUrl: "ftp://nope", idpCerts: ["not a cert"] },
+      groupRoles: [],
+      defaultRoleId: null,
+    });
+    expect(r.status).toBe(400);
+    const body = (await r.json()) as { error: { details: { fields: { path: string }[] } } };
+    expect(body.error.details.fields.map((f) => f.path).sort()).toEqual(["config.idpCerts.0", "config.idpSsoUrl"]);
+  });
+});
