@@ -267,8 +267,10 @@ export class Directory {
 }
 
 function checkLogin(login: string): void {
-  if (login.trim() === "" || login.length > 256)
-    throw new DirectoryError("bad_login", "Enter your login name (at most 256 characters)");
+  // Control characters (NUL included) are never part of a login name; the filter would escape them anyway.
+  // eslint-disable-next-line no-control-regex
+  if (login.trim() === "" || login.length > 256 || /[\u0000-\u001f\u007f]/.test(login))
+    throw new DirectoryError("bad_login", "Enter your login name (at most 256 characters, no control characters)");
 }
 
 function describe(err: unknown): string {

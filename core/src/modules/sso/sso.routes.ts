@@ -131,7 +131,8 @@ export function registerSsoRoutes(
       } catch (err) {
         if (!(err instanceof DirectoryError)) throw err;
         await sso.auditSsoFailure(knex, orgId, "ldap", err.reason, err.message, meta(ctx), {
-          login: body.login.slice(0, 200),
+          // eslint-disable-next-line no-control-regex
+          login: body.login.replace(/[\u0000-\u001f\u007f]/g, "?").slice(0, 200),
         });
         if (err.reason === "blank_password" || err.reason === "bad_login")
           throw new AppError(400, err.reason, err.message);
