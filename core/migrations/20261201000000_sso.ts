@@ -31,7 +31,9 @@ export async function up(knex: Knex): Promise<void> {
     ts(t, "updated_at").notNullable().defaultTo(knex.fn.now());
     t.unique(["org_id", "kind"]);
   });
-  await knex.raw("alter table sso_providers add constraint sso_providers_kind check (kind in ('saml', 'ldap'))");
+  await knex.raw(
+    "alter table sso_providers add constraint sso_providers_kind check (kind in ('saml', 'ldap'))",
+  );
 
   await knex.schema.createTable("sso_settings", (t) => {
     t.uuid("org_id").primary().references("id").inTable("organizations").onDelete("CASCADE");

@@ -83,7 +83,14 @@ export function buildApp(deps: AppDeps): BuiltApp {
   }
   registerIdentityRoutes(api, { knex: deps.knex, config, authenticator, limiters });
   const outbox = deps.outbox ?? new Outbox(config.nats.prefix);
-  registerSsoRoutes(api, { knex: deps.knex, config, masterKey: deps.masterKey, outbox, authenticator, limiters });
+  registerSsoRoutes(api, {
+    knex: deps.knex,
+    config,
+    masterKey: deps.masterKey,
+    outbox,
+    authenticator,
+    limiters,
+  });
   registerAiRoutes(api, { knex: deps.knex, config, runtime: deps.ai ?? null });
   registerNotesRoutes(api);
   const kbDeps = {

@@ -97,7 +97,9 @@ export async function startServer(
   if (config.roles.includes("worker")) {
     const ssoLog = log.child({ module: "sso" });
     const masterKey = ensureMasterKey(config, log);
-    workers.push(await bus.work(SSO_SYNC_QUEUE, (job) => handleSyncJob({ knex: db.knex, masterKey, log: ssoLog }, job)));
+    workers.push(
+      await bus.work(SSO_SYNC_QUEUE, (job) => handleSyncJob({ knex: db.knex, masterKey, log: ssoLog }, job)),
+    );
     stopScheduler = startSyncScheduler({ knex: db.knex, outbox, log: ssoLog });
     const kbLog = log.child({ module: "kb" });
     workers.push(

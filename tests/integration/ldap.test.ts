@@ -13,7 +13,12 @@ let org: TestOrg;
 let slug: string;
 let dir: Slapd;
 let roles: { id: string; key: string; name: string }[];
-const PASS = { alice: "alice-directory-pass", bob: "bob-directory-pass", carol: "carol-directory-pass", dave: "dave-pass-42" };
+const PASS = {
+  alice: "alice-directory-pass",
+  bob: "bob-directory-pass",
+  carol: "carol-directory-pass",
+  dave: "dave-pass-42",
+};
 const SVC = { dn: "cn=svc,dc=corp,dc=example", password: "service-account-secret" };
 type Data<T> = { data: T };
 
@@ -34,18 +39,22 @@ function ldapConfig(over: Record<string, unknown> = {}) {
 }
 
 async function save(over: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) {
-  return org.owner.json<Data<{ id: string; hasSecret: boolean; config: Record<string, unknown> }>>("PUT", "/api/sso/ldap", {
-    enabled: true,
-    label: "Corp directory",
-    config: ldapConfig(over),
-    secret: SVC.password,
-    groupRoles: [
-      { group: groupDn("staff"), roleId: roles.find((r) => r.key === "member")?.id },
-      { group: groupDn("IT-Admins").toUpperCase(), roleId: roles.find((r) => r.key === "admin")?.id },
-    ],
-    defaultRoleId: null,
-    ...extra,
-  });
+  return org.owner.json<Data<{ id: string; hasSecret: boolean; config: Record<string, unknown> }>>(
+    "PUT",
+    "/api/sso/ldap",
+    {
+      enabled: true,
+      label: "Corp directory",
+      config: ldapConfig(over),
+      secret: SVC.password,
+      groupRoles: [
+        { group: groupDn("staff"), roleId: roles.find((r) => r.key === "member")?.id },
+        { group: groupDn("IT-Admins").toUpperCase(), roleId: roles.find((r) => r.key === "admin")?.id },
+      ],
+      defaultRoleId: null,
+      ...extra,
+    },
+  );
 }
 
 async function ldapSignIn(login: string, password: string): Promise<Response> {
@@ -59,7 +68,9 @@ async function ldapSignIn(login: string, password: string): Promise<Response> {
 async function signedIn(login: string, password: string): Promise<Client> {
   const r = await ldapSignIn(login, password);
   expect(r.status, await r.clone().text()).toBe(200);
-  const cookie = (r.headers.getSetCookie().find((c) => c.startsWith("ws_session=")) as string).split(";")[0] as string;
+  const cookie = (r.headers.getSetCookie().find((c) => c.startsWith("ws_session=")) as string).split(
+    ";",
+  )[0] as string;
   return new Client(srv, { cookie });
 }
 
@@ -73,12 +84,15 @@ const failures = () =>
 /** Asks for a sync through the API and waits until the worker has recorded its result. */
 async function runSync(): Promise<Record<string, unknown>> {
   const lastSync = () =>
-    withOrg(srv.db.knex, org.orgId, (trx) => trx("sso_providers").where({ kind: "ldap" }).first("last_sync_at", "last_sync"));
+    withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("sso_providers").where({ kind: "ldap" }).first("last_sync_at", "last_sync"),
+    );
   const before = (await lastSync()).last_sync_at as Date | null;
   await org.owner.json("POST", "/api/sso/ldap/sync", undefined, 202);
   for (let i = 0; i < 200; i++) {
     const now = await lastSync();
-    if (now.last_sync_at && (!before || now.last_sync_at > before)) return now.last_sync as Record<string, unknown>;
+    if (now.last_sync_at && (!before || now.last_sync_at > before))
+      return now.last_sync as Record<string, unknown>;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error("the sync did not run");
@@ -97,7 +111,8 @@ beforeAll(async () => {
   );
   srv = await getTestServer();
   org = await createTestOrg(srv, "ldap");
-  slug = (await org.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data.organization.slug;
+  slug = (await org.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data
+    .organization.slug;
   roles = (await org.owner.json<Data<{ id: string; key: string; name: string }[]>>("GET", "/api/roles")).data;
 });
 afterAll(async () => {
@@ -110,28 +125,45 @@ describe("LDAP / Active Directory sign-in", () => {
     const saved = await save();
     expect(saved.data.hasSecret).toBe(true);
     expect(JSON.stringify(saved)).not.toContain(SVC.password);
-    const stored = await withOrg(srv.db.knex, org.orgId, (trx) => trx("sso_providers").where({ kind: "ldap" }).first("secret"));
+    const stored = await withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("sso_providers").where({ kind: "ldap" }).first("secret"),
+    );
     expect(stored.secret).toMatch(/^v1\./);
     expect(stored.secret).not.toContain(SVC.password);
-    const test = await org.owner.json<Data<{ ok: boolean; users: number; sample: string[] }>>("POST", "/api/sso/ldap/test", {});
+    const test = await org.owner.json<Data<{ ok: boolean; users: number; sample: string[] }>>(
+      "POST",
+      "/api/sso/ldap/test",
+      {},
+    );
     expect(test.data.users).toBe(4);
     expect(test.data.sample).toContain("alice");
     // A wrong service password is reported as such.
-    const bad = await org.owner.request("POST", "/api/sso/ldap/test", { config: ldapConfig(), secret: "wrong" });
+    const bad = await org.owner.request("POST", "/api/sso/ldap/test", {
+      config: ldapConfig(),
+      secret: "wrong",
+    });
     expect(bad.status).toBe(422);
-    expect(((await bad.json()) as { error: { code: string } }).error.code).toBe("directory_service_bind_failed");
+    expect(((await bad.json()) as { error: { code: string } }).error.code).toBe(
+      "directory_service_bind_failed",
+    );
   });
 
   it("signs a person in: account created on first sign-in, roles from groups (DNs compared case-insensitively)", async () => {
     const alice = await signedIn("alice", PASS.alice);
-    const me = (await alice.json<Data<{ email: string; displayName: string; roles: string[] }>>("GET", "/api/auth/me")).data;
+    const me = (
+      await alice.json<Data<{ email: string; displayName: string; roles: string[] }>>("GET", "/api/auth/me")
+    ).data;
     expect(me.email).toBe("alice@corp.example");
     expect(me.displayName).toBe("Alice Archer");
     expect(me.roles.sort()).toEqual(["admin", "member"]);
     // The second sign-in finds the same account.
     const again = await signedIn("alice", PASS.alice);
-    expect((await again.json<Data<{ id: string }>>("GET", "/api/auth/me")).data).toMatchObject({ email: "alice@corp.example" });
-    const users = await withOrg(srv.db.knex, org.orgId, (trx) => trx("users").where({ external_source: "ldap" }).count<{ count: string }[]>());
+    expect((await again.json<Data<{ id: string }>>("GET", "/api/auth/me")).data).toMatchObject({
+      email: "alice@corp.example",
+    });
+    const users = await withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("users").where({ external_source: "ldap" }).count<{ count: string }[]>(),
+    );
     expect(Number(users[0]?.count)).toBe(1);
   });
 
@@ -147,19 +179,37 @@ describe("LDAP / Active Directory sign-in", () => {
       expect(r.status).toBe(400);
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe("blank_password");
     }
-    expect((await failures()).slice(before)).toEqual(["wrong_password", "not_found", "no_role", "blank_password", "blank_password", "blank_password"]);
+    expect((await failures()).slice(before)).toEqual([
+      "wrong_password",
+      "not_found",
+      "no_role",
+      "blank_password",
+      "blank_password",
+      "blank_password",
+    ]);
   });
 
   it("injection strings in the login name change nothing", async () => {
     const before = (await failures()).length;
-    const attempts = ["*", "*)(uid=*", "alice)(|(uid=*", "alice\u0000", "ali\\ce", "(alice)", "*)(objectClass=*))(&(uid=alice", "alice*"];
+    const attempts = [
+      "*",
+      "*)(uid=*",
+      "alice)(|(uid=*",
+      "alice\u0000",
+      "ali\\ce",
+      "(alice)",
+      "*)(objectClass=*))(&(uid=alice",
+      "alice*",
+    ];
     for (const login of attempts) {
       const r = await ldapSignIn(login, PASS.alice);
       expect(r.status, login).toBe(login.includes("\u0000") ? 400 : 401);
       expect(r.headers.getSetCookie().some((c) => c.startsWith("ws_session="))).toBe(false);
     }
     // Each was looked up literally and found nobody (never "several entries", never a bind as someone).
-    expect((await failures()).slice(before)).toEqual(attempts.map((a) => (a.includes("\u0000") ? "bad_login" : "not_found")));
+    expect((await failures()).slice(before)).toEqual(
+      attempts.map((a) => (a.includes("\u0000") ? "bad_login" : "not_found")),
+    );
   });
 
   it("StartTLS and LDAPS with the configured CA work; a certificate from another CA is refused, with no fallback to plain", async () => {
@@ -193,21 +243,22 @@ describe("LDAP / Active Directory sign-in", () => {
   });
 
   it("test user and the mapping preview show who would get which role", async () => {
-    const t = await org.owner.json<Data<{ person: { dn: string; groups: string[]; roles: string[] }; passwordChecked: boolean }>>(
-      "POST",
-      "/api/sso/ldap/test-user",
-      { login: "alice", password: PASS.alice },
-    );
+    const t = await org.owner.json<
+      Data<{ person: { dn: string; groups: string[]; roles: string[] }; passwordChecked: boolean }>
+    >("POST", "/api/sso/ldap/test-user", { login: "alice", password: PASS.alice });
     expect(t.data.passwordChecked).toBe(true);
     expect(t.data.person.dn).toBe(userDn("alice"));
     expect(t.data.person.roles.sort()).toEqual(["Administrator", "Member"]);
-    const wrong = await org.owner.request("POST", "/api/sso/ldap/test-user", { login: "alice", password: "nope" });
+    const wrong = await org.owner.request("POST", "/api/sso/ldap/test-user", {
+      login: "alice",
+      password: "nope",
+    });
     expect(wrong.status).toBe(422);
-    const preview = await org.owner.json<Data<{ people: { login: string; roles: string[] }[]; total: number }>>(
-      "POST",
-      "/api/sso/ldap/preview",
-      { groupRoles: [{ group: groupDn("staff"), roleId: roles.find((r) => r.key === "guest")?.id }] },
-    );
+    const preview = await org.owner.json<
+      Data<{ people: { login: string; roles: string[] }[]; total: number }>
+    >("POST", "/api/sso/ldap/preview", {
+      groupRoles: [{ group: groupDn("staff"), roleId: roles.find((r) => r.key === "guest")?.id }],
+    });
     expect(preview.data.total).toBe(4);
     const by = Object.fromEntries(preview.data.people.map((p) => [p.login, p.roles]));
     expect(by).toEqual({ alice: ["Guest"], bob: ["Guest"], carol: [], dave: ["Guest"] });
@@ -218,7 +269,12 @@ describe("LDAP / Active Directory sign-in", () => {
     const dave = await signedIn("dave", PASS.dave);
     expect((await bob.json<Data<{ roles: string[] }>>("GET", "/api/auth/me")).data.roles).toEqual(["member"]);
     await dir.admin(async (c) => {
-      await c.modify(groupDn("staff"), [new Change({ operation: "delete", modification: new Attribute({ type: "member", values: [userDn("bob")] }) })]);
+      await c.modify(groupDn("staff"), [
+        new Change({
+          operation: "delete",
+          modification: new Attribute({ type: "member", values: [userDn("bob")] }),
+        }),
+      ]);
       await c.del(userDn("dave"));
     });
     expect(await runSync()).toMatchObject({ ok: true, deactivated: 1, rolesChanged: 1 });
@@ -227,10 +283,15 @@ describe("LDAP / Active Directory sign-in", () => {
     // Bob has no mapped group now, and Dave is deactivated.
     expect((await ldapSignIn("bob", PASS.bob)).status).toBe(403);
     const bobRoles = await withOrg(srv.db.knex, org.orgId, (trx) =>
-      trx("user_roles").join("users", "users.id", "user_roles.user_id").where("users.email", "bob@corp.example").count<{ count: string }[]>(),
+      trx("user_roles")
+        .join("users", "users.id", "user_roles.user_id")
+        .where("users.email", "bob@corp.example")
+        .count<{ count: string }[]>(),
     );
     expect(Number(bobRoles[0]?.count)).toBe(0);
-    const daveRow = await withOrg(srv.db.knex, org.orgId, (trx) => trx("users").where({ email: "dave@corp.example" }).first("status"));
+    const daveRow = await withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("users").where({ email: "dave@corp.example" }).first("status"),
+    );
     expect(daveRow.status).toBe("deactivated");
     // Running the same sync again changes nothing (idempotent).
     expect(await runSync()).toMatchObject({ ok: true, deactivated: 0, rolesChanged: 0 });
@@ -239,21 +300,32 @@ describe("LDAP / Active Directory sign-in", () => {
   });
 
   it("SSO required: password sign-in only for the break-glass owner", async () => {
-    const bad = await org.owner.request("PUT", "/api/sso-policy", { ssoRequired: true, breakGlassUserId: null });
+    const bad = await org.owner.request("PUT", "/api/sso-policy", {
+      ssoRequired: true,
+      breakGlassUserId: null,
+    });
     expect(bad.status).toBe(400);
     await org.owner.json("PUT", "/api/sso-policy", { ssoRequired: true, breakGlassUserId: org.ownerId });
     // Another local user with a correct password is refused.
     const member = await org.owner.json<Data<{ id: string }>>(
       "POST",
       "/api/users",
-      { email: `local-${org.marker.toLowerCase()}@example.org`, displayName: "Local", password: "violet-harbor-lantern-42", roleIds: [roles.find((r) => r.key === "member")?.id] },
+      {
+        email: `local-${org.marker.toLowerCase()}@example.org`,
+        displayName: "Local",
+        password: "violet-harbor-lantern-42",
+        roleIds: [roles.find((r) => r.key === "member")?.id],
+      },
       201,
     );
     expect(member.data.id).toBeTruthy();
     const r = await srv.fetch("/api/auth/login", {
       method: "POST",
       headers: { "content-type": "application/json", "x-requested-with": "worksynapse", origin: srv.url },
-      body: JSON.stringify({ email: `local-${org.marker.toLowerCase()}@example.org`, password: "violet-harbor-lantern-42" }),
+      body: JSON.stringify({
+        email: `local-${org.marker.toLowerCase()}@example.org`,
+        password: "violet-harbor-lantern-42",
+      }),
     });
     expect(r.status).toBe(403);
     expect(((await r.json()) as { error: { code: string } }).error.code).toBe("sso_required");
@@ -269,20 +341,44 @@ describe("LDAP / Active Directory sign-in", () => {
   });
 
   it("the sign-in page lists the directory; non-admins cannot read or change SSO settings", async () => {
-    const opts = (await (await srv.fetch("/api/auth/sso-options")).json()) as Data<{ organization: string; kind: string; label: string }[]>;
-    expect(opts.data).toContainEqual(expect.objectContaining({ organization: slug, kind: "ldap", label: "Corp directory" }));
+    const opts = (await (await srv.fetch("/api/auth/sso-options")).json()) as Data<
+      { organization: string; kind: string; label: string }[]
+    >;
+    expect(opts.data).toContainEqual(
+      expect.objectContaining({ organization: slug, kind: "ldap", label: "Corp directory" }),
+    );
     const alice = await signedIn("alice", PASS.alice);
     // Alice is an admin through her group: she may read; a member may not.
     expect((await alice.request("GET", "/api/sso")).status).toBe(200);
     await dir.admin((c) =>
-      c.modify(groupDn("it-admins"), [new Change({ operation: "add", modification: new Attribute({ type: "member", values: [userDn("carol")] }) })]),
+      c.modify(groupDn("it-admins"), [
+        new Change({
+          operation: "add",
+          modification: new Attribute({ type: "member", values: [userDn("carol")] }),
+        }),
+      ]),
     );
     await dir.admin((c) =>
-      c.modify(groupDn("staff"), [new Change({ operation: "add", modification: new Attribute({ type: "member", values: [userDn("bob")] }) })]),
+      c.modify(groupDn("staff"), [
+        new Change({
+          operation: "add",
+          modification: new Attribute({ type: "member", values: [userDn("bob")] }),
+        }),
+      ]),
     );
     const bob = await signedIn("bob", PASS.bob);
     const r = await bob.request("GET", "/api/sso");
     expect(r.status).toBe(403);
-    expect((await bob.request("PUT", "/api/sso/ldap", { enabled: false, label: "x", config: {}, groupRoles: [], defaultRoleId: null })).status).toBe(403);
+    expect(
+      (
+        await bob.request("PUT", "/api/sso/ldap", {
+          enabled: false,
+          label: "x",
+          config: {},
+          groupRoles: [],
+          defaultRoleId: null,
+        })
+      ).status,
+    ).toBe(403);
   });
 });

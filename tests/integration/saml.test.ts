@@ -4,7 +4,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getTestServer, type TestServer } from "../support/server.js";
 import { createTestOrg, type TestOrg } from "../support/identity.js";
 import { selfSigned, type CertFiles } from "../support/certs.js";
-import { b64, requestIdOf, responseXml, sign, stripSignatures, wrap, type ResponseSpec } from "../support/saml-forge.js";
+import {
+  b64,
+  requestIdOf,
+  responseXml,
+  sign,
+  stripSignatures,
+  wrap,
+  type ResponseSpec,
+} from "../support/saml-forge.js";
 import { withOrg } from "../../core/src/platform/db/tenant.js";
 
 let srv: TestServer;
@@ -25,14 +33,20 @@ beforeAll(async () => {
   other = await createTestOrg(srv, "other");
   idpKey = selfSigned("corp-idp");
   rogueKey = selfSigned("rogue-idp");
-  slug = (await org.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data.organization.slug;
+  slug = (await org.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data
+    .organization.slug;
   roles = (await org.owner.json<Data<{ id: string; key: string }[]>>("GET", "/api/roles")).data;
   const overview = await org.owner.json<Data<{ serviceProvider: typeof sp }>>("GET", "/api/sso");
   sp = overview.data.serviceProvider;
   await org.owner.json("PUT", "/api/sso/saml", {
     enabled: true,
     label: "Corp IdP",
-    config: { idpEntityId: IDP, idpSsoUrl: "https://idp.corp.example/sso", idpCerts: [idpKey.cert], clockSkewSeconds: 30 },
+    config: {
+      idpEntityId: IDP,
+      idpSsoUrl: "https://idp.corp.example/sso",
+      idpCerts: [idpKey.cert],
+      clockSkewSeconds: 30,
+    },
     groupRoles: [
       { group: "staff", roleId: roles.find((r) => r.key === "member")?.id },
       { group: "it-admins", roleId: roles.find((r) => r.key === "admin")?.id },
@@ -44,13 +58,18 @@ afterAll(() => srv?.close());
 
 /** Starts a sign-in as a browser would: the AuthnRequest id and the binding cookie. */
 async function start(returnTo?: string): Promise<{ id: string; cookie: string }> {
-  const r = await srv.fetch(`/api/sso/saml/${slug}/login${returnTo ? `?returnTo=${encodeURIComponent(returnTo)}` : ""}`, {
-    redirect: "manual",
-  });
+  const r = await srv.fetch(
+    `/api/sso/saml/${slug}/login${returnTo ? `?returnTo=${encodeURIComponent(returnTo)}` : ""}`,
+    {
+      redirect: "manual",
+    },
+  );
   expect(r.status).toBe(302);
   const location = r.headers.get("location") as string;
   expect(location.startsWith("https://idp.corp.example/sso?SAMLRequest=")).toBe(true);
-  const cookie = (r.headers.getSetCookie().find((c) => c.startsWith("ws_saml_binding=")) as string).split(";")[0] as string;
+  const cookie = (r.headers.getSetCookie().find((c) => c.startsWith("ws_saml_binding=")) as string).split(
+    ";",
+  )[0] as string;
   return { id: requestIdOf(location), cookie };
 }
 
@@ -68,14 +87,21 @@ async function post(xml: string, cookie: string, raw = false): Promise<Response>
   return srv.fetch(`/api/sso/saml/${slug}/acs`, {
     method: "POST",
     redirect: "manual",
-    headers: { "content-type": "application/x-www-form-urlencoded", cookie, origin: "https://idp.corp.example" },
+    headers: {
+      "content-type": "application/x-www-form-urlencoded",
+      cookie,
+      origin: "https://idp.corp.example",
+    },
     body: new URLSearchParams({ SAMLResponse: raw ? xml : b64(xml), RelayState: "" }).toString(),
   });
 }
 
 async function lastFailure(): Promise<Record<string, unknown> | undefined> {
   return withOrg(srv.db.knex, org.orgId, async (trx) => {
-    const row = await trx("audit_log").where({ action: "auth.sso_sign_in", outcome: "failure" }).orderBy("seq", "desc").first();
+    const row = await trx("audit_log")
+      .where({ action: "auth.sso_sign_in", outcome: "failure" })
+      .orderBy("seq", "desc")
+      .first();
     return row?.details as Record<string, unknown> | undefined;
   });
 }
@@ -109,7 +135,9 @@ describe("SAML service provider", () => {
     const r = await post(xml, cookie);
     expect(r.status, await r.clone().text()).toBe(303);
     expect(r.headers.get("location")).toBe("/notes");
-    const session = (r.headers.getSetCookie().find((c) => c.startsWith("ws_session=")) as string).split(";")[0] as string;
+    const session = (r.headers.getSetCookie().find((c) => c.startsWith("ws_session=")) as string).split(
+      ";",
+    )[0] as string;
     const me = await srv.fetch("/api/auth/me", { headers: { cookie: session } });
     const body = (await me.json()) as Data<{ email: string; roles: string[]; displayName: string }>;
     expect(body.data.email).toBe("alice@corp.example");
@@ -129,30 +157,64 @@ describe("SAML service provider", () => {
   const cases: [string, string, (id: string) => string][] = [
     ["unsigned assertion", "unsigned", (id) => stripSignatures(sign(responseXml(spec(id)), idpKey.key))],
     ["assertion signed by another key", "bad_signature", (id) => sign(responseXml(spec(id)), rogueKey.key)],
-    ["wrong audience", "wrong_audience", (id) => sign(responseXml(spec(id, { audience: "https://other.example/sp" })), idpKey.key)],
-    ["wrong recipient", "wrong_recipient", (id) => sign(responseXml(spec(id, { recipient: "https://evil.example/acs" })), idpKey.key)],
-    ["wrong destination", "wrong_destination", (id) => sign(responseXml(spec(id, { destination: "https://evil.example/acs" })), idpKey.key)],
-    ["wrong issuer", "wrong_issuer", (id) => sign(responseXml(spec(id, { issuer: "https://evil.example/idp" })), idpKey.key)],
+    [
+      "wrong audience",
+      "wrong_audience",
+      (id) => sign(responseXml(spec(id, { audience: "https://other.example/sp" })), idpKey.key),
+    ],
+    [
+      "wrong recipient",
+      "wrong_recipient",
+      (id) => sign(responseXml(spec(id, { recipient: "https://evil.example/acs" })), idpKey.key),
+    ],
+    [
+      "wrong destination",
+      "wrong_destination",
+      (id) => sign(responseXml(spec(id, { destination: "https://evil.example/acs" })), idpKey.key),
+    ],
+    [
+      "wrong issuer",
+      "wrong_issuer",
+      (id) => sign(responseXml(spec(id, { issuer: "https://evil.example/idp" })), idpKey.key),
+    ],
     [
       "expired",
       "expired",
       (id) =>
         sign(
-          responseXml(spec(id, { notBefore: new Date(Date.now() - 3_600_000), notOnOrAfter: new Date(Date.now() - 600_000) })),
+          responseXml(
+            spec(id, {
+              notBefore: new Date(Date.now() - 3_600_000),
+              notOnOrAfter: new Date(Date.now() - 600_000),
+            }),
+          ),
           idpKey.key,
         ),
     ],
-    ["unknown InResponseTo", "unknown_in_response_to", () => sign(responseXml(spec("_not-a-request-of-ours")), idpKey.key)],
+    [
+      "unknown InResponseTo",
+      "unknown_in_response_to",
+      () => sign(responseXml(spec("_not-a-request-of-ours")), idpKey.key),
+    ],
     [
       "failure status next to a signed assertion",
       "status_not_success",
-      (id) => sign(responseXml(spec(id, { status: "urn:oasis:names:tc:SAML:2.0:status:Requester" })), idpKey.key),
+      (id) =>
+        sign(responseXml(spec(id, { status: "urn:oasis:names:tc:SAML:2.0:status:Requester" })), idpKey.key),
     ],
-    ["no subject confirmation", "no_bearer_confirmation", (id) => sign(responseXml(spec(id, { confirmationMethod: null })), idpKey.key)],
+    [
+      "no subject confirmation",
+      "no_bearer_confirmation",
+      (id) => sign(responseXml(spec(id, { confirmationMethod: null })), idpKey.key),
+    ],
     [
       "holder-of-key instead of bearer",
       "no_bearer_confirmation",
-      (id) => sign(responseXml(spec(id, { confirmationMethod: "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key" })), idpKey.key),
+      (id) =>
+        sign(
+          responseXml(spec(id, { confirmationMethod: "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key" })),
+          idpKey.key,
+        ),
     ],
     [
       "comment inside NameID",
@@ -204,13 +266,25 @@ describe("SAML service provider", () => {
 
   it("refuses unsolicited (IdP-initiated) responses while that is off", async () => {
     const { cookie } = await start();
-    await expectRejected(sign(responseXml(spec("", { inResponseTo: undefined })), idpKey.key), cookie, "unsolicited");
+    await expectRejected(
+      sign(responseXml(spec("", { inResponseTo: undefined })), idpKey.key),
+      cookie,
+      "unsolicited",
+    );
   });
 
   it("refuses a person whose groups map to no role, and malformed posts, with clear pages", async () => {
     const { id, cookie } = await start();
     await expectRejected(
-      sign(responseXml(spec(id, { nameId: "nobody@corp.example", attributes: { mail: ["nobody@corp.example"], groups: ["visitors"] } })), idpKey.key),
+      sign(
+        responseXml(
+          spec(id, {
+            nameId: "nobody@corp.example",
+            attributes: { mail: ["nobody@corp.example"], groups: ["visitors"] },
+          }),
+        ),
+        idpKey.key,
+      ),
       cookie,
       "no_role",
     );
@@ -227,8 +301,9 @@ describe("SAML service provider", () => {
   });
 
   it("another organization's endpoints do not accept this organization's responses", async () => {
-    const otherSlug = (await other.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data.organization
-      .slug;
+    const otherSlug = (
+      await other.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")
+    ).data.organization.slug;
     const { id, cookie } = await start();
     const xml = sign(responseXml(spec(id)), idpKey.key);
     const r = await srv.fetch(`/api/sso/saml/${otherSlug}/acs`, {
@@ -242,11 +317,17 @@ describe("SAML service provider", () => {
 
   it("reads IdP metadata and refuses metadata with a DOCTYPE", async () => {
     const md = `<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="${IDP}"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>${idpKey.cert.replace(/-----[A-Z ]+-----|\s/g, "")}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.corp.example/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>`;
-    const read = await org.owner.json<Data<{ idpEntityId: string; idpSsoUrl: string; idpCerts: string[] }>>("POST", "/api/sso/saml/metadata", { xml: md });
+    const read = await org.owner.json<Data<{ idpEntityId: string; idpSsoUrl: string; idpCerts: string[] }>>(
+      "POST",
+      "/api/sso/saml/metadata",
+      { xml: md },
+    );
     expect(read.data.idpEntityId).toBe(IDP);
     expect(read.data.idpSsoUrl).toBe("https://idp.corp.example/sso");
     expect(read.data.idpCerts).toHaveLength(1);
-    const bad = await org.owner.request("POST", "/api/sso/saml/metadata", { xml: `<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>${md}` });
+    const bad = await org.owner.request("POST", "/api/sso/saml/metadata", {
+      xml: `<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>${md}`,
+    });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { code: string } }).error.code).toBe("doctype");
   });
@@ -261,6 +342,9 @@ describe("SAML service provider", () => {
     });
     expect(r.status).toBe(400);
     const body = (await r.json()) as { error: { details: { fields: { path: string }[] } } };
-    expect(body.error.details.fields.map((f) => f.path).sort()).toEqual(["config.idpCerts.0", "config.idpSsoUrl"]);
+    expect(body.error.details.fields.map((f) => f.path).sort()).toEqual([
+      "config.idpCerts.0",
+      "config.idpSsoUrl",
+    ]);
   });
 });

@@ -25,7 +25,12 @@ export function selfSigned(name: string, dir = mkdtempSync(path.join(tmpdir(), "
   openssl(
     ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", `/CN=${name}`]
       .concat(["-keyout", `${name}.key`, "-out", `${name}.crt`])
-      .concat(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign,digitalSignature"]),
+      .concat([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=keyCertSign,digitalSignature",
+      ]),
     dir,
   );
   return read(dir, name);
@@ -38,10 +43,33 @@ export function serverCert(ca: CertFiles, name = "server"): CertFiles {
     path.join(dir, `${name}.ext`),
     "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
   );
-  openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", `${name}.key`, "-out", `${name}.csr`], dir);
   openssl(
-    ["x509", "-req", "-in", `${name}.csr`, "-CA", ca.certFile, "-CAkey", ca.keyFile, "-CAcreateserial"]
-      .concat(["-days", "30", "-out", `${name}.crt`, "-extfile", `${name}.ext`]),
+    [
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-keyout",
+      `${name}.key`,
+      "-out",
+      `${name}.csr`,
+    ],
+    dir,
+  );
+  openssl(
+    [
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      ca.certFile,
+      "-CAkey",
+      ca.keyFile,
+      "-CAcreateserial",
+    ].concat(["-days", "30", "-out", `${name}.crt`, "-extfile", `${name}.ext`]),
     dir,
   );
   return read(dir, name);

@@ -43,7 +43,8 @@ export function responseXml(spec: ResponseSpec): string {
           .join("")}</saml:Attribute>`,
     )
     .join("");
-  const method = spec.confirmationMethod === undefined ? "urn:oasis:names:tc:SAML:2.0:cm:bearer" : spec.confirmationMethod;
+  const method =
+    spec.confirmationMethod === undefined ? "urn:oasis:names:tc:SAML:2.0:cm:bearer" : spec.confirmationMethod;
   const confirmation =
     method === null
       ? ""
@@ -63,18 +64,29 @@ export function responseXml(spec: ResponseSpec): string {
 }
 
 /** Signs the Assertion (and with `response`, then the whole Response) with the key: enveloped, exc-c14n, RSA-SHA256. */
-export function sign(xml: string, key: string, opts: { assertion?: boolean; response?: boolean } = { assertion: true }): string {
+export function sign(
+  xml: string,
+  key: string,
+  opts: { assertion?: boolean; response?: boolean } = { assertion: true },
+): string {
   const make = () =>
     new SignedXml({
       privateKey: key,
       signatureAlgorithm: "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
       canonicalizationAlgorithm: "http://www.w3.org/2001/10/xml-exc-c14n#",
     });
-  const transforms = ["http://www.w3.org/2000/09/xmldsig#enveloped-signature", "http://www.w3.org/2001/10/xml-exc-c14n#"];
+  const transforms = [
+    "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+    "http://www.w3.org/2001/10/xml-exc-c14n#",
+  ];
   let out = xml;
   if (opts.assertion !== false) {
     const s = make();
-    s.addReference({ xpath: "//*[local-name(.)='Assertion']", digestAlgorithm: "http://www.w3.org/2001/04/xmlenc#sha256", transforms });
+    s.addReference({
+      xpath: "//*[local-name(.)='Assertion']",
+      digestAlgorithm: "http://www.w3.org/2001/04/xmlenc#sha256",
+      transforms,
+    });
     s.computeSignature(out, {
       prefix: "ds",
       location: { reference: "//*[local-name(.)='Assertion']/*[local-name(.)='Issuer']", action: "after" },
@@ -83,7 +95,11 @@ export function sign(xml: string, key: string, opts: { assertion?: boolean; resp
   }
   if (opts.response) {
     const s = make();
-    s.addReference({ xpath: "/*[local-name(.)='Response']", digestAlgorithm: "http://www.w3.org/2001/04/xmlenc#sha256", transforms });
+    s.addReference({
+      xpath: "/*[local-name(.)='Response']",
+      digestAlgorithm: "http://www.w3.org/2001/04/xmlenc#sha256",
+      transforms,
+    });
     s.computeSignature(out, {
       prefix: "ds",
       location: { reference: "/*[local-name(.)='Response']/*[local-name(.)='Issuer']", action: "after" },
@@ -95,10 +111,12 @@ export function sign(xml: string, key: string, opts: { assertion?: boolean; resp
 
 const parse = (xml: string) => new DOMParser().parseFromString(xml, "text/xml");
 const serialize = (doc: Document) => new XMLSerializer().serializeToString(doc);
-const first = (doc: Document | Element, ns: string, local: string) => doc.getElementsByTagNameNS(ns, local)[0] as Element;
+const first = (doc: Document | Element, ns: string, local: string) =>
+  doc.getElementsByTagNameNS(ns, local)[0] as Element;
 const directChild = (el: Element, ns: string, local: string) =>
   Array.from(el.childNodes as NodeListOf<Node>).find(
-    (n): n is Element => n.nodeType === 1 && (n as Element).namespaceURI === ns && (n as Element).localName === local,
+    (n): n is Element =>
+      n.nodeType === 1 && (n as Element).namespaceURI === ns && (n as Element).localName === local,
   );
 
 /** A copy of an assertion naming someone else, without its signature: what every wrapping attack smuggles in. */

@@ -119,7 +119,8 @@ export async function startSamlIdp(users: IdpUser[]): Promise<SamlIdp> {
       if (r.status === 200) break;
       throw new Error(`metadata ${r.status}: ${(await r.text()).slice(0, 500)}`);
     } catch (err) {
-      if (i > 100 || child.exitCode !== null) throw new Error(`SimpleSAMLphp did not start: ${String(err)} ${stderr}`);
+      if (i > 100 || child.exitCode !== null)
+        throw new Error(`SimpleSAMLphp did not start: ${String(err)} ${stderr}`, { cause: err });
       await new Promise((r) => setTimeout(r, 100));
     }
   }

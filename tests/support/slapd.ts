@@ -97,7 +97,8 @@ export async function startSlapd(ldif: string): Promise<Slapd> {
       await admin(async () => undefined);
       break;
     } catch (err) {
-      if (i > 100 || child.exitCode !== null) throw new Error(`slapd did not start: ${stderr || String(err)}`);
+      if (i > 100 || child.exitCode !== null)
+        throw new Error(`slapd did not start: ${stderr || String(err)}`, { cause: err });
       await new Promise((r) => setTimeout(r, 100));
     }
   }

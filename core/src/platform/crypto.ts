@@ -13,7 +13,12 @@ export function sealSecret(masterKey: string, purpose: string, plaintext: string
   const cipher = createCipheriv("aes-256-gcm", keyFor(masterKey, purpose), iv);
   cipher.setAAD(Buffer.from(context));
   const body = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final()]);
-  return [VERSION, iv.toString("base64url"), cipher.getAuthTag().toString("base64url"), body.toString("base64url")].join(".");
+  return [
+    VERSION,
+    iv.toString("base64url"),
+    cipher.getAuthTag().toString("base64url"),
+    body.toString("base64url"),
+  ].join(".");
 }
 
 /** Opens a sealed secret; throws when the key, purpose or context differ or the text was changed. */

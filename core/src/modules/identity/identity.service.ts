@@ -259,10 +259,14 @@ export async function signIn(
     });
     // With SSO required, a right password still opens no session, except the break-glass owner's.
     const policy = (await trx("sso_settings").first("sso_required", "break_glass_user_id")) as
-      | { sso_required: boolean; break_glass_user_id: string | null }
-      | undefined;
+      { sso_required: boolean; break_glass_user_id: string | null } | undefined;
     if (policy?.sso_required && policy.break_glass_user_id !== found.user_id) {
-      await audit(trx, { ...entry, action: "auth.sign_in", outcome: "denied", details: { reason: "sso_required" } });
+      await audit(trx, {
+        ...entry,
+        action: "auth.sign_in",
+        outcome: "denied",
+        details: { reason: "sso_required" },
+      });
       return "sso_required" as const;
     }
     const session = await createSession(trx, config, found.org_id, found.user_id, meta);
@@ -271,7 +275,11 @@ export async function signIn(
   });
   if (!result) throw refused();
   if (result === "sso_required")
-    throw new AppError(403, "sso_required", "Your organization signs in through single sign-on. Use its button on the sign-in page.");
+    throw new AppError(
+      403,
+      "sso_required",
+      "Your organization signs in through single sign-on. Use its button on the sign-in page.",
+    );
   return result;
 }
 

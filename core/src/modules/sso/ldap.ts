@@ -34,7 +34,9 @@ export const ldapConfigSchema = z
     groupFilter: z
       .string()
       .max(1000)
-      .default("(|(&(objectClass=groupOfNames)(member={dn}))(&(objectClass=groupOfUniqueNames)(uniqueMember={dn})))"),
+      .default(
+        "(|(&(objectClass=groupOfNames)(member={dn}))(&(objectClass=groupOfUniqueNames)(uniqueMember={dn})))",
+      ),
     timeoutMs: z.number().int().min(500).max(60_000).default(8000),
   })
   .superRefine((c, ctx) => {
@@ -48,7 +50,11 @@ export const ldapConfigSchema = z
     if (c.groupMode === "member" && !c.groupBase)
       ctx.addIssue({ code: "custom", path: ["groupBase"], message: "Group search needs a base DN" });
     if (c.caCert && !/-----BEGIN CERTIFICATE-----/.test(c.caCert))
-      ctx.addIssue({ code: "custom", path: ["caCert"], message: "A PEM certificate (-----BEGIN CERTIFICATE-----)" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["caCert"],
+        message: "A PEM certificate (-----BEGIN CERTIFICATE-----)",
+      });
   });
 
 /** Directory settings as validated. */
@@ -85,7 +91,11 @@ export class DirectoryError extends Error {
 }
 
 /** The comparable form of a DN: lower case, no spaces around separators. */
-export const normalizeDn = (dn: string) => dn.trim().toLowerCase().replace(/\s*([,=+])\s*/g, "$1");
+export const normalizeDn = (dn: string) =>
+  dn
+    .trim()
+    .toLowerCase()
+    .replace(/\s*([,=+])\s*/g, "$1");
 
 const first = (v: Entry[string] | undefined): string => {
   if (v === undefined) return "";
@@ -93,7 +103,9 @@ const first = (v: Entry[string] | undefined): string => {
   return x === undefined ? "" : Buffer.isBuffer(x) ? x.toString("hex") : String(x);
 };
 const all = (v: Entry[string] | undefined): string[] =>
-  v === undefined ? [] : (Array.isArray(v) ? v : [v]).map((x) => (Buffer.isBuffer(x) ? x.toString("utf8") : String(x)));
+  v === undefined
+    ? []
+    : (Array.isArray(v) ? v : [v]).map((x) => (Buffer.isBuffer(x) ? x.toString("utf8") : String(x)));
 
 /** Talks to one organization's directory with its settings and service password. */
 export class Directory {
@@ -188,10 +200,12 @@ export class Directory {
         sizeLimit: 2,
       }));
     } catch (err) {
-      if ((err as { code?: number }).code === 4) throw new DirectoryError("ambiguous", "More than one directory entry matches");
+      if ((err as { code?: number }).code === 4)
+        throw new DirectoryError("ambiguous", "More than one directory entry matches");
       throw classify(err, "search_failed", "The directory search failed");
     }
-    if (entries.length === 0) throw new DirectoryError("not_found", "No directory entry matches this login name");
+    if (entries.length === 0)
+      throw new DirectoryError("not_found", "No directory entry matches this login name");
     if (entries.length > 1) throw new DirectoryError("ambiguous", "More than one directory entry matches");
     return entries[0] as Entry;
   }
@@ -270,7 +284,10 @@ function checkLogin(login: string): void {
   // Control characters (NUL included) are never part of a login name; the filter would escape them anyway.
   // eslint-disable-next-line no-control-regex
   if (login.trim() === "" || login.length > 256 || /[\u0000-\u001f\u007f]/.test(login))
-    throw new DirectoryError("bad_login", "Enter your login name (at most 256 characters, no control characters)");
+    throw new DirectoryError(
+      "bad_login",
+      "Enter your login name (at most 256 characters, no control characters)",
+    );
 }
 
 function describe(err: unknown): string {
@@ -288,9 +305,13 @@ function classify(err: unknown, fallback: DirectoryError["reason"], text: string
     (/CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|HOSTNAME|ERR_SSL/.test(e.code) || /certificate/i.test(msg))
   )
     return new DirectoryError("tls_failed", `TLS failed: ${msg}`);
-  if (typeof e.code === "string" && /ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|ECONNRESET|ENETUNREACH/.test(e.code))
+  if (
+    typeof e.code === "string" &&
+    /ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|ECONNRESET|ENETUNREACH/.test(e.code)
+  )
     return new DirectoryError("unreachable", `The directory is unreachable: ${msg}`);
-  if (/timeout|timed out/i.test(msg)) return new DirectoryError("unreachable", `The directory did not answer: ${msg}`);
+  if (/timeout|timed out/i.test(msg))
+    return new DirectoryError("unreachable", `The directory did not answer: ${msg}`);
   if (/certificate|ssl|tls/i.test(msg)) return new DirectoryError("tls_failed", `TLS failed: ${msg}`);
   return new DirectoryError(fallback, `${text}: ${msg}`);
 }

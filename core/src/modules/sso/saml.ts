@@ -26,7 +26,11 @@ const pem = z
 export const samlConfigSchema = z.strictObject({
   idpEntityId: z.string().min(1).max(1000),
   idpSsoUrl: z.url({ protocol: /^https?$/ }).max(2000),
-  idpSloUrl: z.url({ protocol: /^https?$/ }).max(2000).or(z.literal("")).default(""),
+  idpSloUrl: z
+    .url({ protocol: /^https?$/ })
+    .max(2000)
+    .or(z.literal(""))
+    .default(""),
   /** The IdP's signing certificates, pinned: a signature is checked against these only, never KeyInfo. */
   idpCerts: z.array(pem).min(1).max(4),
   /** Attribute names to read; the NameID is used as email when it is an email address and no attribute is sent. */
@@ -43,9 +47,7 @@ export type SamlConfig = z.infer<typeof samlConfigSchema>;
 
 /** A certificate as a bare base64 body. */
 export function normalizeCert(s: string): string {
-  return s
-    .replace(/-----BEGIN CERTIFICATE-----|-----END CERTIFICATE-----/g, "")
-    .replace(/\s+/g, "");
+  return s.replace(/-----BEGIN CERTIFICATE-----|-----END CERTIFICATE-----/g, "").replace(/\s+/g, "");
 }
 
 /** A refused SAML message: the stable reason (for the audit log) and a sentence. */
@@ -62,16 +64,23 @@ const reject = (reason: string, message: string) => new SamlRejection(reason, me
 
 /** Parses XML with no DOCTYPE, entities, comments or processing instructions: refused before parsing. */
 export function parseStrictXml(xml: string): Document {
-  if (/<!DOCTYPE/i.test(xml) || /<!ENTITY/i.test(xml)) throw reject("doctype", "The message contains a DOCTYPE, which is refused.");
-  if (xml.includes("<!--")) throw reject("xml_comment", "The message contains XML comments, which are refused.");
-  if (/<\?(?!xml[\s?])/i.test(xml)) throw reject("malformed", "The message contains processing instructions.");
+  if (/<!DOCTYPE/i.test(xml) || /<!ENTITY/i.test(xml))
+    throw reject("doctype", "The message contains a DOCTYPE, which is refused.");
+  if (xml.includes("<!--"))
+    throw reject("xml_comment", "The message contains XML comments, which are refused.");
+  if (/<\?(?!xml[\s?])/i.test(xml))
+    throw reject("malformed", "The message contains processing instructions.");
   let problem: string | undefined;
   const doc = new DOMParser({
     errorHandler: (level: string, msg: unknown) => {
       if (level !== "warning") problem ??= String(msg);
     },
   }).parseFromString(xml, "text/xml");
-  if (problem || !doc?.documentElement) throw reject("malformed", `The message is not well-formed XML${problem ? `: ${problem.slice(0, 200)}` : ""}.`);
+  if (problem || !doc?.documentElement)
+    throw reject(
+      "malformed",
+      `The message is not well-formed XML${problem ? `: ${problem.slice(0, 200)}` : ""}.`,
+    );
   return doc;
 }
 
@@ -80,7 +89,8 @@ const elements = (node: Document | Element, ns: string, local: string): Element[
 
 const child = (el: Element, ns: string, local: string): Element | undefined =>
   Array.from(el.childNodes as NodeListOf<Node>).find(
-    (n): n is Element => n.nodeType === 1 && (n as Element).namespaceURI === ns && (n as Element).localName === local,
+    (n): n is Element =>
+      n.nodeType === 1 && (n as Element).namespaceURI === ns && (n as Element).localName === local,
   );
 
 const text = (el: Element | undefined) => (el?.textContent ?? "").trim();
@@ -95,12 +105,19 @@ export function checkResponseShape(doc: Document): { response: Element; assertio
   if (response.namespaceURI !== NS.protocol || response.localName !== "Response")
     throw reject("malformed", "The message is not a SAML Response.");
   if (elements(doc, NS.assertion, "EncryptedAssertion").length > 0)
-    throw reject("encrypted_unsupported", "Encrypted assertions are not supported; turn assertion encryption off at the IdP.");
+    throw reject(
+      "encrypted_unsupported",
+      "Encrypted assertions are not supported; turn assertion encryption off at the IdP.",
+    );
   const assertions = elements(doc, NS.assertion, "Assertion");
   if (assertions.length !== 1)
-    throw reject(assertions.length === 0 ? "no_assertion" : "signature_wrapping", `The response has ${assertions.length} assertions; exactly one is accepted.`);
+    throw reject(
+      assertions.length === 0 ? "no_assertion" : "signature_wrapping",
+      `The response has ${assertions.length} assertions; exactly one is accepted.`,
+    );
   const assertion = assertions[0] as Element;
-  if (assertion.parentNode !== response) throw reject("signature_wrapping", "The assertion is not where a SAML response keeps it.");
+  if (assertion.parentNode !== response)
+    throw reject("signature_wrapping", "The assertion is not where a SAML response keeps it.");
   const ids = new Set<string>();
   for (const el of Array.from(doc.getElementsByTagName("*")) as Element[]) {
     for (const name of ["ID", "Id", "id"]) {
@@ -114,7 +131,8 @@ export function checkResponseShape(doc: Document): { response: Element; assertio
   if (signatures.length === 0) throw reject("unsigned", "The response is not signed.");
   for (const sig of signatures) {
     const parent = sig.parentNode as Element;
-    if (parent !== response && parent !== assertion) throw reject("signature_wrapping", "A signature sits outside the response and the assertion.");
+    if (parent !== response && parent !== assertion)
+      throw reject("signature_wrapping", "A signature sits outside the response and the assertion.");
     const refs = elements(sig, NS.dsig, "Reference");
     const id = parent.getAttribute("ID");
     if (refs.length !== 1 || !id || refs[0]?.getAttribute("URI") !== `#${id}`)
@@ -174,19 +192,24 @@ export class ServiceProvider {
   /** Every check of a POSTed SAMLResponse except the stored request and replay lookups, which need the database. */
   async validate(samlResponse: string): Promise<SamlResult> {
     if (samlResponse.length > 700_000) throw reject("too_large", "The SAML response is too large.");
-    if (!/^[A-Za-z0-9+/=\s]+$/.test(samlResponse)) throw reject("malformed", "The SAML response is not base64.");
+    if (!/^[A-Za-z0-9+/=\s]+$/.test(samlResponse))
+      throw reject("malformed", "The SAML response is not base64.");
     const xml = Buffer.from(samlResponse, "base64").toString("utf8");
     const doc = parseStrictXml(xml);
     const { response } = checkResponseShape(doc);
 
     const status = child(child(response, NS.protocol, "Status") as Element, NS.protocol, "StatusCode");
     if (!status || status.getAttribute("Value") !== SUCCESS)
-      throw reject("status_not_success", `The identity provider answered ${status?.getAttribute("Value") ?? "no status"}.`);
+      throw reject(
+        "status_not_success",
+        `The identity provider answered ${status?.getAttribute("Value") ?? "no status"}.`,
+      );
     const destination = response.getAttribute("Destination");
     if (destination && destination !== this.sp.acsUrl)
       throw reject("wrong_destination", "The response was sent to another address than this service's.");
     const responseIssuer = text(child(response, NS.assertion, "Issuer"));
-    if (responseIssuer && responseIssuer !== this.cfg.idpEntityId) throw reject("wrong_issuer", "The response comes from another identity provider.");
+    if (responseIssuer && responseIssuer !== this.cfg.idpEntityId)
+      throw reject("wrong_issuer", "The response comes from another identity provider.");
 
     let profile: Profile | null;
     try {
@@ -216,7 +239,8 @@ export class ServiceProvider {
         )
       : [];
     const bearer = confirmations.filter((c) => c.getAttribute("Method") === BEARER);
-    if (bearer.length === 0) throw reject("no_bearer_confirmation", "The assertion has no bearer subject confirmation.");
+    if (bearer.length === 0)
+      throw reject("no_bearer_confirmation", "The assertion has no bearer subject confirmation.");
     const data = bearer
       .map((c) => child(c, NS.assertion, "SubjectConfirmationData"))
       .find((d): d is Element => !!d && d.getAttribute("Recipient") === this.sp.acsUrl);
@@ -225,7 +249,8 @@ export class ServiceProvider {
     if (!Number.isFinite(until)) throw reject("no_expiry", "The subject confirmation has no NotOnOrAfter.");
     if (now - skew >= until) throw reject("expired", "The sign-in response has expired.");
     const notBefore = Date.parse(data.getAttribute("NotBefore") ?? "");
-    if (Number.isFinite(notBefore) && now + skew < notBefore) throw reject("not_yet_valid", "The sign-in response is not valid yet.");
+    if (Number.isFinite(notBefore) && now + skew < notBefore)
+      throw reject("not_yet_valid", "The sign-in response is not valid yet.");
     const responseIrt = response.getAttribute("InResponseTo") || null;
     const dataIrt = data.getAttribute("InResponseTo") || null;
     if (responseIrt && dataIrt && responseIrt !== dataIrt)
@@ -262,29 +287,47 @@ function cryptoRandom(): string {
 
 function classifyNodeSaml(err: unknown): SamlRejection {
   const msg = err instanceof Error ? err.message : String(err);
-  if (/signature/i.test(msg)) return reject("bad_signature", "The response's signature is not valid for the configured IdP certificate.");
+  if (/signature/i.test(msg))
+    return reject(
+      "bad_signature",
+      "The response's signature is not valid for the configured IdP certificate.",
+    );
   if (/audience/i.test(msg)) return reject("wrong_audience", "The assertion is meant for another service.");
   if (/expired|NotOnOrAfter/i.test(msg)) return reject("expired", "The sign-in response has expired.");
-  if (/NotBefore|not yet valid/i.test(msg)) return reject("not_yet_valid", "The sign-in response is not valid yet.");
-  if (/issuer/i.test(msg)) return reject("wrong_issuer", "The response comes from another identity provider.");
+  if (/NotBefore|not yet valid/i.test(msg))
+    return reject("not_yet_valid", "The sign-in response is not valid yet.");
+  if (/issuer/i.test(msg))
+    return reject("wrong_issuer", "The response comes from another identity provider.");
   if (/status|Responder|Requester/i.test(msg)) return reject("status_not_success", msg.slice(0, 200));
   return reject("invalid_response", `The sign-in response was refused: ${msg.slice(0, 200)}`);
 }
 
 /** Reads an IdP's metadata: entity id, SSO and SLO URLs and signing certificates. DOCTYPEs are refused. */
-export function parseIdpMetadata(xml: string): Pick<SamlConfig, "idpEntityId" | "idpSsoUrl" | "idpSloUrl" | "idpCerts"> {
+export function parseIdpMetadata(
+  xml: string,
+): Pick<SamlConfig, "idpEntityId" | "idpSsoUrl" | "idpSloUrl" | "idpCerts"> {
   if (xml.length > 1_000_000) throw reject("too_large", "The metadata is too large.");
   const doc = parseStrictXml(xml.replace(/^\uFEFF/, ""));
   const entity =
     doc.documentElement?.localName === "EntityDescriptor"
       ? (doc.documentElement as Element)
-      : elements(doc, NS.metadata, "EntityDescriptor").find((e) => elements(e, NS.metadata, "IDPSSODescriptor").length > 0);
+      : elements(doc, NS.metadata, "EntityDescriptor").find(
+          (e) => elements(e, NS.metadata, "IDPSSODescriptor").length > 0,
+        );
   const idp = entity ? elements(entity, NS.metadata, "IDPSSODescriptor")[0] : undefined;
-  if (!entity || !idp) throw reject("not_idp_metadata", "This is not the metadata of a SAML identity provider.");
+  if (!entity || !idp)
+    throw reject("not_idp_metadata", "This is not the metadata of a SAML identity provider.");
   const location = (tag: string, binding: string) =>
-    elements(idp, NS.metadata, tag).find((s) => s.getAttribute("Binding") === binding)?.getAttribute("Location") ?? "";
-  const sso = location("SingleSignOnService", REDIRECT_BINDING) || location("SingleSignOnService", POST_BINDING);
-  if (!sso) throw reject("not_idp_metadata", "The metadata names no single sign-on URL with the HTTP-Redirect binding.");
+    elements(idp, NS.metadata, tag)
+      .find((s) => s.getAttribute("Binding") === binding)
+      ?.getAttribute("Location") ?? "";
+  const sso =
+    location("SingleSignOnService", REDIRECT_BINDING) || location("SingleSignOnService", POST_BINDING);
+  if (!sso)
+    throw reject(
+      "not_idp_metadata",
+      "The metadata names no single sign-on URL with the HTTP-Redirect binding.",
+    );
   const certs = elements(idp, NS.metadata, "KeyDescriptor")
     .filter((k) => !k.getAttribute("use") || k.getAttribute("use") === "signing")
     .flatMap((k) => elements(k, NS.dsig, "X509Certificate").map((c) => normalizeCert(text(c))));
@@ -299,7 +342,8 @@ export function parseIdpMetadata(xml: string): Pick<SamlConfig, "idpEntityId" | 
 
 /** The SP metadata an IdP admin imports: entity id and the POST-binding assertion consumer service. */
 export function serviceProviderMetadata(sp: { entityId: string; acsUrl: string }): string {
-  const a = (v: string) => v.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] as string);
+  const a = (v: string) =>
+    v.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] as string);
   return `<?xml version="1.0" encoding="UTF-8"?>
 <md:EntityDescriptor xmlns:md="${NS.metadata}" entityID="${a(sp.entityId)}">
   <md:SPSSODescriptor AuthnRequestsSigned="false" WantAssertionsSigned="true" protocolSupportEnumeration="${NS.protocol}">

@@ -32,10 +32,14 @@ const hash = (v: string) => createHash("sha256").update(v).digest("hex");
 const meta = (ctx: Context) => ({ ip: ctx.ip, userAgent: ctx.get("user-agent").slice(0, 300) || undefined });
 
 /** A path inside this server to go back to after sign-in; anything else becomes "/". */
-const safeReturnTo = (v: string | undefined) => (v && /^\/(?![/\\])[^\s\\]*$/.test(v) && v.length < 500 ? v : "/");
+const safeReturnTo = (v: string | undefined) =>
+  v && /^\/(?![/\\])[^\s\\]*$/.test(v) && v.length < 500 ? v : "/";
 
 const esc = (v: string) =>
-  v.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] as string);
+  v.replace(
+    /[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] as string,
+  );
 
 /** A small self-contained page for the browser (failures and test results): no script, nothing from elsewhere. */
 function page(ctx: Context, status: number, title: string, body: string): string {
@@ -57,7 +61,9 @@ function failurePage(ctx: Context, status: number, message: string, reason: stri
 
 /** The SP's own addresses for an organization, from the configured public URL (else the request's origin). */
 export function spEndpoints(config: Config, ctx: Context, slug: string) {
-  const base = config.auth.publicUrl ? new URL(config.auth.publicUrl).origin : `${ctx.protocol}://${ctx.host}`;
+  const base = config.auth.publicUrl
+    ? new URL(config.auth.publicUrl).origin
+    : `${ctx.protocol}://${ctx.host}`;
   const root = `${base}/api/sso/saml/${encodeURIComponent(slug)}`;
   return { entityId: `${root}/metadata`, acsUrl: `${root}/acs`, metadataUrl: `${root}/metadata` };
 }
@@ -82,7 +88,9 @@ export function registerSsoRoutes(
 
   async function meAfterSignIn(ctx: Context, token: string) {
     const id = await need(deps.authenticator).identifySession(token, meta(ctx));
-    return withOrg(need(deps.knex), id.orgId, async (trx) => identity.me({ caller: await id.load(trx), trx }));
+    return withOrg(need(deps.knex), id.orgId, async (trx) =>
+      identity.me({ caller: await id.load(trx), trx }),
+    );
   }
 
   const personOfSaml = (cfg: z.infer<typeof samlConfigSchema>, r: SamlResult): sso.ExternalPerson => {
@@ -136,8 +144,16 @@ export function registerSsoRoutes(
         });
         if (err.reason === "blank_password" || err.reason === "bad_login")
           throw new AppError(400, err.reason, err.message);
-        if (err.reason === "unreachable" || err.reason === "tls_failed" || err.reason === "service_bind_failed")
-          throw new AppError(503, "directory_unavailable", "The directory cannot be reached right now. Try again later.");
+        if (
+          err.reason === "unreachable" ||
+          err.reason === "tls_failed" ||
+          err.reason === "service_bind_failed"
+        )
+          throw new AppError(
+            503,
+            "directory_unavailable",
+            "The directory cannot be reached right now. Try again later.",
+          );
         // Unknown login, several matches or a wrong password: one answer, so logins cannot be probed.
         throw new AppError(401, "invalid_credentials", "The login name or password is wrong.");
       }
@@ -148,7 +164,9 @@ export function registerSsoRoutes(
         );
       } catch (err) {
         if (!(err instanceof sso.SsoError)) throw err;
-        await sso.auditSsoFailure(knex, orgId, "ldap", err.reason, err.message, meta(ctx), { login: person.login });
+        await sso.auditSsoFailure(knex, orgId, "ldap", err.reason, err.message, meta(ctx), {
+          login: person.login,
+        });
         throw new AppError(err.status, err.reason, err.message);
       }
       setSessionCookie(ctx, session.token, session.expires);
@@ -161,7 +179,8 @@ export function registerSsoRoutes(
     const knex = need(deps.knex);
     const { orgId } = await sso.orgOfSlug(knex, slug);
     const p = await withOrg(knex, orgId, (trx) => sso.findProvider(trx, "saml"));
-    if (!p?.enabled) throw new sso.SsoError("not_configured", "This organization does not sign in with SAML.", 404);
+    if (!p?.enabled)
+      throw new sso.SsoError("not_configured", "This organization does not sign in with SAML.", 404);
     return { orgId, p, cfg: samlConfigSchema.parse(p.config) };
   };
 
@@ -230,7 +249,10 @@ export function registerSsoRoutes(
     errors: [404],
     handler: async (ctx, { params, query }) => {
       try {
-        const url = await startSamlRequest(ctx, params.org, { mode: "sign_in", returnTo: safeReturnTo(query.returnTo) });
+        const url = await startSamlRequest(ctx, params.org, {
+          mode: "sign_in",
+          returnTo: safeReturnTo(query.returnTo),
+        });
         ctx.redirect(url);
         return "Redirecting to the identity provider.";
       } catch (err) {
@@ -278,9 +300,12 @@ export function registerSsoRoutes(
       try {
         const outcome = await withOrg(knex, orgId, async (trx) => {
           const p = await sso.findProvider(trx, "saml");
-          if (!p?.enabled) throw new sso.SsoError("not_configured", "This organization does not sign in with SAML.", 404);
+          if (!p?.enabled)
+            throw new sso.SsoError("not_configured", "This organization does not sign in with SAML.", 404);
           const cfg = samlConfigSchema.parse(p.config);
-          const r = await new ServiceProvider(cfg, spEndpoints(config, ctx, params.org)).validate(samlResponse);
+          const r = await new ServiceProvider(cfg, spEndpoints(config, ctx, params.org)).validate(
+            samlResponse,
+          );
           let mode = "sign_in";
           let returnTo = "/";
           if (r.inResponseTo) {
@@ -288,21 +313,35 @@ export function registerSsoRoutes(
               .where({ id: r.inResponseTo })
               .where("expires_at", ">", trx.fn.now())
               .first()) as Record<string, unknown> | undefined;
-            if (!req) throw new SamlRejection("unknown_in_response_to", "This sign-in was not started here or has expired. Start again.");
+            if (!req)
+              throw new SamlRejection(
+                "unknown_in_response_to",
+                "This sign-in was not started here or has expired. Start again.",
+              );
             if (!binding || req.binding !== hash(binding))
-              throw new SamlRejection("other_browser", "This sign-in was started in another browser. Start again here.");
-            const used = await trx("saml_requests").where({ id: r.inResponseTo }).whereNull("used_at").update({ used_at: trx.fn.now() });
+              throw new SamlRejection(
+                "other_browser",
+                "This sign-in was started in another browser. Start again here.",
+              );
+            const used = await trx("saml_requests")
+              .where({ id: r.inResponseTo })
+              .whereNull("used_at")
+              .update({ used_at: trx.fn.now() });
             if (used === 0) throw new SamlRejection("replayed", "This sign-in response was already used.");
             mode = req.mode as string;
             returnTo = req.return_to as string;
           } else if (!cfg.allowIdpInitiated) {
-            throw new SamlRejection("unsolicited", "Sign-in must start at WorkSynapse (IdP-initiated sign-in is off).");
+            throw new SamlRejection(
+              "unsolicited",
+              "Sign-in must start at WorkSynapse (IdP-initiated sign-in is off).",
+            );
           }
           const fresh = await trx.raw(
             "insert into saml_replay (org_id, assertion_id, expires_at) values (?, ?, ?) on conflict do nothing returning assertion_id",
             [orgId, r.assertionId, r.notOnOrAfter],
           );
-          if (fresh.rows.length === 0) throw new SamlRejection("replayed", "This sign-in response was already used.");
+          if (fresh.rows.length === 0)
+            throw new SamlRejection("replayed", "This sign-in response was already used.");
           await trx("saml_replay").where("expires_at", "<", trx.fn.now()).delete();
           const person = personOfSaml(cfg, r);
           if (mode === "test") {
@@ -310,12 +349,19 @@ export function registerSsoRoutes(
             const roles = roleIds.length ? await trx("roles").whereIn("id", roleIds).pluck("name") : [];
             return { test: { r, person, roles: roles as string[] }, session: undefined, returnTo };
           }
-          return { test: undefined, session: await sso.signInExternal(trx, config, p, person, meta(ctx)), returnTo };
+          return {
+            test: undefined,
+            session: await sso.signInExternal(trx, config, p, person, meta(ctx)),
+            returnTo,
+          };
         });
         if (outcome.test) {
           const { r, person, roles } = outcome.test;
           const rows = Object.entries(r.attributes)
-            .map(([k, v]) => `<tr><th scope="row" style="text-align: left">${esc(k)}</th><td>${esc(v.join(", "))}</td></tr>`)
+            .map(
+              ([k, v]) =>
+                `<tr><th scope="row" style="text-align: left">${esc(k)}</th><td>${esc(v.join(", "))}</td></tr>`,
+            )
             .join("");
           return page(
             ctx,
@@ -438,26 +484,42 @@ export function registerSsoRoutes(
     handler: async (ctx, _in, { caller, trx }) => {
       const org = await trx("organizations").first("slug");
       try {
-        const url = await startSamlRequest(ctx, org.slug as string, { mode: "test", returnTo: "/admin/sso", testerId: caller.userId });
+        const url = await startSamlRequest(ctx, org.slug as string, {
+          mode: "test",
+          returnTo: "/admin/sso",
+          testerId: caller.userId,
+        });
         return { data: { url } };
       } catch (err) {
-        if (err instanceof sso.SsoError) throw new AppError(err.status === 404 ? 400 : err.status, err.reason, "Save and enable the SAML settings first.");
+        if (err instanceof sso.SsoError)
+          throw new AppError(
+            err.status === 404 ? 400 : err.status,
+            err.reason,
+            "Save and enable the SAML settings first.",
+          );
         throw err;
       }
     },
   });
 
   /** The directory of the given unsaved settings (the saved password when none is given), or of the saved ones. */
-  const directoryFor = async (trx: Knex.Transaction, body: { config?: Record<string, unknown>; secret?: string }) => {
+  const directoryFor = async (
+    trx: Knex.Transaction,
+    body: { config?: Record<string, unknown>; secret?: string },
+  ) => {
     const saved = await sso.findProvider(trx, "ldap");
     if (!body.config) {
-      if (!saved) throw new AppError(400, "not_configured", "Save the directory settings first, or send them.");
+      if (!saved)
+        throw new AppError(400, "not_configured", "Save the directory settings first, or send them.");
       return { dir: sso.directoryOf(saved, need(deps.masterKey)), provider: saved };
     }
     const parsed = ldapConfigSchema.safeParse(body.config);
     if (!parsed.success)
       throw new AppError(400, "validation_failed", "The directory settings are not valid.", {
-        fields: parsed.error.issues.map((i) => ({ path: ["config", ...i.path].join("."), message: i.message })),
+        fields: parsed.error.issues.map((i) => ({
+          path: ["config", ...i.path].join("."),
+          message: i.message,
+        })),
       });
     const secret = body.secret ?? (saved ? sso.openProviderSecret(saved, need(deps.masterKey)) : "");
     return { dir: new Directory(parsed.data, secret), provider: saved };
@@ -492,7 +554,8 @@ export function registerSsoRoutes(
     method: "post",
     path: "/api/sso/ldap/test-user",
     operationId: "testDirectoryUser",
-    summary: "Looks a person up (and with a password, tries their sign-in) and shows the roles they would get",
+    summary:
+      "Looks a person up (and with a password, tries their sign-in) and shows the roles they would get",
     tags,
     permission,
     body: s.ldapTestUserBody,
@@ -501,7 +564,9 @@ export function registerSsoRoutes(
     handler: async (_ctx, { body }, { trx }) => {
       const { dir, provider } = await directoryFor(trx, body);
       try {
-        const person = body.password ? await dir.authenticate(body.login, body.password) : await dir.lookup(body.login);
+        const person = body.password
+          ? await dir.authenticate(body.login, body.password)
+          : await dir.lookup(body.login);
         const roles = provider ? await roleNames(trx, sso.rolesForGroups(provider, person.groups)) : [];
         return { data: { person: { ...person, roles }, passwordChecked: !!body.password } };
       } catch (err) {
@@ -535,7 +600,10 @@ export function registerSsoRoutes(
         throw directoryErrorToApp(err);
       }
       const names = new Map(
-        ((await trx("roles").select("id", "name")) as { id: string; name: string }[]).map((r) => [r.id, r.name]),
+        ((await trx("roles").select("id", "name")) as { id: string; name: string }[]).map((r) => [
+          r.id,
+          r.name,
+        ]),
       );
       const shown = people.slice(0, 200);
       return {
@@ -555,7 +623,8 @@ export function registerSsoRoutes(
     method: "post",
     path: "/api/sso/ldap/sync",
     operationId: "syncDirectory",
-    summary: "Runs the directory sync now (a background job): roles follow groups, removed people lose access",
+    summary:
+      "Runs the directory sync now (a background job): roles follow groups, removed people lose access",
     tags,
     permission,
     status: 202,

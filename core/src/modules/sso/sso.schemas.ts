@@ -5,7 +5,12 @@ const slug = z.string().min(1).max(100);
 
 /** One sign-in option shown on the login page. */
 export const signInOptionSchema = z
-  .object({ organization: z.string(), organizationName: z.string(), kind: z.enum(["saml", "ldap"]), label: z.string() })
+  .object({
+    organization: z.string(),
+    organizationName: z.string(),
+    kind: z.enum(["saml", "ldap"]),
+    label: z.string(),
+  })
   .meta({ id: "SsoSignInOption" });
 
 /** Directory sign-in. */
@@ -67,7 +72,9 @@ export const ssoOverviewSchema = z
   .meta({ id: "SsoOverview" });
 
 /** IdP metadata to read into the form. */
-export const metadataImportBody = z.strictObject({ xml: z.string().min(1).max(1_000_000) }).meta({ id: "SamlMetadataImport" });
+export const metadataImportBody = z
+  .strictObject({ xml: z.string().min(1).max(1_000_000) })
+  .meta({ id: "SamlMetadataImport" });
 export const metadataImportSchema = z.object({
   idpEntityId: z.string(),
   idpSsoUrl: z.string(),
@@ -101,7 +108,12 @@ export const directoryPersonSchema = z.object({
   groups: z.array(z.string()),
   roles: z.array(z.string()),
 });
-export const ldapTestSchema = z.object({ ok: z.literal(true), tls: z.string(), users: z.number(), sample: z.array(z.string()) });
+export const ldapTestSchema = z.object({
+  ok: z.literal(true),
+  tls: z.string(),
+  users: z.number(),
+  sample: z.array(z.string()),
+});
 export const ldapTestUserSchema = z.object({ person: directoryPersonSchema, passwordChecked: z.boolean() });
 export const previewBody = z
   .strictObject({
@@ -109,7 +121,11 @@ export const previewBody = z
     defaultRoleId: id.nullable().optional(),
   })
   .meta({ id: "LdapPreviewRequest" });
-export const previewSchema = z.object({ people: z.array(directoryPersonSchema), total: z.number(), truncated: z.boolean() });
+export const previewSchema = z.object({
+  people: z.array(directoryPersonSchema),
+  total: z.number(),
+  truncated: z.boolean(),
+});
 
 export const kindParams = z.strictObject({ kind: z.enum(["saml", "ldap"]) });
 export const orgParams = z.strictObject({ org: slug });

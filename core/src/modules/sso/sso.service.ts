@@ -63,7 +63,10 @@ const present = (r: Record<string, unknown>): ProviderRow => ({
 });
 
 /** The organization's provider of a kind, or undefined. */
-export async function findProvider(trx: Knex.Transaction, kind: ProviderKind): Promise<ProviderRow | undefined> {
+export async function findProvider(
+  trx: Knex.Transaction,
+  kind: ProviderKind,
+): Promise<ProviderRow | undefined> {
   const row = await trx("sso_providers").where({ kind }).first();
   return row ? present(row as Record<string, unknown>) : undefined;
 }
@@ -121,10 +124,16 @@ export async function saveProvider(
       fields: parsed.error.issues.map((i) => ({ path: ["config", ...i.path].join("."), message: i.message })),
     });
   }
-  const roleIds = [...new Set([...input.groupRoles.map((g) => g.roleId), ...(input.defaultRoleId ? [input.defaultRoleId] : [])])];
+  const roleIds = [
+    ...new Set([
+      ...input.groupRoles.map((g) => g.roleId),
+      ...(input.defaultRoleId ? [input.defaultRoleId] : []),
+    ]),
+  ];
   if (roleIds.length) {
     const found = await trx("roles").whereIn("id", roleIds).select("id", "key");
-    if (found.length !== roleIds.length) throw new AppError(400, "unknown_role", "A mapped role does not exist in this organization.");
+    if (found.length !== roleIds.length)
+      throw new AppError(400, "unknown_role", "A mapped role does not exist in this organization.");
     if (found.some((r) => r.key === "owner") && !caller.permissions.has("admin.roles"))
       throw AppError.forbidden("Mapping a group to the owner role needs the admin.roles permission.");
   }
@@ -140,7 +149,9 @@ export async function saveProvider(
   };
   let id = existing?.id;
   if (!id) {
-    const rows = await trx("sso_providers").insert({ org_id: caller.orgId, kind, ...base }).returning("id");
+    const rows = await trx("sso_providers")
+      .insert({ org_id: caller.orgId, kind, ...base })
+      .returning("id");
     id = (rows[0] as { id: string }).id;
   } else {
     await trx("sso_providers").where({ id }).update(base);
@@ -148,7 +159,9 @@ export async function saveProvider(
   if (input.secret !== undefined) {
     await trx("sso_providers")
       .where({ id })
-      .update({ secret: input.secret === "" ? null : sealSecret(masterKey, SECRET_PURPOSE, input.secret, id) });
+      .update({
+        secret: input.secret === "" ? null : sealSecret(masterKey, SECRET_PURPOSE, input.secret, id),
+      });
   }
   await audit(trx, {
     ...actorOf(caller),
@@ -199,8 +212,15 @@ export interface ExternalPerson {
 }
 
 /** Sets a user's directory roles to `roleIds` (local grants untouched); true when they changed. */
-export async function setDirectoryRoles(trx: Knex.Transaction, orgId: string, userId: string, roleIds: string[]): Promise<boolean> {
-  const before = (await trx("user_roles").where({ user_id: userId, source: "sso" }).pluck("role_id")) as string[];
+export async function setDirectoryRoles(
+  trx: Knex.Transaction,
+  orgId: string,
+  userId: string,
+  roleIds: string[],
+): Promise<boolean> {
+  const before = (await trx("user_roles")
+    .where({ user_id: userId, source: "sso" })
+    .pluck("role_id")) as string[];
   const same = before.length === roleIds.length && before.every((r) => roleIds.includes(r));
   if (same) return false;
   await trx("user_roles").where({ user_id: userId, source: "sso" }).delete();
@@ -214,7 +234,10 @@ export async function setDirectoryRoles(trx: Knex.Transaction, orgId: string, us
 
 /** Ends every open session of a user. */
 export async function endSessions(trx: Knex.Transaction, userId: string): Promise<number> {
-  return trx("sessions").where({ user_id: userId }).whereNull("revoked_at").update({ revoked_at: trx.fn.now() });
+  return trx("sessions")
+    .where({ user_id: userId })
+    .whereNull("revoked_at")
+    .update({ revoked_at: trx.fn.now() });
 }
 
 /**
@@ -229,7 +252,11 @@ export async function provision(
 ): Promise<{ userId: string; created: boolean; rolesChanged: boolean }> {
   const roleIds = rolesForGroups(p, person.groups);
   if (roleIds.length === 0)
-    throw new SsoError("no_role", "Your directory groups give you no access to WorkSynapse. Ask your administrator.", 403);
+    throw new SsoError(
+      "no_role",
+      "Your directory groups give you no access to WorkSynapse. Ask your administrator.",
+      403,
+    );
   if (!person.email || !/^[^@\s]+@[^@\s]+$/.test(person.email) || person.email.length > 320)
     throw new SsoError("no_email", "The identity provider sent no usable email address for you.", 400);
   let user = (await trx("users")
@@ -242,7 +269,9 @@ export async function provision(
       .whereNull("external_source")
       .first("id", "status", "email", "display_name")) as Record<string, string> | undefined;
     if (local) {
-      await trx("users").where({ id: local.id }).update({ external_source: p.kind, external_id: person.externalId });
+      await trx("users")
+        .where({ id: local.id })
+        .update({ external_source: p.kind, external_id: person.externalId });
       user = local;
     } else {
       try {
@@ -259,15 +288,21 @@ export async function provision(
         created = true;
       } catch (err) {
         if ((err as { code?: string }).code === "23505")
-          throw new SsoError("email_in_use", "An account with your email address already exists elsewhere in this installation.", 409);
+          throw new SsoError(
+            "email_in_use",
+            "An account with your email address already exists elsewhere in this installation.",
+            409,
+          );
         throw err;
       }
     }
   }
   const u = user as Record<string, string>;
-  if (u.status !== "active") throw new SsoError("deactivated", "Your account is deactivated. Ask your administrator.", 403);
+  if (u.status !== "active")
+    throw new SsoError("deactivated", "Your account is deactivated. Ask your administrator.", 403);
   const name = (person.name || person.email).slice(0, 200);
-  if (!created && name !== u.display_name) await trx("users").where({ id: u.id }).update({ display_name: name });
+  if (!created && name !== u.display_name)
+    await trx("users").where({ id: u.id }).update({ display_name: name });
   const rolesChanged = await setDirectoryRoles(trx, p.orgId, u.id as string, roleIds);
   return { userId: u.id as string, created, rolesChanged };
 }
@@ -332,7 +367,10 @@ export async function getPolicy(trx: Knex.Transaction) {
 }
 
 /** Sets whether SSO is required and who the break-glass owner is (an owner, who keeps password sign-in). */
-export async function setPolicy({ caller, trx }: Scope, input: { ssoRequired: boolean; breakGlassUserId: string | null }) {
+export async function setPolicy(
+  { caller, trx }: Scope,
+  input: { ssoRequired: boolean; breakGlassUserId: string | null },
+) {
   if (input.ssoRequired) {
     if (!input.breakGlassUserId)
       throw new AppError(400, "break_glass_required", "Name a break-glass owner who keeps password sign-in.");
@@ -342,9 +380,14 @@ export async function setPolicy({ caller, trx }: Scope, input: { ssoRequired: bo
       [input.breakGlassUserId],
     );
     if (owner.rows.length === 0)
-      throw new AppError(400, "break_glass_invalid", "The break-glass person must be an active owner with a password.");
+      throw new AppError(
+        400,
+        "break_glass_invalid",
+        "The break-glass person must be an active owner with a password.",
+      );
     const enabled = await trx("sso_providers").where({ enabled: true }).first("id");
-    if (!enabled) throw new AppError(400, "no_provider", "Enable a SAML or LDAP provider before requiring SSO.");
+    if (!enabled)
+      throw new AppError(400, "no_provider", "Enable a SAML or LDAP provider before requiring SSO.");
   }
   await trx.raw(
     `insert into sso_settings (org_id, sso_required, break_glass_user_id, updated_at) values (?, ?, ?, now())
@@ -371,14 +414,18 @@ export async function signInOptions(knex: Knex) {
     kind: ProviderKind;
     label: string;
   }[];
-  return rows.map((r) => ({ organization: r.slug, organizationName: r.org_name, kind: r.kind, label: r.label }));
+  return rows.map((r) => ({
+    organization: r.slug,
+    organizationName: r.org_name,
+    kind: r.kind,
+    label: r.label,
+  }));
 }
 
 /** The organization of a sign-in URL's slug (404 when there is none). */
 export async function orgOfSlug(knex: Knex, slug: string): Promise<{ orgId: string; orgName: string }> {
   const row = (await knex.raw("select * from sso_find_org(?)", [slug])).rows[0] as
-    | { org_id: string; org_name: string }
-    | undefined;
+    { org_id: string; org_name: string } | undefined;
   if (!row) throw new SsoError("unknown_organization", "There is no such organization.", 404);
   return { orgId: row.org_id, orgName: row.org_name };
 }

@@ -53,9 +53,20 @@ export async function handleSyncJob(
   const summary = await withOrg(deps.knex, orgId, async (trx) => {
     const linked = (await trx("users")
       .where({ external_source: "ldap" })
-      .select("id", "external_id", "status", "email")) as { id: string; external_id: string; status: string; email: string }[];
+      .select("id", "external_id", "status", "email")) as {
+      id: string;
+      external_id: string;
+      status: string;
+      email: string;
+    }[];
     const byId = new Map(people.map((u) => [u.externalId, u]));
-    const s: SyncSummary = { ok: true, directoryUsers: people.length, linkedUsers: linked.length, deactivated: 0, rolesChanged: 0 };
+    const s: SyncSummary = {
+      ok: true,
+      directoryUsers: people.length,
+      linkedUsers: linked.length,
+      deactivated: 0,
+      rolesChanged: 0,
+    };
     // A directory that suddenly returns nobody is a misconfiguration or an outage, not a mass departure.
     if (people.length === 0 && linked.length > 0) {
       s.ok = false;
@@ -107,7 +118,12 @@ export async function handleSyncJob(
 }
 
 /** Enqueues a sync now (the admin's "Sync now"); returns the job id. */
-export async function enqueueSync(trx: Knex.Transaction, outbox: Outbox, orgId: string, providerId: string): Promise<string> {
+export async function enqueueSync(
+  trx: Knex.Transaction,
+  outbox: Outbox,
+  orgId: string,
+  providerId: string,
+): Promise<string> {
   const jobId = `sso-sync:${providerId}:manual:${Date.now()}`;
   await outbox.job(trx, SSO_SYNC_QUEUE, { orgId, providerId, reason: "manual" }, jobId);
   return jobId;
@@ -117,7 +133,12 @@ export async function enqueueSync(trx: Knex.Transaction, outbox: Outbox, orgId: 
  * Every `intervalMs`, claims the due providers and enqueues their syncs in the same transaction (through the
  * outbox): a node that dies after claiming loses nothing, and two nodes never claim the same slot.
  */
-export function startSyncScheduler(deps: { knex: Knex; outbox: Outbox; log: Logger; intervalMs?: number }): () => void {
+export function startSyncScheduler(deps: {
+  knex: Knex;
+  outbox: Outbox;
+  log: Logger;
+  intervalMs?: number;
+}): () => void {
   const tick = async () => {
     try {
       await deps.knex.transaction(async (trx) => {
