@@ -92,7 +92,7 @@ export async function startSamlIdp(users: IdpUser[]): Promise<SamlIdp> {
       authproc: {
         10: {
           class: "saml:AttributeNameID",
-          identifyingAttribute: "mail",
+          attribute: "mail",
           Format: "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
         },
       },
@@ -108,7 +108,9 @@ export async function startSamlIdp(users: IdpUser[]): Promise<SamlIdp> {
     );
   writeSps();
   const child: ChildProcess = spawn("php", ["-S", `127.0.0.1:${port}`, "-t", WWW], {
-    env: { ...process.env, SIMPLESAMLPHP_CONFIG_DIR: path.join(dir, "config") },
+    // Several workers: the built-in server is otherwise one request at a time, and a kept-alive idle
+    // connection (a browser's, or fetch's) would stall everyone else.
+    env: { ...process.env, SIMPLESAMLPHP_CONFIG_DIR: path.join(dir, "config"), PHP_CLI_SERVER_WORKERS: "4" },
     stdio: ["ignore", "ignore", "pipe"],
   });
   let stderr = "";
@@ -139,7 +141,7 @@ export async function startSamlIdp(users: IdpUser[]): Promise<SamlIdp> {
     stop: async () => {
       child.kill("SIGTERM");
       await new Promise((r) => (child.exitCode !== null ? r(null) : child.once("exit", r)));
-      rmSync(dir, { recursive: true, force: true });
+      if (!process.env.KEEP_IDP) rmSync(dir, { recursive: true, force: true });
     },
   };
 }

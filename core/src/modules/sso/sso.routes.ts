@@ -175,10 +175,13 @@ export function registerSsoRoutes(
   });
 
   // ----- public: SAML service provider -----
-  const samlProvider = async (slug: string) => {
+  /** The organization's SAML provider; in `trx` when the caller already holds the organization's transaction. */
+  const samlProvider = async (slug: string, trx?: Knex.Transaction) => {
     const knex = need(deps.knex);
-    const { orgId } = await sso.orgOfSlug(knex, slug);
-    const p = await withOrg(knex, orgId, (trx) => sso.findProvider(trx, "saml"));
+    const { orgId } = await sso.orgOfSlug(trx ?? knex, slug);
+    const p = trx
+      ? await sso.findProvider(trx, "saml")
+      : await withOrg(knex, orgId, (t) => sso.findProvider(t, "saml"));
     if (!p?.enabled)
       throw new sso.SsoError("not_configured", "This organization does not sign in with SAML.", 404);
     return { orgId, p, cfg: samlConfigSchema.parse(p.config) };
@@ -208,8 +211,10 @@ export function registerSsoRoutes(
     ctx: Context,
     slug: string,
     opts: { mode: "sign_in" | "test"; returnTo: string; testerId?: string },
+    trx?: Knex.Transaction,
   ): Promise<string> {
-    const { orgId, cfg } = await samlProvider(slug);
+    // One connection at a time: the embedded database has only one, so never open a second transaction.
+    const { orgId, cfg } = await samlProvider(slug, trx);
     let nonce = ctx.cookies.get(BINDING_COOKIE);
     if (!nonce || !/^[A-Za-z0-9_-]{43}$/.test(nonce)) nonce = randomBytes(32).toString("base64url");
     ctx.cookies.set(BINDING_COOKIE, nonce, {
@@ -222,7 +227,7 @@ export function registerSsoRoutes(
       overwrite: true,
     });
     const requestId = `_${randomBytes(20).toString("hex")}`;
-    await withOrg(need(deps.knex), orgId, async (trx) => {
+    const store = async (trx: Knex.Transaction) => {
       await trx("saml_requests").where("expires_at", "<", trx.fn.now()).delete();
       await trx("saml_requests").insert({
         id: requestId,
@@ -233,7 +238,8 @@ export function registerSsoRoutes(
         tester_id: opts.testerId ?? null,
         expires_at: trx.raw("now() + make_interval(mins => ?)", [REQUEST_TTL_MINUTES]),
       });
-    });
+    };
+    await (trx ? store(trx) : withOrg(need(deps.knex), orgId, store));
     return new ServiceProvider(cfg, spEndpoints(config, ctx, slug), requestId).authorizeUrl("");
   }
 
@@ -484,11 +490,12 @@ export function registerSsoRoutes(
     handler: async (ctx, _in, { caller, trx }) => {
       const org = await trx("organizations").first("slug");
       try {
-        const url = await startSamlRequest(ctx, org.slug as string, {
-          mode: "test",
-          returnTo: "/admin/sso",
-          testerId: caller.userId,
-        });
+        const url = await startSamlRequest(
+          ctx,
+          org.slug as string,
+          { mode: "test", returnTo: "/admin/sso", testerId: caller.userId },
+          trx,
+        );
         return { data: { url } };
       } catch (err) {
         if (err instanceof sso.SsoError)

@@ -423,7 +423,10 @@ export async function signInOptions(knex: Knex) {
 }
 
 /** The organization of a sign-in URL's slug (404 when there is none). */
-export async function orgOfSlug(knex: Knex, slug: string): Promise<{ orgId: string; orgName: string }> {
+export async function orgOfSlug(
+  knex: Knex | Knex.Transaction,
+  slug: string,
+): Promise<{ orgId: string; orgName: string }> {
   const row = (await knex.raw("select * from sso_find_org(?)", [slug])).rows[0] as
     { org_id: string; org_name: string } | undefined;
   if (!row) throw new SsoError("unknown_organization", "There is no such organization.", 404);
