@@ -131,6 +131,23 @@ beforeAll(async () => {
     noteVersion: versions.map((v) => v.id),
     audit: audit.map((x) => x.id),
   });
+  // B's single sign-on settings (A's GET /api/sso must show none of them).
+  await b.owner.json("PUT", "/api/sso/ldap", {
+    enabled: true,
+    label: `Directory ${b.marker}`,
+    config: {
+      // A closed loopback port: nothing in this test may reach another host.
+      url: "ldaps://127.0.0.1:9",
+      security: "ldaps",
+      bindDn: `cn=svc-${b.marker},dc=b,dc=example`,
+      userBase: "dc=b,dc=example",
+      userFilter: "(uid={login})",
+      groupBase: "dc=b,dc=example",
+    },
+    secret: `secret-${b.marker}`,
+    groupRoles: [{ group: `cn=${b.marker},dc=b,dc=example`, roleId: roles[0]?.id }],
+    defaultRoleId: null,
+  });
   await signIn(srv, member.email, PASSWORD);
 });
 afterAll(() => srv?.close());

@@ -418,34 +418,36 @@ export function registerSsoRoutes(
     },
   });
 
-  api.route({
-    method: "put",
-    path: "/api/sso/:kind",
-    operationId: "saveSsoProvider",
-    summary: "Creates or replaces the organization's SAML or LDAP provider",
-    tags,
-    permission,
-    params: s.kindParams,
-    body: s.saveProviderBody,
-    response: dataOf(s.providerSchema),
-    handler: async (_ctx, { params, body }, scope) => ({
-      data: sso.presentProvider(await sso.saveProvider(scope, need(deps.masterKey), params.kind, body)),
-    }),
-  });
-
-  api.route({
-    method: "delete",
-    path: "/api/sso/:kind",
-    operationId: "deleteSsoProvider",
-    summary: "Removes the organization's SAML or LDAP provider",
-    tags,
-    permission,
-    params: s.kindParams,
-    status: 204,
-    handler: async (_ctx, { params }, scope) => {
-      await sso.deleteProvider(scope, params.kind);
-    },
-  });
+  // One static route per kind (not /api/sso/:kind): path parameters of this API are object ids.
+  for (const kind of ["saml", "ldap"] as const) {
+    const Kind = kind === "saml" ? "Saml" : "Ldap";
+    const name = kind === "saml" ? "SAML identity provider" : "LDAP / Active Directory directory";
+    api.route({
+      method: "put",
+      path: `/api/sso/${kind}`,
+      operationId: `save${Kind}Provider`,
+      summary: `Creates or replaces the organization's ${name}`,
+      tags,
+      permission,
+      body: s.saveProviderBody,
+      response: dataOf(s.providerSchema),
+      handler: async (_ctx, { body }, scope) => ({
+        data: sso.presentProvider(await sso.saveProvider(scope, need(deps.masterKey), kind, body)),
+      }),
+    });
+    api.route({
+      method: "delete",
+      path: `/api/sso/${kind}`,
+      operationId: `delete${Kind}Provider`,
+      summary: `Removes the organization's ${name}; its people keep their accounts and local roles`,
+      tags,
+      permission,
+      status: 204,
+      handler: async (_ctx, _in, scope) => {
+        await sso.deleteProvider(scope, kind);
+      },
+    });
+  }
 
   api.route({
     method: "put",

@@ -127,6 +127,5 @@ export const previewSchema = z.object({
   truncated: z.boolean(),
 });
 
-export const kindParams = z.strictObject({ kind: z.enum(["saml", "ldap"]) });
 export const orgParams = z.strictObject({ org: slug });
 export const loginQuery = z.strictObject({ returnTo: z.string().max(500).optional() });

@@ -150,7 +150,13 @@ export async function saveProvider(
   let id = existing?.id;
   if (!id) {
     const rows = await trx("sso_providers")
-      .insert({ org_id: caller.orgId, kind, ...base })
+      // The first scheduled sync comes one interval after saving: people are synced at sign-in until then.
+      .insert({
+        org_id: caller.orgId,
+        kind,
+        ...base,
+        next_sync_at: trx.raw("now() + make_interval(mins => ?)", [base.sync_minutes]),
+      })
       .returning("id");
     id = (rows[0] as { id: string }).id;
   } else {

@@ -675,7 +675,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/sso/{kind}": {
+    "/api/sso/saml": {
         parameters: {
             query?: never;
             header?: never;
@@ -683,11 +683,29 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
-        /** Creates or replaces the organization's SAML or LDAP provider */
-        put: operations["saveSsoProvider"];
+        /** Creates or replaces the organization's SAML identity provider */
+        put: operations["saveSamlProvider"];
         post?: never;
-        /** Removes the organization's SAML or LDAP provider */
-        delete: operations["deleteSsoProvider"];
+        /** Removes the organization's SAML identity provider; its people keep their accounts and local roles */
+        delete: operations["deleteSamlProvider"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/sso/ldap": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Creates or replaces the organization's LDAP / Active Directory directory */
+        put: operations["saveLdapProvider"];
+        post?: never;
+        /** Removes the organization's LDAP / Active Directory directory; its people keep their accounts and local roles */
+        delete: operations["deleteLdapProvider"];
         options?: never;
         head?: never;
         patch?: never;
@@ -5867,13 +5885,11 @@ export interface operations {
             };
         };
     };
-    saveSsoProvider: {
+    saveSamlProvider: {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                kind: "saml" | "ldap";
-            };
+            path?: never;
             cookie?: never;
         };
         requestBody: {
@@ -5882,7 +5898,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Creates or replaces the organization's SAML or LDAP provider */
+            /** @description Creates or replaces the organization's SAML identity provider */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5949,18 +5965,168 @@ export interface operations {
             };
         };
     };
-    deleteSsoProvider: {
+    deleteSamlProvider: {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                kind: "saml" | "ldap";
-            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Removes the organization's SAML or LDAP provider */
+            /** @description Removes the organization's SAML identity provider; its people keep their accounts and local roles */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Missing permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limit or quota exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    saveLdapProvider: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SaveSsoProviderRequest"];
+            };
+        };
+        responses: {
+            /** @description Creates or replaces the organization's LDAP / Active Directory directory */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["SsoProvider"];
+                    };
+                };
+            };
+            /** @description Invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Missing permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limit or quota exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteLdapProvider: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removes the organization's LDAP / Active Directory directory; its people keep their accounts and local roles */
             204: {
                 headers: {
                     [name: string]: unknown;
