@@ -7,6 +7,8 @@ import { Client, createTestOrg, type TestOrg } from "../support/identity.js";
 import { groupLdif, OUS, personLdif, startSlapd, type Slapd } from "../support/slapd.js";
 import { selfSigned } from "../support/certs.js";
 import { withOrg } from "../../core/src/platform/db/tenant.js";
+import { scheduleDueSyncs } from "../../core/src/modules/sso/sso.sync.js";
+import pg from "pg";
 
 let srv: TestServer;
 let org: TestOrg;
@@ -297,6 +299,57 @@ describe("LDAP / Active Directory sign-in", () => {
     expect(await runSync()).toMatchObject({ ok: true, deactivated: 0, rolesChanged: 0 });
     // Alice still works.
     await signedIn("alice", PASS.alice);
+  });
+
+  it("reads groups from memberOf (Active Directory style) as well as by group search", async () => {
+    await dir.admin((c) =>
+      c.add(groupDn("nurses"), { objectClass: "groupOfNames", cn: "nurses", member: [userDn("alice")] }),
+    );
+    await save({ groupMode: "memberOf" });
+    const t = await org.owner.json<Data<{ person: { groups: string[] } }>>(
+      "POST",
+      "/api/sso/ldap/test-user",
+      {
+        login: "alice",
+      },
+    );
+    expect(t.data.person.groups).toContain(groupDn("nurses"));
+    await save({ security: "starttls", caCert: dir.ca.cert });
+  });
+
+  it("scheduled sync: a due directory is claimed once however many nodes ask at once, and the job runs", async () => {
+    const owner = new pg.Client({ connectionString: srv.pg.url });
+    await owner.connect();
+    try {
+      await owner.query(
+        "update sso_providers set next_sync_at = now() - interval '1 minute' where org_id = $1",
+        [org.orgId],
+      );
+      const before = (
+        await owner.query("select last_sync_at from sso_providers where org_id = $1", [org.orgId])
+      ).rows[0].last_sync_at as Date;
+      // Five "nodes" at once (plus the test server's own scheduler, which may tick meanwhile).
+      const claimed = (
+        await Promise.all([1, 2, 3, 4, 5].map(() => scheduleDueSyncs(srv.db.knex, srv.outbox)))
+      ).flat();
+      expect(claimed.length).toBeLessThanOrEqual(1);
+      const jobs = await owner.query(
+        "select msg_id from outbox where subject like '%.jobs.sso-sync' and msg_id not like '%:manual:%'",
+      );
+      expect(jobs.rows).toHaveLength(1);
+      // The slot moved on: asking again claims nothing.
+      expect(await scheduleDueSyncs(srv.db.knex, srv.outbox)).toEqual([]);
+      for (let i = 0; ; i++) {
+        const now = (
+          await owner.query("select last_sync_at from sso_providers where org_id = $1", [org.orgId])
+        ).rows[0].last_sync_at as Date;
+        if (now > before) break;
+        if (i > 200) throw new Error("the scheduled sync did not run");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      await owner.end();
+    }
   });
 
   it("SSO required: password sign-in only for the break-glass owner", async () => {

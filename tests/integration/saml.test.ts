@@ -14,6 +14,9 @@ import {
   type ResponseSpec,
 } from "../support/saml-forge.js";
 import { withOrg } from "../../core/src/platform/db/tenant.js";
+import { startServer } from "../../core/src/server.js";
+import { silentLogger } from "../../core/src/platform/log.js";
+import { testConfig } from "../support/config.js";
 
 let srv: TestServer;
 let org: TestOrg;
@@ -264,6 +267,36 @@ describe("SAML service provider", () => {
     expect((await post(xml, theirs.cookie)).status).toBe(303);
   });
 
+  it("a sign-in started on one node finishes on another (requests and replay cache live in PostgreSQL)", async () => {
+    // Behind a load balancer both nodes know the public address; node 2 shares only the database.
+    const node2 = await startServer(
+      testConfig({
+        DATABASE_URL: srv.pg.url,
+        WORKSYNAPSE_AUTH_PUBLIC_URL: srv.url,
+        WORKSYNAPSE_ROLES: "web",
+      }),
+      silentLogger(),
+    );
+    try {
+      const { id, cookie } = await start();
+      const xml = sign(responseXml(spec(id)), idpKey.key);
+      const acs = (base: string) =>
+        fetch(`${base}/api/sso/saml/${slug}/acs`, {
+          method: "POST",
+          redirect: "manual",
+          headers: { "content-type": "application/x-www-form-urlencoded", cookie },
+          body: new URLSearchParams({ SAMLResponse: b64(xml) }).toString(),
+        });
+      expect((await acs(node2.url as string)).status).toBe(303);
+      // The replay goes back to node 1, which knows it was used.
+      const again = await acs(srv.url);
+      expect(again.status).toBe(401);
+      expect(await again.text()).toContain("<code>replayed</code>");
+    } finally {
+      await node2.stop();
+    }
+  });
+
   it("refuses unsolicited (IdP-initiated) responses while that is off", async () => {
     const { cookie } = await start();
     await expectRejected(
@@ -271,6 +304,33 @@ describe("SAML service provider", () => {
       cookie,
       "unsolicited",
     );
+  });
+
+  it("with IdP-initiated sign-in on, accepts an unsolicited response once; its replay is caught by the assertion id", async () => {
+    const cfg = (
+      await org.owner.json<Data<{ saml: { config: Record<string, unknown>; groupRoles: unknown[] } }>>(
+        "GET",
+        "/api/sso",
+      )
+    ).data.saml;
+    const put = (allow: boolean) =>
+      org.owner.json("PUT", "/api/sso/saml", {
+        enabled: true,
+        label: "Corp IdP",
+        config: { ...cfg.config, allowIdpInitiated: allow },
+        groupRoles: cfg.groupRoles,
+        defaultRoleId: null,
+      });
+    await put(true);
+    try {
+      const xml = sign(responseXml(spec("", { inResponseTo: undefined })), idpKey.key);
+      const r = await post(xml, "");
+      expect(r.status, await r.clone().text()).toBe(303);
+      expect(r.headers.get("location")).toBe("/");
+      await expectRejected(xml, "", "replayed");
+    } finally {
+      await put(false);
+    }
   });
 
   it("refuses a person whose groups map to no role, and malformed posts, with clear pages", async () => {

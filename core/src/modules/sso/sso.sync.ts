@@ -130,35 +130,42 @@ export async function enqueueSync(
 }
 
 /**
- * Every `intervalMs`, claims the due providers and enqueues their syncs in the same transaction (through the
- * outbox): a node that dies after claiming loses nothing, and two nodes never claim the same slot.
+ * Claims the due providers and enqueues their syncs in the same transaction (through the outbox): a node that
+ * dies after claiming loses nothing, and two nodes never claim the same slot. Returns the jobs enqueued.
  */
+export async function scheduleDueSyncs(knex: Knex, outbox: Outbox): Promise<string[]> {
+  return knex.transaction(async (trx) => {
+    const due = (await trx.raw("select * from sso_claim_due_syncs()")).rows as {
+      org_id: string;
+      provider_id: string;
+      slot: Date;
+    }[];
+    const jobs: string[] = [];
+    for (const d of due) {
+      const jobId = `sso-sync:${d.provider_id}:${new Date(d.slot).toISOString()}`;
+      await outbox.job(
+        trx,
+        SSO_SYNC_QUEUE,
+        { orgId: d.org_id, providerId: d.provider_id, reason: "scheduled" },
+        jobId,
+      );
+      jobs.push(jobId);
+    }
+    return jobs;
+  });
+}
+
+/** Runs scheduleDueSyncs every `intervalMs` (the worker role); returns a function that stops it. */
 export function startSyncScheduler(deps: {
   knex: Knex;
   outbox: Outbox;
   log: Logger;
   intervalMs?: number;
 }): () => void {
-  const tick = async () => {
-    try {
-      await deps.knex.transaction(async (trx) => {
-        const due = (await trx.raw("select * from sso_claim_due_syncs()")).rows as {
-          org_id: string;
-          provider_id: string;
-          slot: Date;
-        }[];
-        for (const d of due)
-          await deps.outbox.job(
-            trx,
-            SSO_SYNC_QUEUE,
-            { orgId: d.org_id, providerId: d.provider_id, reason: "scheduled" },
-            `sso-sync:${d.provider_id}:${new Date(d.slot).toISOString()}`,
-          );
-      });
-    } catch (err) {
-      deps.log.warn({ err }, "could not schedule directory syncs");
-    }
-  };
+  const tick = () =>
+    scheduleDueSyncs(deps.knex, deps.outbox).catch((err: unknown) =>
+      deps.log.warn({ err }, "could not schedule directory syncs"),
+    );
   const timer = setInterval(() => void tick(), deps.intervalMs ?? 30_000);
   timer.unref();
   void tick();
