@@ -74,6 +74,13 @@ export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable("user_roles", (t) => {
     t.text("source").notNullable().defaultTo("local"); // local | sso
   });
+  // What single logout needs of a session opened through SAML.
+  await knex.schema.alterTable("sessions", (t) => {
+    t.uuid("sso_provider_id").references("id").inTable("sso_providers").onDelete("SET NULL");
+    t.text("saml_name_id");
+    t.text("saml_name_id_format");
+    t.text("saml_session_index");
+  });
 
   for (const table of ["sso_providers", "sso_settings", "saml_requests", "saml_replay"]) {
     await enableTenantRls(knex, table);
@@ -116,6 +123,12 @@ export async function down(knex: Knex): Promise<void> {
   for (const fn of ["sso_claim_due_syncs()", "sso_sign_in_options()", "sso_find_org(text)"]) {
     await knex.raw(`drop function ${fn}`);
   }
+  await knex.schema.alterTable("sessions", (t) => {
+    t.dropColumn("saml_session_index");
+    t.dropColumn("saml_name_id_format");
+    t.dropColumn("saml_name_id");
+    t.dropColumn("sso_provider_id");
+  });
   await knex.schema.alterTable("user_roles", (t) => t.dropColumn("source"));
   await knex.raw("drop index users_external");
   await knex.schema.alterTable("users", (t) => {

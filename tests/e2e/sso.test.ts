@@ -66,11 +66,11 @@ beforeAll(async () => {
   const cookie = setup.headers.getSetCookie()[0]?.split(";")[0] as string;
   const sp = (
     (await (await fetch(`${url}/api/sso`, { headers: { cookie } })).json()) as {
-      data: { serviceProvider: { entityId: string; acsUrl: string } };
+      data: { serviceProvider: { entityId: string; acsUrl: string; sloUrl: string } };
     }
   ).data.serviceProvider;
   // The IdP admin's side: register our SP (entity id and ACS URL from our metadata).
-  idp.addSp(sp.entityId, sp.acsUrl);
+  idp.addSp(sp.entityId, sp.acsUrl, sp.sloUrl);
   browser = await launchBrowser();
   const ctx = await browser.newContext();
   admin = { ctx, page: await ctx.newPage() };
@@ -192,6 +192,14 @@ describe("single sign-on in the browser", () => {
     const who = await me(page);
     expect(who.body?.email).toBe(SAM.email);
     expect(who.body?.roles).toEqual(["admin"]);
+    // Single logout: signing out here signs out at the IdP too, so the next sign-in asks for the password again.
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.waitForURL(`${url}/login`);
+    expect((await me(page)).status).toBe(401);
+    await page.getByRole("link", { name: "Sign in with Northwind IdP" }).click();
+    await idpLogin(page, SAM.username, SAM.password);
+    await page.waitForURL(`${url}/`);
+    expect((await me(page)).body?.email).toBe(SAM.email);
     expect(watch.foreignRequests).toEqual([]);
     await ctx.close();
   });

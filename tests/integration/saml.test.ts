@@ -1,5 +1,6 @@
 // The SAML service provider against responses signed here: one valid response accepted once, and every
 // known way of altering it refused with its reason in the audit log. Real PostgreSQL, NATS and HTTP.
+import { inflateRawSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getTestServer, type TestServer } from "../support/server.js";
 import { createTestOrg, type TestOrg } from "../support/identity.js";
@@ -17,6 +18,7 @@ import { withOrg } from "../../core/src/platform/db/tenant.js";
 import { startServer } from "../../core/src/server.js";
 import { silentLogger } from "../../core/src/platform/log.js";
 import { testConfig } from "../support/config.js";
+import { SAML } from "@node-saml/node-saml";
 
 let srv: TestServer;
 let org: TestOrg;
@@ -24,7 +26,7 @@ let other: TestOrg;
 let slug: string;
 let idpKey: CertFiles;
 let rogueKey: CertFiles;
-let sp: { entityId: string; acsUrl: string; metadataUrl: string };
+let sp: { entityId: string; acsUrl: string; sloUrl: string; metadataUrl: string };
 let roles: { id: string; key: string }[];
 const IDP = "https://idp.corp.example/saml/metadata";
 
@@ -295,6 +297,124 @@ describe("SAML service provider", () => {
     } finally {
       await node2.stop();
     }
+  });
+
+  it("single logout: signing out ends the session and sends the browser to the IdP; the IdP's signed requests end sessions", async () => {
+    const current = (
+      await org.owner.json<Data<{ saml: { config: Record<string, unknown>; groupRoles: unknown[] } }>>(
+        "GET",
+        "/api/sso",
+      )
+    ).data.saml;
+    await org.owner.json("PUT", "/api/sso/saml", {
+      enabled: true,
+      label: "Corp IdP",
+      config: { ...current.config, idpSloUrl: "https://idp.corp.example/slo" },
+      groupRoles: current.groupRoles,
+      defaultRoleId: null,
+    });
+    const signInOnce = async () => {
+      const { id, cookie } = await start();
+      const r = await post(sign(responseXml(spec(id)), idpKey.key), cookie);
+      expect(r.status).toBe(303);
+      const session = (r.headers.getSetCookie().find((c) => c.startsWith("ws_session=")) as string).split(
+        ";",
+      )[0] as string;
+      const me = (await (await srv.fetch("/api/auth/me", { headers: { cookie: session } })).json()) as Data<{
+        singleLogoutUrl: string | null;
+      }>;
+      return { session, logout: me.data.singleLogoutUrl as string };
+    };
+    const alive = async (session: string) =>
+      (await srv.fetch("/api/auth/me", { headers: { cookie: session } })).status === 200;
+
+    // SP-initiated: a link without this session's id (another site's) signs nobody out.
+    const a = await signInOnce();
+    expect(a.logout).toMatch(new RegExp(`^/api/sso/saml/${slug}/logout\\?session=`));
+    const forged = await srv.fetch(
+      `/api/sso/saml/${slug}/logout?session=00000000-0000-4000-8000-000000000000`,
+      {
+        headers: { cookie: a.session },
+        redirect: "manual",
+      },
+    );
+    expect(forged.headers.get("location")).toBe("/login");
+    expect(await alive(a.session)).toBe(true);
+    const out = await srv.fetch(a.logout, { headers: { cookie: a.session }, redirect: "manual" });
+    expect(out.status).toBe(302);
+    const location = new URL(out.headers.get("location") as string);
+    expect(location.origin + location.pathname).toBe("https://idp.corp.example/slo");
+    const logoutRequest = inflateRawSync(
+      Buffer.from(location.searchParams.get("SAMLRequest") as string, "base64"),
+    ).toString();
+    expect(logoutRequest).toContain("LogoutRequest");
+    expect(logoutRequest).toContain("alice@corp.example");
+    expect(await alive(a.session)).toBe(false);
+    // The IdP's answer (a LogoutResponse) lands on the sign-in page.
+    const idpSide = new SAML({
+      callbackUrl: sp.acsUrl,
+      entryPoint: sp.acsUrl,
+      logoutUrl: sp.sloUrl,
+      issuer: IDP,
+      idpCert: idpKey.cert,
+      privateKey: idpKey.key,
+      signatureAlgorithm: "sha256",
+    });
+    const inflated = inflateRawSync(
+      Buffer.from(location.searchParams.get("SAMLRequest") as string, "base64"),
+    ).toString();
+    const requestId = /ID="([^"]+)"/.exec(inflated)?.[1] as string;
+    const answer = await idpSide.getLogoutResponseUrlAsync(
+      { ID: requestId, issuer: sp.entityId, nameID: "alice@corp.example", nameIDFormat: "" } as never,
+      "",
+      {},
+      true,
+    );
+    const back = await srv.fetch(new URL(answer).pathname + new URL(answer).search, { redirect: "manual" });
+    expect(back.status).toBe(302);
+    expect(back.headers.get("location")).toBe("/login");
+
+    // IdP-initiated: a signed LogoutRequest ends this person's sessions and is answered.
+    const b = await signInOnce();
+    const c = await signInOnce();
+    const unsignedSide = new SAML({
+      callbackUrl: sp.acsUrl,
+      entryPoint: sp.acsUrl,
+      logoutUrl: sp.sloUrl,
+      issuer: IDP,
+      idpCert: idpKey.cert,
+    });
+    const rogueSide = new SAML({
+      callbackUrl: sp.acsUrl,
+      entryPoint: sp.acsUrl,
+      logoutUrl: sp.sloUrl,
+      issuer: IDP,
+      idpCert: idpKey.cert,
+      privateKey: rogueKey.key,
+      signatureAlgorithm: "sha256",
+    });
+    const who = {
+      issuer: IDP,
+      nameID: "alice@corp.example",
+      nameIDFormat: "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+    };
+    const relative = (u: string) => new URL(u).pathname + new URL(u).search;
+    for (const [side, reason] of [
+      [unsignedSide, "unsigned"],
+      [rogueSide, "bad_signature"],
+    ] as const) {
+      const r = await srv.fetch(relative(await side.getLogoutUrlAsync(who, "", {})), { redirect: "manual" });
+      expect(r.status).toBe(400);
+      expect(await r.text()).toContain(`<code>${reason}</code>`);
+      expect(await alive(b.session)).toBe(true);
+    }
+    const signed = await srv.fetch(relative(await idpSide.getLogoutUrlAsync(who, "", {})), {
+      redirect: "manual",
+    });
+    expect(signed.status).toBe(302);
+    expect(signed.headers.get("location")).toContain("SAMLResponse=");
+    expect(await alive(b.session)).toBe(false);
+    expect(await alive(c.session)).toBe(false);
   });
 
   it("refuses unsolicited (IdP-initiated) responses while that is off", async () => {

@@ -22,8 +22,8 @@ export interface SamlIdp {
   entityId: string;
   metadataUrl: string;
   cert: CertFiles;
-  /** Registers a service provider (its entity id and ACS URL) at the IdP. */
-  addSp(entityId: string, acsUrl: string): void;
+  /** Registers a service provider (its entity id, ACS URL and single logout URL) at the IdP. */
+  addSp(entityId: string, acsUrl: string, sloUrl?: string): void;
   stop(): Promise<void>;
 }
 
@@ -131,9 +131,16 @@ export async function startSamlIdp(users: IdpUser[]): Promise<SamlIdp> {
     entityId,
     metadataUrl: `${url}/saml2/idp/metadata.php`,
     cert,
-    addSp(spEntityId, acsUrl) {
+    addSp(spEntityId, acsUrl, sloUrl) {
       sps[spEntityId] = {
         AssertionConsumerService: acsUrl,
+        ...(sloUrl
+          ? {
+              SingleLogoutService: [
+                { Binding: "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect", Location: sloUrl },
+              ],
+            }
+          : {}),
         NameIDFormat: "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
       };
       writeSps();

@@ -42,6 +42,8 @@ export const meSchema = z
     systemAdmin: z.boolean(),
     roles: z.array(z.string()),
     permissions: z.array(z.string()),
+    /** Where the UI sends the browser to sign out when the session came from an IdP with single logout. */
+    singleLogoutUrl: z.string().nullable(),
     organization: z.object({ id, name: z.string(), slug: z.string(), plan: z.string() }),
     via: z.enum(["session", "api_key", "token"]),
   })

@@ -151,6 +151,7 @@ export async function createSession(
   orgId: string,
   userId: string,
   meta: RequestMeta,
+  extra: Record<string, string | null> = {},
 ): Promise<{ token: string; expires: Date }> {
   const token = newToken();
   const expires = new Date(Date.now() + config.auth.sessionAbsoluteHours * 3600_000);
@@ -161,6 +162,7 @@ export async function createSession(
     ip: meta.ip ?? null,
     user_agent: meta.userAgent ?? null,
     expires_at: expires,
+    ...extra,
   });
   return { token, expires };
 }
@@ -307,6 +309,16 @@ export async function me({ caller, trx }: { caller: Caller; trx: Knex.Transactio
     .where({ id: caller.orgId })
     .first();
   const roles = await rolesOfUser(trx, caller.userId);
+  // A session opened through an IdP with single logout signs out there too (sso.routes.ts).
+  const slo = caller.sessionId
+    ? (
+        await trx.raw(
+          `select 1 from sessions s join sso_providers p on p.id = s.sso_provider_id
+           where s.id = ? and p.enabled and s.saml_name_id is not null and coalesce(p.config->>'idpSloUrl', '') <> ''`,
+          [caller.sessionId],
+        )
+      ).rows.length > 0
+    : false;
   return {
     id: user.id as string,
     email: user.email as string,
@@ -321,6 +333,9 @@ export async function me({ caller, trx }: { caller: Caller; trx: Knex.Transactio
       plan: org.plan as string,
     },
     via: caller.via,
+    singleLogoutUrl: slo
+      ? `/api/sso/saml/${encodeURIComponent(org.slug as string)}/logout?session=${caller.sessionId}`
+      : null,
   };
 }
 

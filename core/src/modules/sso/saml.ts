@@ -2,6 +2,7 @@
 // checks node-saml 5.1 leaves out (issuer, destination, recipient, status, bearer confirmation, requests bound
 // to a browser, replay) and refuses the XML shapes signature-wrapping and comment attacks rely on.
 import { SAML, type Profile, type SamlConfig as NodeSamlConfig } from "@node-saml/node-saml";
+import { inflateRawSync } from "node:zlib";
 import { DOMParser } from "@xmldom/xmldom";
 import { z } from "zod";
 
@@ -159,7 +160,7 @@ export class ServiceProvider {
 
   constructor(
     readonly cfg: SamlConfig,
-    readonly sp: { entityId: string; acsUrl: string },
+    readonly sp: { entityId: string; acsUrl: string; sloUrl: string },
     requestId?: string,
   ) {
     const options: NodeSamlConfig = {
@@ -180,6 +181,7 @@ export class ServiceProvider {
       signatureAlgorithm: "sha256",
       generateUniqueId: () => requestId ?? `_${cryptoRandom()}`,
       logoutUrl: cfg.idpSloUrl || cfg.idpSsoUrl,
+      logoutCallbackUrl: sp.sloUrl,
     };
     this.saml = new SAML(options);
   }
@@ -187,6 +189,68 @@ export class ServiceProvider {
   /** The IdP URL that starts a sign-in with an AuthnRequest of the given id (HTTP-Redirect binding). */
   authorizeUrl(relayState: string): Promise<string> {
     return this.saml.getAuthorizeUrlAsync(relayState, undefined, {});
+  }
+
+  /** The IdP URL of a LogoutRequest for a session's NameID and SessionIndex (HTTP-Redirect binding). */
+  logoutUrl(who: { nameId: string; nameIdFormat: string; sessionIndex: string | null }): Promise<string> {
+    return this.saml.getLogoutUrlAsync(
+      {
+        issuer: this.cfg.idpEntityId,
+        nameID: who.nameId,
+        nameIDFormat: who.nameIdFormat,
+        sessionIndex: who.sessionIndex ?? undefined,
+      },
+      "",
+      {},
+    );
+  }
+
+  /**
+   * Checks a logout message that came by HTTP-Redirect: a LogoutResponse to our request, or a LogoutRequest
+   * from the IdP, which must be signed with the IdP's key (an unsigned one would let any page sign people out).
+   */
+  async validateLogout(
+    query: Record<string, string | string[] | undefined>,
+    rawQuery: string,
+  ): Promise<
+    { kind: "response" } | { kind: "request"; nameId: string; sessionIndex: string | null; profile: Profile }
+  > {
+    const one = (k: string) => (typeof query[k] === "string" ? (query[k] as string) : undefined);
+    const message = one("SAMLRequest") ?? one("SAMLResponse");
+    if (!message || message.length > 100_000) throw reject("malformed", "No logout message.");
+    let xml: string;
+    try {
+      xml = inflateRawSync(Buffer.from(message, "base64"), { maxOutputLength: 1_000_000 }).toString("utf8");
+    } catch {
+      throw reject("malformed", "The logout message is not deflated base64.");
+    }
+    const doc = parseStrictXml(xml);
+    const issuer = text(elements(doc, NS.assertion, "Issuer")[0]);
+    if (issuer !== this.cfg.idpEntityId)
+      throw reject("wrong_issuer", "The logout message comes from another identity provider.");
+    const isRequest = one("SAMLRequest") !== undefined;
+    if (isRequest && !one("Signature"))
+      throw reject("unsigned", "Logout requests from the identity provider must be signed.");
+    const container: Record<string, string> = {};
+    for (const k of ["SAMLRequest", "SAMLResponse", "RelayState", "SigAlg", "Signature"]) {
+      const v = one(k);
+      if (v !== undefined) container[k] = v;
+    }
+    let result: { profile: Profile | null };
+    try {
+      result = await this.saml.validateRedirectAsync(container, rawQuery);
+    } catch (err) {
+      throw classifyNodeSaml(err);
+    }
+    if (!isRequest) return { kind: "response" };
+    const profile = result.profile;
+    if (!profile?.nameID) throw reject("no_subject", "The logout request names nobody.");
+    return { kind: "request", nameId: profile.nameID, sessionIndex: profile.sessionIndex ?? null, profile };
+  }
+
+  /** The IdP URL that answers its LogoutRequest (success). */
+  logoutResponseUrl(profile: Profile): Promise<string> {
+    return this.saml.getLogoutResponseUrlAsync(profile, "", {}, true);
   }
 
   /** Every check of a POSTed SAMLResponse except the stored request and replay lookups, which need the database. */
@@ -341,12 +405,13 @@ export function parseIdpMetadata(
 }
 
 /** The SP metadata an IdP admin imports: entity id and the POST-binding assertion consumer service. */
-export function serviceProviderMetadata(sp: { entityId: string; acsUrl: string }): string {
+export function serviceProviderMetadata(sp: { entityId: string; acsUrl: string; sloUrl: string }): string {
   const a = (v: string) =>
     v.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] as string);
   return `<?xml version="1.0" encoding="UTF-8"?>
 <md:EntityDescriptor xmlns:md="${NS.metadata}" entityID="${a(sp.entityId)}">
   <md:SPSSODescriptor AuthnRequestsSigned="false" WantAssertionsSigned="true" protocolSupportEnumeration="${NS.protocol}">
+    <md:SingleLogoutService Binding="${REDIRECT_BINDING}" Location="${a(sp.sloUrl)}"/>
     <md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>
     <md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>
     <md:AssertionConsumerService index="0" isDefault="true" Binding="${POST_BINDING}" Location="${a(sp.acsUrl)}"/>

@@ -8,7 +8,14 @@ import type { Outbox } from "../../platform/bus/outbox.js";
 import { withOrg } from "../../platform/db/tenant.js";
 import { dataOf, type Api } from "../../platform/http/api.js";
 import { AppError } from "../../platform/http/errors.js";
-import { checkCsrf, setSessionCookie, type Authenticator } from "../identity/auth.js";
+import { audit } from "../identity/audit.js";
+import {
+  checkCsrf,
+  clearSessionCookie,
+  sessionCookieName,
+  setSessionCookie,
+  type Authenticator,
+} from "../identity/auth.js";
 import type { Limiters } from "../identity/identity.routes.js";
 import * as identity from "../identity/identity.service.js";
 import { meSchema } from "../identity/identity.schemas.js";
@@ -65,7 +72,12 @@ export function spEndpoints(config: Config, ctx: Context, slug: string) {
     ? new URL(config.auth.publicUrl).origin
     : `${ctx.protocol}://${ctx.host}`;
   const root = `${base}/api/sso/saml/${encodeURIComponent(slug)}`;
-  return { entityId: `${root}/metadata`, acsUrl: `${root}/acs`, metadataUrl: `${root}/metadata` };
+  return {
+    entityId: `${root}/metadata`,
+    acsUrl: `${root}/acs`,
+    sloUrl: `${root}/slo`,
+    metadataUrl: `${root}/metadata`,
+  };
 }
 
 /** Registers sign-in through SAML and LDAP and the SSO administration routes. */
@@ -357,7 +369,11 @@ export function registerSsoRoutes(
           }
           return {
             test: undefined,
-            session: await sso.signInExternal(trx, config, p, person, meta(ctx)),
+            session: await sso.signInExternal(trx, config, p, person, meta(ctx), {
+              nameId: r.nameId,
+              nameIdFormat: r.nameIdFormat,
+              sessionIndex: r.sessionIndex,
+            }),
             returnTo,
           };
         });
@@ -388,6 +404,115 @@ export function registerSsoRoutes(
         if (err instanceof SamlRejection) return fail(err.reason, err.message, 401);
         if (err instanceof sso.SsoError) return fail(err.reason, err.message, err.status);
         throw err;
+      }
+    },
+  });
+
+  api.publicRoute({
+    method: "get",
+    path: "/api/sso/saml/:org/logout",
+    operationId: "startSamlLogout",
+    summary: "Signs out here and at the identity provider (SP-initiated single logout)",
+    tags,
+    params: s.orgParams,
+    query: s.logoutQuery,
+    status: 302,
+    handler: async (ctx, { params, query }) => {
+      const knex = need(deps.knex);
+      const cookie = ctx.cookies.get(sessionCookieName(ctx.secure));
+      let target = "/login";
+      if (cookie) {
+        try {
+          const id = await need(deps.authenticator).identifySession(cookie, meta(ctx));
+          const { orgId } = await sso.orgOfSlug(knex, params.org);
+          // The session id in the link (known to the UI only) keeps other sites from signing people out.
+          if (id.orgId === orgId) {
+            target = await withOrg(knex, orgId, async (trx) => {
+              const caller = await id.load(trx);
+              if (caller.sessionId !== query.session) return "/login";
+              const row = (await trx("sessions").where({ id: caller.sessionId }).first()) as Record<
+                string,
+                string | null
+              >;
+              await identity.signOut({ caller, trx });
+              const p = await sso.findProvider(trx, "saml");
+              if (!p?.enabled || !row.saml_name_id || row.sso_provider_id !== p.id) return "/login";
+              const cfg = samlConfigSchema.parse(p.config);
+              if (!cfg.idpSloUrl) return "/login";
+              return new ServiceProvider(cfg, spEndpoints(config, ctx, params.org)).logoutUrl({
+                nameId: row.saml_name_id,
+                nameIdFormat: row.saml_name_id_format ?? "",
+                sessionIndex: row.saml_session_index ?? null,
+              });
+            });
+          }
+        } catch (err) {
+          if (!(err instanceof AppError || err instanceof sso.SsoError)) throw err;
+        }
+      }
+      clearSessionCookie(ctx);
+      ctx.redirect(target);
+      return "Signing out.";
+    },
+  });
+
+  api.publicRoute({
+    method: "get",
+    path: "/api/sso/saml/:org/slo",
+    operationId: "samlSingleLogoutService",
+    summary:
+      "Single logout service (HTTP-Redirect): the IdP's answer to our logout, or its own signed request",
+    tags,
+    params: s.orgParams,
+    status: 302,
+    errors: [401, 404],
+    handler: async (ctx, { params }) => {
+      const knex = need(deps.knex);
+      let orgId: string;
+      try {
+        ({ orgId } = await sso.orgOfSlug(knex, params.org));
+      } catch (err) {
+        if (err instanceof sso.SsoError) return failurePage(ctx, 404, err.message, err.reason);
+        throw err;
+      }
+      try {
+        const next = await withOrg(knex, orgId, async (trx) => {
+          const p = await sso.findProvider(trx, "saml");
+          if (!p?.enabled)
+            throw new sso.SsoError("not_configured", "This organization does not sign in with SAML.", 404);
+          const sp = new ServiceProvider(
+            samlConfigSchema.parse(p.config),
+            spEndpoints(config, ctx, params.org),
+          );
+          const m = await sp.validateLogout(ctx.query, ctx.querystring);
+          if (m.kind === "response") return "/login";
+          // The IdP ends a person's sessions (another application started the logout).
+          const q = trx("sessions")
+            .where({ sso_provider_id: p.id, saml_name_id: m.nameId })
+            .whereNull("revoked_at");
+          if (m.sessionIndex) q.where({ saml_session_index: m.sessionIndex });
+          const ended = await q.update({ revoked_at: trx.fn.now() });
+          await audit(trx, {
+            orgId,
+            actorType: "system",
+            actorId: "saml-slo",
+            action: "auth.sso_logout",
+            targetType: "sso_provider",
+            targetId: p.id,
+            ip: ctx.ip,
+            outcome: "success",
+            details: { nameId: m.nameId.slice(0, 200), sessionsEnded: ended },
+          });
+          return sp.logoutResponseUrl(m.profile);
+        });
+        ctx.redirect(next);
+        return "Signed out.";
+      } catch (err) {
+        const known = err instanceof SamlRejection || err instanceof sso.SsoError;
+        if (!known) throw err;
+        const reason = err.reason;
+        await sso.auditSsoFailure(knex, orgId, "saml", reason, err.message, meta(ctx), { step: "logout" });
+        return failurePage(ctx, err instanceof sso.SsoError ? err.status : 400, err.message, reason);
       }
     },
   });

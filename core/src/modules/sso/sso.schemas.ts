@@ -67,7 +67,12 @@ export const ssoOverviewSchema = z
     saml: providerSchema.nullable(),
     ldap: providerSchema.nullable(),
     policy: policySchema,
-    serviceProvider: z.object({ entityId: z.string(), acsUrl: z.string(), metadataUrl: z.string() }),
+    serviceProvider: z.object({
+      entityId: z.string(),
+      acsUrl: z.string(),
+      sloUrl: z.string(),
+      metadataUrl: z.string(),
+    }),
   })
   .meta({ id: "SsoOverview" });
 
@@ -129,3 +134,4 @@ export const previewSchema = z.object({
 
 export const orgParams = z.strictObject({ org: slug });
 export const loginQuery = z.strictObject({ returnTo: z.string().max(500).optional() });
+export const logoutQuery = z.strictObject({ session: z.uuid() });

@@ -320,10 +320,20 @@ export async function signInExternal(
   p: ProviderRow,
   person: ExternalPerson,
   meta: RequestMeta,
+  saml?: { nameId: string; nameIdFormat: string; sessionIndex: string | null },
 ): Promise<{ userId: string; token: string; expires: Date }> {
   const { userId, created } = await provision(trx, p, person);
   await trx("users").where({ id: userId }).update({ last_login_at: trx.fn.now() });
-  const session = await createSession(trx, config, p.orgId, userId, meta);
+  const session = await createSession(trx, config, p.orgId, userId, meta, {
+    sso_provider_id: p.id,
+    ...(saml
+      ? {
+          saml_name_id: saml.nameId,
+          saml_name_id_format: saml.nameIdFormat,
+          saml_session_index: saml.sessionIndex,
+        }
+      : {}),
+  });
   await audit(trx, {
     orgId: p.orgId,
     actorType: "user",

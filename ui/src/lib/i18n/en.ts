@@ -90,6 +90,7 @@ export const en = {
   "sso.spInfo": "Enter these at your identity provider",
   "sso.spEntityId": "Service provider entity ID (audience)",
   "sso.acsUrl": "Assertion consumer service URL (HTTP-POST)",
+  "sso.sloUrl": "Single logout URL (HTTP-Redirect)",
   "sso.metadataUrl": "Service provider metadata",
   "sso.downloadMetadata": "Download metadata",
   "sso.importMetadata": "IdP metadata (paste the XML or choose the file)",

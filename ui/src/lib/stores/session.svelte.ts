@@ -24,8 +24,17 @@ export async function needsSetup(): Promise<boolean> {
   return (await unwrap(api.GET("/api/auth/setup"))).data.needsSetup;
 }
 
-/** Signs out and forgets the person. */
-export async function signOut(): Promise<void> {
-  await api.POST("/api/auth/logout");
+/**
+ * Signs out and forgets the person. A session from an identity provider with single logout leaves through the
+ * server, which ends it and sends the browser to the IdP (and back to the sign-in page): returns false then.
+ */
+export async function signOut(): Promise<boolean> {
+  const slo = session.me?.singleLogoutUrl;
   session.me = null;
+  if (slo) {
+    window.location.assign(slo);
+    return false;
+  }
+  await api.POST("/api/auth/logout");
+  return true;
 }
