@@ -111,7 +111,8 @@ beforeAll(async () => {
       groupLdif("staff", ["alice", "bob", "dave"]) +
       groupLdif("it-admins", ["alice"]),
   );
-  srv = await getTestServer();
+  // Many sign-ins from one address in a few seconds: the per-address limit is tested in bruteforce.test.ts.
+  srv = await getTestServer({ env: { WORKSYNAPSE_AUTH_SIGN_IN_PER_IP_PER_MINUTE: "100000" } });
   org = await createTestOrg(srv, "ldap");
   slug = (await org.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data
     .organization.slug;
@@ -433,5 +434,17 @@ describe("LDAP / Active Directory sign-in", () => {
         })
       ).status,
     ).toBe(403);
+  });
+
+  it("removing the directory takes the roles it gave and ends its sessions; local accounts are untouched", async () => {
+    const alice = await signedIn("alice", PASS.alice);
+    await org.owner.json("DELETE", "/api/sso/ldap", undefined, 204);
+    expect((await alice.request("GET", "/api/auth/me")).status).toBe(401);
+    const roles = await withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("user_roles").where({ source: "sso" }).count<{ count: string }[]>(),
+    );
+    expect(Number(roles[0]?.count)).toBe(0);
+    expect((await org.owner.request("GET", "/api/auth/me")).status).toBe(200);
+    expect((await ldapSignIn("alice", PASS.alice)).status).toBe(404);
   });
 });

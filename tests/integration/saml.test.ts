@@ -33,7 +33,8 @@ const IDP = "https://idp.corp.example/saml/metadata";
 type Data<T> = { data: T };
 
 beforeAll(async () => {
-  srv = await getTestServer();
+  // Many sign-ins from one address in a few seconds: the per-address limit is tested in bruteforce.test.ts.
+  srv = await getTestServer({ env: { WORKSYNAPSE_AUTH_SIGN_IN_PER_IP_PER_MINUTE: "100000" } });
   org = await createTestOrg(srv, "saml");
   other = await createTestOrg(srv, "other");
   idpKey = selfSigned("corp-idp");
@@ -276,6 +277,7 @@ describe("SAML service provider", () => {
         DATABASE_URL: srv.pg.url,
         WORKSYNAPSE_AUTH_PUBLIC_URL: srv.url,
         WORKSYNAPSE_ROLES: "web",
+        WORKSYNAPSE_AUTH_SIGN_IN_PER_IP_PER_MINUTE: "100000",
       }),
       silentLogger(),
     );

@@ -186,6 +186,18 @@ export function registerSsoRoutes(
     },
   });
 
+  /** The per-address sign-in limit for browser-facing SSO routes: a page (not JSON) when it is exceeded. */
+  async function limitPage(ctx: Context): Promise<string | undefined> {
+    try {
+      await need(deps.limiters).signIn(ctx.ip);
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof AppError) || err.status !== 429) throw err;
+      for (const [k, v] of Object.entries(err.headers ?? {})) ctx.set(k, v);
+      return failurePage(ctx, 429, err.message, err.code);
+    }
+  }
+
   // ----- public: SAML service provider -----
   /** The organization's SAML provider; in `trx` when the caller already holds the organization's transaction. */
   const samlProvider = async (slug: string, trx?: Knex.Transaction) => {
@@ -264,8 +276,11 @@ export function registerSsoRoutes(
     params: s.orgParams,
     query: s.loginQuery,
     status: 302,
-    errors: [404],
+    errors: [404, 429],
     handler: async (ctx, { params, query }) => {
+      // Each start stores a request: limited per address like any sign-in attempt.
+      const limited = await limitPage(ctx);
+      if (limited) return limited;
       try {
         const url = await startSamlRequest(ctx, params.org, {
           mode: "sign_in",
@@ -289,7 +304,7 @@ export function registerSsoRoutes(
     params: s.orgParams,
     status: 303,
     responseType: "text/html",
-    errors: [401, 403, 404, 409],
+    errors: [401, 403, 404, 409, 429],
     handler: async (ctx, { params }) => {
       const knex = need(deps.knex);
       let orgId: string;
@@ -299,6 +314,8 @@ export function registerSsoRoutes(
         if (err instanceof sso.SsoError) return failurePage(ctx, 404, err.message, err.reason);
         throw err;
       }
+      const limited = await limitPage(ctx);
+      if (limited) return limited;
       const fail = async (reason: string, message: string, status = 401) => {
         await sso.auditSsoFailure(knex, orgId, "saml", reason, message, meta(ctx));
         return failurePage(ctx, status, message, reason);

@@ -189,6 +189,12 @@ export async function saveProvider(
 export async function deleteProvider({ caller, trx }: Scope, kind: ProviderKind): Promise<void> {
   const p = await findProvider(trx, kind);
   if (!p) throw AppError.notFound("No such provider.");
+  // Roles that came from its groups go, and so do the sessions it opened: nothing vouches for them any more.
+  const linked = (await trx("users").where({ external_source: kind }).pluck("id")) as string[];
+  for (const userId of linked) {
+    await setDirectoryRoles(trx, caller.orgId, userId, []);
+    await endSessions(trx, userId);
+  }
   await trx("sso_providers").where({ id: p.id }).delete();
   await audit(trx, {
     ...actorOf(caller),
@@ -196,7 +202,7 @@ export async function deleteProvider({ caller, trx }: Scope, kind: ProviderKind)
     targetType: "sso_provider",
     targetId: p.id,
     outcome: "success",
-    details: { kind },
+    details: { kind, usersAffected: linked.length },
   });
 }
 
