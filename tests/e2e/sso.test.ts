@@ -249,6 +249,19 @@ describe("single sign-on in the browser", () => {
       data: { email: string; roles: { key: string }[] }[];
     };
     expect(users.data.find((u) => u.email === "bob@northwind.example")?.roles).toEqual([]);
+    // The admin sees how Bob signs in, and why his last attempt was refused.
+    await admin.page.goto(`${url}/admin/users`, { waitUntil: "networkidle" });
+    await admin.page
+      .getByRole("row", { name: /Bob Baker/ })
+      .getByText("signs in with the directory")
+      .waitFor();
+    await admin.page.goto(`${url}/admin/audit`, { waitUntil: "networkidle" });
+    await admin.page
+      .getByRole("row")
+      .filter({ hasText: "auth.sso_sign_in" })
+      .filter({ hasText: "no_role" })
+      .first()
+      .waitFor();
     expect(watch.foreignRequests).toEqual([]);
     await ctx.close();
   });

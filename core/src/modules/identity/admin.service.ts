@@ -35,10 +35,20 @@ export async function presentUser(trx: Knex.Transaction, row: Record<string, unk
     roles: roles as { id: string; key: string; name: string }[],
     lastLoginAt: iso(row.last_login_at as Date | null),
     createdAt: iso(row.created_at as Date) as string,
+    signsInWith: ((row.external_source as string | null) ?? "password") as "password" | "saml" | "ldap",
   };
 }
 
-const USER_COLUMNS = ["id", "email", "display_name", "status", "locked_until", "last_login_at", "created_at"];
+const USER_COLUMNS = [
+  "id",
+  "email",
+  "display_name",
+  "status",
+  "locked_until",
+  "last_login_at",
+  "created_at",
+  "external_source",
+];
 
 /** Lists users, newest first, optionally filtered by a search string. */
 export async function listUsers({ trx }: Svc, q: { search?: string; limit: number; offset: number }) {

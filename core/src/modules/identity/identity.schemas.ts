@@ -72,6 +72,8 @@ export const userSchema = z
     roles: z.array(roleRef),
     lastLoginAt: z.string().nullable(),
     createdAt: z.string(),
+    /** How the person signs in: a local password, or the organization's SAML IdP or directory. */
+    signsInWith: z.enum(["password", "saml", "ldap"]),
   })
   .meta({ id: "User" });
 export const userListQuery = pageQuery.extend({ search: z.string().max(200).optional() });

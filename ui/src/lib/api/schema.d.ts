@@ -1715,6 +1715,8 @@ export interface components {
             }[];
             lastLoginAt: string | null;
             createdAt: string;
+            /** @enum {string} */
+            signsInWith: "password" | "saml" | "ldap";
         };
         Page: {
             total: number;

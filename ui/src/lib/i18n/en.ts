@@ -178,6 +178,8 @@ export const en = {
   "users.role": "Role",
   "users.active": "Active",
   "users.deactivated": "Deactivated",
+  "users.viaSaml": "signs in with SAML",
+  "users.viaLdap": "signs in with the directory",
   "users.locked": "Locked",
   "users.deactivate": "Deactivate",
   "users.reactivate": "Reactivate",
