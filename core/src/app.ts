@@ -25,6 +25,10 @@ import { registerKbRoutes } from "./modules/kb/kb.routes.js";
 import { registerKbTools } from "./modules/kb/kb.tools.js";
 import { kbDir } from "./modules/kb/kb.service.js";
 import { registerSsoRoutes } from "./modules/sso/sso.routes.js";
+import { registerChatRoutes } from "./modules/chat/chat.routes.js";
+import { ChatHub } from "./modules/chat/chat.socket.js";
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
 
 /** What the app needs from the process around it. */
 export interface AppDeps {
@@ -54,6 +58,10 @@ export interface BuiltApp {
   openapi: () => unknown;
   /** The AI tools every module registered. */
   tools: ToolRegistry;
+  /** The HTTP server's `upgrade` handler (WebSocket at /ws); absent in an app built for docs. */
+  upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Closes live connections (shutdown). */
+  closeRealtime(): void;
 }
 
 /** Builds the Koa app with the full middleware stack and every module's routes; does not listen. */
@@ -93,6 +101,18 @@ export function buildApp(deps: AppDeps): BuiltApp {
   });
   registerAiRoutes(api, { knex: deps.knex, config, runtime: deps.ai ?? null });
   registerNotesRoutes(api);
+  const chatHub =
+    deps.knex && deps.bus && authenticator
+      ? new ChatHub({
+          knex: deps.knex,
+          bus: deps.bus,
+          config,
+          authenticator,
+          app,
+          log: log.child({ module: "chat" }),
+        })
+      : null;
+  registerChatRoutes(api, chatHub ? chatHub.notify : () => undefined);
   const kbDeps = {
     config,
     knex: deps.knex,
@@ -113,5 +133,12 @@ export function buildApp(deps: AppDeps): BuiltApp {
   const uiDir = config.http.uiDir ?? DEFAULT_UI_DIR;
   if (existsSync(uiDir)) app.use(serveUi(uiDir));
   else log.warn({ uiDir }, "no built UI found; run `npm run build` to serve the web UI");
-  return { app, api, openapi, tools };
+  return {
+    app,
+    api,
+    openapi,
+    tools,
+    upgrade: chatHub ? (req, socket, head) => void chatHub.handleUpgrade(req, socket, head) : undefined,
+    closeRealtime: () => chatHub?.close(),
+  };
 }

@@ -115,6 +115,7 @@ export async function startServer(
   let server: http.Server | undefined;
   let baseUrl: string | undefined;
   let tools: ToolRegistry | undefined;
+  let closeRealtime: (() => void) | undefined;
   if (config.roles.includes("web")) {
     const masterKey = ensureMasterKey(config, log);
     const built = buildApp({
@@ -132,6 +133,8 @@ export async function startServer(
     });
     tools = built.tools;
     server = http.createServer(built.app.callback());
+    if (built.upgrade) server.on("upgrade", built.upgrade);
+    closeRealtime = built.closeRealtime;
     server.keepAliveTimeout = 5000;
     await new Promise<void>((resolve, reject) => {
       server?.once("error", reject);
@@ -159,6 +162,8 @@ export async function startServer(
         ? new Promise<void>((resolve) => server?.close(() => resolve()))
         : Promise.resolve();
       server?.closeIdleConnections();
+      // Live sockets close first (1012): their clients reconnect to another node and resume.
+      closeRealtime?.();
       stopScheduler?.();
       await Promise.all(workers.map((w) => w.stop()));
       await relay.stop();

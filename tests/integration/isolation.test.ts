@@ -34,7 +34,8 @@ async function snapshotB(): Promise<string> {
 }
 
 beforeAll(async () => {
-  srv = await getTestServer();
+  // Thousands of calls from one owner in seconds: the per-key limit is tested in bruteforce.test.ts.
+  srv = await getTestServer({ env: { WORKSYNAPSE_AUTH_API_PER_MINUTE: "1000000" } });
   a = await createTestOrg(srv, "alpha");
   b = await createTestOrg(srv, "bravo");
   // Give B one of everything, each carrying B's marker.
@@ -114,6 +115,22 @@ beforeAll(async () => {
     if (docs.every((d) => d.status === "indexed")) break;
     await new Promise((r) => setTimeout(r, 100));
   }
+  // B's chat: a private channel with a message, and a direct conversation.
+  const chatRoom = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/chat/channels",
+    { kind: "private", name: `Room ${b.marker}`, topic: `Topic ${b.marker}`, memberIds: [member.id] },
+    201,
+  );
+  const chatMessage = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    `/api/chat/channels/${chatRoom.data.id}/messages`,
+    { body: `Chat ${b.marker}` },
+    201,
+  );
+  const chatDirect = await b.owner.json<{ data: { id: string } }>("POST", "/api/chat/direct", {
+    userIds: [member.id],
+  });
   const sessions = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/auth/sessions")).data;
   const audit = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/audit?limit=200")).data;
   Object.assign(bIds, {
@@ -130,6 +147,8 @@ beforeAll(async () => {
     note: [note.data.id],
     noteVersion: versions.map((v) => v.id),
     audit: audit.map((x) => x.id),
+    chatChannel: [chatRoom.data.id, chatDirect.data.id],
+    chatMessage: [chatMessage.data.id],
   });
   // B's single sign-on settings (A's GET /api/sso must show none of them).
   await b.owner.json("PUT", "/api/sso/ldap", {
@@ -180,6 +199,13 @@ function bodyFor(operationId: string, id: string): unknown {
     setKbCollectionShares: { shares: [{ granteeType: "user", granteeId: id, access: "manage" }] },
     searchKb: { query: "document text", collectionIds: [id] },
     updateNoteFolder: { name: "pwned", parentId: id },
+    createChatChannel: { kind: "private", name: `pwned-${id}`, memberIds: [id] },
+    openDirectConversation: { userIds: [id] },
+    updateChatChannel: { topic: "pwned" },
+    addChatMembers: { userIds: [id] },
+    postChatMessage: { body: "pwned" },
+    editChatMessage: { body: "pwned" },
+    markChatRead: { seq: 1 },
   };
   return bodies[operationId] ?? {};
 }

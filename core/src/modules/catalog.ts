@@ -3,6 +3,7 @@ import { IDENTITY_PERMISSIONS } from "./identity/identity.permissions.js";
 import { AI_PERMISSIONS } from "./ai/ai.permissions.js";
 import { NOTES_PERMISSIONS } from "./notes/notes.permissions.js";
 import { KB_PERMISSIONS } from "./kb/kb.permissions.js";
+import { CHAT_PERMISSIONS } from "./chat/chat.permissions.js";
 import { KB_INDEX_QUEUE } from "./kb/kb.events.js";
 import { SSO_SYNC_QUEUE } from "./sso/sso.sync.js";
 import type { QueueDef } from "../platform/bus/topology.js";
@@ -13,6 +14,7 @@ export const PERMISSIONS = new PermissionCatalog({
   ai: AI_PERMISSIONS,
   notes: NOTES_PERMISSIONS,
   kb: KB_PERMISSIONS,
+  chat: CHAT_PERMISSIONS,
 });
 
 /** Every module's work queues (the bus creates a durable consumer for each). */

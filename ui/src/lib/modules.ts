@@ -24,7 +24,14 @@ export const MODULES: ModuleEntry[] = [
     permission: "kb.read",
   },
   { id: "projects", label: "module.projects", description: "module.projects.desc", section: "work" },
-  { id: "chat", label: "module.chat", description: "module.chat.desc", section: "work" },
+  {
+    id: "chat",
+    label: "module.chat",
+    description: "module.chat.desc",
+    section: "work",
+    href: "/chat",
+    permission: "chat.read",
+  },
   {
     id: "notes",
     label: "module.notes",

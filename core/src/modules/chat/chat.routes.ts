@@ -1,0 +1,200 @@
+import { z } from "zod";
+import type { Api } from "../../platform/http/api.js";
+import { dataOf } from "../../platform/http/api.js";
+import * as chat from "./chat.service.js";
+import * as s from "./chat.schemas.js";
+
+const tags = ["chat"];
+
+/** Registers the chat routes; live events go over the WebSocket at /ws (chat.socket.ts). */
+export function registerChatRoutes(api: Api, notify: chat.ChatNotifier): void {
+  const read = "chat.read";
+  const write = "chat.write";
+  api.route({
+    method: "get",
+    path: "/api/chat/channels",
+    operationId: "listChatChannels",
+    summary:
+      "Channels and direct conversations the caller belongs to, public channels to join, unread counts",
+    tags,
+    permission: read,
+    response: dataOf(z.array(s.channelSchema)),
+    handler: async (_ctx, _in, scope) => ({ data: await chat.listChannels(scope) }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/chat/channels",
+    operationId: "createChatChannel",
+    summary: "Start a public or private channel",
+    tags,
+    permission: write,
+    body: s.createChannelBody,
+    status: 201,
+    response: dataOf(s.channelSchema),
+    errors: [404, 409],
+    handler: async (_ctx, { body }, scope) => ({ data: await chat.createChannel(scope, notify, body) }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/chat/direct",
+    operationId: "openDirectConversation",
+    summary: "The direct conversation with these people (started the first time)",
+    tags,
+    permission: write,
+    body: s.directBody,
+    response: dataOf(s.channelSchema),
+    errors: [404],
+    handler: async (_ctx, { body }, scope) => ({ data: await chat.openDirect(scope, notify, body.userIds) }),
+  });
+  api.route({
+    method: "get",
+    path: "/api/chat/search",
+    operationId: "searchChatMessages",
+    summary: "Full-text search over the messages the caller can read",
+    tags,
+    permission: read,
+    query: s.searchQuery,
+    response: dataOf(z.array(s.messageSchema)),
+    handler: async (_ctx, { query }, scope) => ({
+      data: await chat.searchMessages(scope, query.q, query.limit),
+    }),
+  });
+  api.route({
+    method: "get",
+    path: "/api/chat/channels/:id",
+    operationId: "getChatChannel",
+    summary: "One channel",
+    tags,
+    permission: read,
+    params: s.channelParams,
+    response: dataOf(s.channelSchema),
+    errors: [404],
+    handler: async (_ctx, { params }, scope) => ({ data: await chat.getChannel(scope, params.id) }),
+  });
+  api.route({
+    method: "patch",
+    path: "/api/chat/channels/:id",
+    operationId: "updateChatChannel",
+    summary: "Change the topic (members), rename or archive (the owner)",
+    tags,
+    permission: write,
+    params: s.channelParams,
+    body: s.updateChannelBody,
+    response: dataOf(s.channelSchema),
+    errors: [404, 409],
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await chat.updateChannel(scope, notify, params.id, body),
+    }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/chat/channels/:id/join",
+    operationId: "joinChatChannel",
+    summary: "Join a public channel",
+    tags,
+    permission: read,
+    params: s.channelParams,
+    response: dataOf(s.channelSchema),
+    errors: [404],
+    handler: async (_ctx, { params }, scope) => ({ data: await chat.joinChannel(scope, notify, params.id) }),
+  });
+  api.route({
+    method: "delete",
+    path: "/api/chat/channels/:id/membership",
+    operationId: "leaveChatChannel",
+    summary: "Leave a channel",
+    tags,
+    permission: read,
+    params: s.channelParams,
+    status: 204,
+    errors: [404],
+    handler: async (_ctx, { params }, scope) => chat.leaveChannel(scope, params.id),
+  });
+  api.route({
+    method: "post",
+    path: "/api/chat/channels/:id/members",
+    operationId: "addChatMembers",
+    summary: "Add people to a channel you belong to",
+    tags,
+    permission: write,
+    params: s.channelParams,
+    body: s.membersBody,
+    response: dataOf(s.channelSchema),
+    errors: [404, 409],
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await chat.addMembers(scope, notify, params.id, body.userIds),
+    }),
+  });
+  api.route({
+    method: "get",
+    path: "/api/chat/channels/:id/messages",
+    operationId: "listChatMessages",
+    summary: "Messages in order: the latest, those before a number (scroll back) or after one (catch up)",
+    tags,
+    permission: read,
+    params: s.channelParams,
+    query: s.messagesQuery,
+    response: dataOf(z.array(s.messageSchema)),
+    errors: [404],
+    handler: async (_ctx, { params, query }, scope) => ({
+      data: await chat.listMessages(scope, params.id, query),
+    }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/chat/channels/:id/messages",
+    operationId: "postChatMessage",
+    summary: "Post a message (Markdown); members receive it over /ws",
+    tags,
+    permission: write,
+    params: s.channelParams,
+    body: s.postBody,
+    status: 201,
+    response: dataOf(s.messageSchema),
+    errors: [404, 409],
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await chat.postMessage(scope, notify, params.id, body.body),
+    }),
+  });
+  api.route({
+    method: "patch",
+    path: "/api/chat/channels/:id/messages/:messageId",
+    operationId: "editChatMessage",
+    summary: "Edit your own message (marked edited)",
+    tags,
+    permission: write,
+    params: s.messageParams,
+    body: s.postBody,
+    response: dataOf(s.messageSchema),
+    errors: [404, 409],
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await chat.editMessage(scope, notify, params.id, params.messageId, body.body),
+    }),
+  });
+  api.route({
+    method: "delete",
+    path: "/api/chat/channels/:id/messages/:messageId",
+    operationId: "deleteChatMessage",
+    summary: "Delete a message (its author or the channel's owner)",
+    tags,
+    permission: write,
+    params: s.messageParams,
+    status: 204,
+    errors: [404, 409],
+    handler: async (_ctx, { params }, scope) =>
+      chat.deleteMessage(scope, notify, params.id, params.messageId),
+  });
+  api.route({
+    method: "post",
+    path: "/api/chat/channels/:id/read",
+    operationId: "markChatRead",
+    summary: "Move your read position in a channel forward",
+    tags,
+    permission: read,
+    params: s.channelParams,
+    body: s.readBody,
+    status: 204,
+    errors: [404],
+    handler: async (_ctx, { params, body }, scope) => chat.markRead(scope, notify, params.id, body.seq),
+  });
+}

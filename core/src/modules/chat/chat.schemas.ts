@@ -1,0 +1,81 @@
+import { z } from "zod";
+import { MAX_MESSAGE_CHARS } from "./chat.service.js";
+
+const id = z.uuid();
+const channelName = z
+  .string()
+  .trim()
+  .min(1)
+  .max(80)
+  // eslint-disable-next-line no-control-regex
+  .regex(/^[^\u0000-\u001f]+$/, "No control characters");
+const body = z
+  .string()
+  .max(MAX_MESSAGE_CHARS, `At most ${MAX_MESSAGE_CHARS} characters`)
+  .refine((b) => b.trim().length > 0, "Write something");
+
+/** A channel or direct conversation as a member (or a colleague browsing public channels) sees it. */
+export const channelSchema = z
+  .object({
+    id,
+    kind: z.enum(["public", "private", "direct"]),
+    name: z.string(),
+    topic: z.string(),
+    joined: z.boolean(),
+    archived: z.boolean(),
+    lastSeq: z.number(),
+    lastReadSeq: z.number(),
+    unread: z.number(),
+    people: z.array(z.object({ id, name: z.string() })),
+  })
+  .meta({ id: "ChatChannel" });
+
+/** A message; a deleted one keeps its place with an empty body. */
+export const messageSchema = z
+  .object({
+    id,
+    channelId: id,
+    seq: z.number(),
+    userId: id.nullable(),
+    authorName: z.string(),
+    body: z.string(),
+    editedAt: z.string().nullable(),
+    deleted: z.boolean(),
+    createdAt: z.string(),
+  })
+  .meta({ id: "ChatMessage" });
+
+export const createChannelBody = z
+  .strictObject({
+    kind: z.enum(["public", "private"]),
+    name: channelName,
+    topic: z.string().max(250).default(""),
+    memberIds: z.array(id).max(500).default([]),
+  })
+  .meta({ id: "CreateChatChannelRequest" });
+export const directBody = z
+  .strictObject({ userIds: z.array(id).min(1).max(8) })
+  .meta({ id: "OpenDirectRequest" });
+export const updateChannelBody = z
+  .strictObject({
+    name: channelName.optional(),
+    topic: z.string().max(250).optional(),
+    archived: z.boolean().optional(),
+  })
+  .meta({ id: "UpdateChatChannelRequest" });
+export const membersBody = z
+  .strictObject({ userIds: z.array(id).min(1).max(500) })
+  .meta({ id: "AddChatMembersRequest" });
+export const postBody = z.strictObject({ body }).meta({ id: "PostChatMessageRequest" });
+export const readBody = z.strictObject({ seq: z.number().int().min(0) }).meta({ id: "MarkChatReadRequest" });
+export const messagesQuery = z.strictObject({
+  beforeSeq: z.coerce.number().int().min(1).optional(),
+  afterSeq: z.coerce.number().int().min(0).optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+});
+export const searchQuery = z.strictObject({
+  q: z.string().trim().min(1).max(200),
+  limit: z.coerce.number().int().min(1).max(100).default(30),
+});
+export const channelParams = z.strictObject({ id });
+export const messageParams = z.strictObject({ id, messageId: id });

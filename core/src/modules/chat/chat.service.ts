@@ -1,0 +1,431 @@
+// Internal chat: channels, direct messages, messages with per-channel sequence numbers, read positions.
+import type { Knex } from "knex";
+import type { Scope } from "../../platform/http/api.js";
+import { AppError } from "../../platform/http/errors.js";
+import { actorOf, audit } from "../identity/audit.js";
+
+/** What happened in a channel, as sent to the members' sockets after the transaction commits. */
+export interface ChatEvent {
+  type: "message" | "message.edited" | "message.deleted" | "read" | "channel";
+  channelId: string;
+  /** Members who should receive it (the fan-out filters on this; never sent to clients). */
+  audience: string[];
+  message?: ChatMessage;
+  read?: { userId: string; seq: number };
+  channel?: { id: string };
+}
+
+/** Sends chat events to every node (ephemeral NATS); see chat.socket.ts. */
+export type ChatNotifier = (orgId: string, event: ChatEvent) => void;
+
+/** A message as the API presents it. */
+export interface ChatMessage {
+  id: string;
+  channelId: string;
+  seq: number;
+  userId: string | null;
+  authorName: string;
+  body: string;
+  editedAt: string | null;
+  deleted: boolean;
+  createdAt: string;
+}
+
+/** The largest message body, in characters. */
+export const MAX_MESSAGE_CHARS = 8000;
+
+const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
+
+const presentMessage = (r: Record<string, unknown>): ChatMessage => ({
+  id: r.id as string,
+  channelId: r.channel_id as string,
+  seq: Number(r.seq),
+  userId: (r.user_id as string | null) ?? null,
+  authorName: (r.author_name as string | null) ?? "",
+  body: r.deleted_at ? "" : (r.body as string),
+  editedAt: iso(r.edited_at as Date | null),
+  deleted: !!r.deleted_at,
+  createdAt: (r.created_at as Date).toISOString(),
+});
+
+/** Runs `fn` once the transaction has committed (never for a rolled-back one). */
+function afterCommit(trx: Knex.Transaction, fn: () => void): void {
+  trx.executionPromise.then(fn).catch(() => undefined);
+}
+
+/** The channel if the caller may read it: a member, or any colleague for a public channel; else 404. */
+async function readable(trx: Knex.Transaction, userId: string, channelId: string) {
+  const row = (await trx("chat_channels as c")
+    .leftJoin("chat_members as m", function () {
+      this.on("m.channel_id", "c.id").andOn("m.user_id", trx.raw("?", [userId]));
+    })
+    .where("c.id", channelId)
+    .first("c.*", "m.user_id as member", "m.role as member_role", "m.last_read_seq")) as
+    Record<string, unknown> | undefined;
+  if (!row || (row.kind !== "public" && !row.member)) throw AppError.notFound("No such channel.");
+  return row;
+}
+
+/** The channel if the caller is a member (writing needs membership); else 404 or 403. */
+async function asMember(trx: Knex.Transaction, userId: string, channelId: string) {
+  const row = await readable(trx, userId, channelId);
+  if (!row.member) throw AppError.forbidden("Join the channel first.");
+  if (row.archived_at) throw new AppError(409, "archived", "The channel is archived.");
+  return row;
+}
+
+const audienceOf = async (trx: Knex.Transaction, channelId: string) =>
+  (await trx("chat_members").where({ channel_id: channelId }).pluck("user_id")) as string[];
+
+/** Channels the caller belongs to, and public ones to browse, with unread counts. */
+export async function listChannels({ caller, trx }: Scope) {
+  const rows = (
+    await trx.raw(
+      `select c.id, c.kind, c.name, c.topic, c.last_seq, c.archived_at, c.created_at,
+         m.user_id is not null as joined, coalesce(m.last_read_seq, 0) as last_read_seq,
+         (select count(*) from chat_messages x where x.channel_id = c.id and x.seq > coalesce(m.last_read_seq, 0)
+            and x.deleted_at is null and x.user_id is distinct from :me) as unread,
+         (select coalesce(json_agg(json_build_object('id', u.id, 'name', u.display_name) order by u.display_name), '[]')
+            from chat_members mm join users u on u.id = mm.user_id where mm.channel_id = c.id and c.kind = 'direct') as people
+       from chat_channels c left join chat_members m on m.channel_id = c.id and m.user_id = :me
+       where m.user_id is not null or c.kind = 'public'
+       order by c.kind = 'direct', lower(coalesce(c.name, '')), c.created_at`,
+      { me: caller.userId },
+    )
+  ).rows as Record<string, unknown>[];
+  return rows.map((r) => presentChannel(r, caller.userId));
+}
+
+function presentChannel(r: Record<string, unknown>, me: string) {
+  const people = ((r.people as { id: string; name: string }[] | null) ?? []).filter((p) => p.id !== me);
+  return {
+    id: r.id as string,
+    kind: r.kind as "public" | "private" | "direct",
+    name: (r.name as string | null) ?? people.map((p) => p.name).join(", "),
+    topic: r.topic as string,
+    joined: Boolean(r.joined),
+    archived: !!r.archived_at,
+    lastSeq: Number(r.last_seq),
+    lastReadSeq: Number(r.last_read_seq ?? 0),
+    unread: r.joined ? Number(r.unread ?? 0) : 0,
+    people,
+  };
+}
+
+/** One channel the caller may read. */
+export async function getChannel(scope: Scope, id: string) {
+  await readable(scope.trx, scope.caller.userId, id);
+  return (await listChannels(scope)).find((c) => c.id === id) as ReturnType<typeof presentChannel>;
+}
+
+/** Only the organization's own, active people may be added. */
+async function checkPeople(trx: Knex.Transaction, ids: string[]): Promise<void> {
+  if (ids.length === 0) return;
+  const found = await trx("users")
+    .whereIn("id", ids)
+    .where({ status: "active" })
+    .count<{ count: string }[]>();
+  if (Number(found[0]?.count) !== ids.length) throw AppError.notFound("A person to add does not exist.");
+}
+
+/** Creates a public or private channel with its creator as owner and the given members. */
+export async function createChannel(
+  { caller, trx }: Scope,
+  notify: ChatNotifier,
+  input: { kind: "public" | "private"; name: string; topic: string; memberIds: string[] },
+) {
+  const others = [...new Set(input.memberIds.filter((id) => id !== caller.userId))];
+  await checkPeople(trx, others);
+  let id: string;
+  try {
+    const rows = await trx("chat_channels")
+      .insert({
+        org_id: caller.orgId,
+        kind: input.kind,
+        name: input.name,
+        topic: input.topic,
+        created_by: caller.userId,
+      })
+      .returning("id");
+    id = (rows[0] as { id: string }).id;
+  } catch (err) {
+    if ((err as { code?: string }).code === "23505")
+      throw AppError.conflict("A channel with this name exists.", { field: "name" });
+    throw err;
+  }
+  await trx("chat_members").insert([
+    { org_id: caller.orgId, channel_id: id, user_id: caller.userId, role: "owner" },
+    ...others.map((u) => ({ org_id: caller.orgId, channel_id: id, user_id: u })),
+  ]);
+  await audit(trx, {
+    ...actorOf(caller),
+    action: "chat.channel.create",
+    targetType: "chat_channel",
+    targetId: id,
+    outcome: "success",
+    details: { kind: input.kind, name: input.name },
+  });
+  const audience = [caller.userId, ...others];
+  afterCommit(trx, () => notify(caller.orgId, { type: "channel", channelId: id, audience, channel: { id } }));
+  return getChannel({ caller, trx }, id);
+}
+
+/** The direct conversation of the caller with these people (created once; the same set finds it again). */
+export async function openDirect({ caller, trx }: Scope, notify: ChatNotifier, userIds: string[]) {
+  const people = [...new Set([caller.userId, ...userIds])].sort();
+  if (people.length < 2) throw AppError.badRequest("Name at least one other person.");
+  await checkPeople(
+    trx,
+    people.filter((p) => p !== caller.userId),
+  );
+  const key = people.join(",");
+  const existing = await trx("chat_channels").where({ kind: "direct", direct_key: key }).first("id");
+  if (existing) return getChannel({ caller, trx }, existing.id as string);
+  const rows = await trx("chat_channels")
+    .insert({ org_id: caller.orgId, kind: "direct", direct_key: key, created_by: caller.userId })
+    .onConflict(trx.raw("(org_id, direct_key) where kind = 'direct'"))
+    .ignore()
+    .returning("id");
+  const id = (rows[0] as { id: string } | undefined)?.id;
+  if (!id) {
+    const again = await trx("chat_channels").where({ kind: "direct", direct_key: key }).first("id");
+    return getChannel({ caller, trx }, again.id as string);
+  }
+  await trx("chat_members").insert(people.map((u) => ({ org_id: caller.orgId, channel_id: id, user_id: u })));
+  afterCommit(trx, () =>
+    notify(caller.orgId, { type: "channel", channelId: id, audience: people, channel: { id } }),
+  );
+  return getChannel({ caller, trx }, id);
+}
+
+/** Joins a public channel. */
+export async function joinChannel({ caller, trx }: Scope, notify: ChatNotifier, id: string) {
+  const ch = await readable(trx, caller.userId, id);
+  if (!ch.member) {
+    if (ch.kind !== "public") throw AppError.notFound("No such channel.");
+    await trx("chat_members")
+      .insert({ org_id: caller.orgId, channel_id: id, user_id: caller.userId, last_read_seq: ch.last_seq })
+      .onConflict(["channel_id", "user_id"])
+      .ignore();
+    afterCommit(trx, () =>
+      notify(caller.orgId, { type: "channel", channelId: id, audience: [caller.userId], channel: { id } }),
+    );
+  }
+  return getChannel({ caller, trx }, id);
+}
+
+/** Leaves a channel (direct conversations cannot be left). */
+export async function leaveChannel({ caller, trx }: Scope, id: string): Promise<void> {
+  const ch = await readable(trx, caller.userId, id);
+  if (ch.kind === "direct") throw AppError.badRequest("Direct conversations cannot be left.");
+  await trx("chat_members").where({ channel_id: id, user_id: caller.userId }).delete();
+}
+
+/** Adds people to a channel the caller is a member of. */
+export async function addMembers(
+  { caller, trx }: Scope,
+  notify: ChatNotifier,
+  id: string,
+  userIds: string[],
+) {
+  const ch = await asMember(trx, caller.userId, id);
+  if (ch.kind === "direct") throw AppError.badRequest("Start a new direct conversation to add people.");
+  const ids = [...new Set(userIds)];
+  await checkPeople(trx, ids);
+  await trx("chat_members")
+    .insert(ids.map((u) => ({ org_id: caller.orgId, channel_id: id, user_id: u })))
+    .onConflict(["channel_id", "user_id"])
+    .ignore();
+  afterCommit(trx, () =>
+    notify(caller.orgId, { type: "channel", channelId: id, audience: ids, channel: { id } }),
+  );
+  return getChannel({ caller, trx }, id);
+}
+
+/** Changes the topic (any member), the name or archives (the owner). */
+export async function updateChannel(
+  { caller, trx }: Scope,
+  notify: ChatNotifier,
+  id: string,
+  input: { name?: string; topic?: string; archived?: boolean },
+) {
+  const ch = await readable(trx, caller.userId, id);
+  if (!ch.member) throw AppError.forbidden("Join the channel first.");
+  if ((input.name !== undefined || input.archived !== undefined) && ch.member_role !== "owner")
+    throw AppError.forbidden("Only the channel's owner can rename or archive it.");
+  if (input.name !== undefined && ch.kind === "direct")
+    throw AppError.badRequest("Direct conversations have no name.");
+  const patch: Record<string, unknown> = {};
+  if (input.name !== undefined) patch.name = input.name;
+  if (input.topic !== undefined) patch.topic = input.topic;
+  if (input.archived !== undefined) patch.archived_at = input.archived ? trx.fn.now() : null;
+  if (Object.keys(patch).length) {
+    try {
+      await trx("chat_channels").where({ id }).update(patch);
+    } catch (err) {
+      if ((err as { code?: string }).code === "23505")
+        throw AppError.conflict("A channel with this name exists.", { field: "name" });
+      throw err;
+    }
+  }
+  const audience = await audienceOf(trx, id);
+  afterCommit(trx, () => notify(caller.orgId, { type: "channel", channelId: id, audience, channel: { id } }));
+  return getChannel({ caller, trx }, id);
+}
+
+const MESSAGE_COLUMNS = [
+  "m.id",
+  "m.channel_id",
+  "m.seq",
+  "m.user_id",
+  "m.body",
+  "m.edited_at",
+  "m.deleted_at",
+  "m.created_at",
+  "u.display_name as author_name",
+];
+
+/**
+ * Messages of a channel in order: the latest `limit`, or those before/after a sequence number (scrolling
+ * back, and catching up after a reconnect: `afterSeq` returns exactly what was missed).
+ */
+export async function listMessages(
+  { caller, trx }: Scope,
+  id: string,
+  q: { beforeSeq?: number; afterSeq?: number; limit: number },
+) {
+  await readable(trx, caller.userId, id);
+  const query = trx("chat_messages as m")
+    .leftJoin("users as u", "u.id", "m.user_id")
+    .where("m.channel_id", id);
+  if (q.afterSeq !== undefined) {
+    const rows = await query
+      .where("m.seq", ">", q.afterSeq)
+      .orderBy("m.seq")
+      .limit(q.limit)
+      .select(MESSAGE_COLUMNS);
+    return rows.map(presentMessage);
+  }
+  if (q.beforeSeq !== undefined) query.where("m.seq", "<", q.beforeSeq);
+  const rows = await query.orderBy("m.seq", "desc").limit(q.limit).select(MESSAGE_COLUMNS);
+  return rows.reverse().map(presentMessage);
+}
+
+async function messageById(
+  trx: Knex.Transaction,
+  channelId: string,
+  messageId: string,
+): Promise<ChatMessage> {
+  const row = await trx("chat_messages as m")
+    .leftJoin("users as u", "u.id", "m.user_id")
+    .where({ "m.id": messageId, "m.channel_id": channelId })
+    .first(MESSAGE_COLUMNS);
+  if (!row) throw AppError.notFound("No such message.");
+  return presentMessage(row as Record<string, unknown>);
+}
+
+/** Posts a message: the next number of the channel, under its row lock; the author has read it. */
+export async function postMessage({ caller, trx }: Scope, notify: ChatNotifier, id: string, body: string) {
+  await asMember(trx, caller.userId, id);
+  // The channel row's lock orders concurrent posts: each gets the next number, none is skipped.
+  const bumped = (await trx("chat_channels")
+    .where({ id })
+    .increment("last_seq", 1)
+    .returning("last_seq")) as {
+    last_seq: string;
+  }[];
+  const seq = Number(bumped[0]?.last_seq);
+  const rows = await trx("chat_messages")
+    .insert({ org_id: caller.orgId, channel_id: id, seq, user_id: caller.userId, body })
+    .returning("id");
+  await trx("chat_members").where({ channel_id: id, user_id: caller.userId }).update({ last_read_seq: seq });
+  const message = await messageById(trx, id, (rows[0] as { id: string }).id);
+  const audience = await audienceOf(trx, id);
+  afterCommit(trx, () => notify(caller.orgId, { type: "message", channelId: id, audience, message }));
+  return message;
+}
+
+/** Edits one's own message. */
+export async function editMessage(
+  { caller, trx }: Scope,
+  notify: ChatNotifier,
+  id: string,
+  messageId: string,
+  body: string,
+) {
+  await asMember(trx, caller.userId, id);
+  const current = await messageById(trx, id, messageId);
+  if (current.userId !== caller.userId) throw AppError.forbidden("You can edit only your own messages.");
+  if (current.deleted) throw new AppError(409, "deleted", "The message was deleted.");
+  await trx("chat_messages").where({ id: messageId }).update({ body, edited_at: trx.fn.now() });
+  const message = await messageById(trx, id, messageId);
+  const audience = await audienceOf(trx, id);
+  afterCommit(trx, () => notify(caller.orgId, { type: "message.edited", channelId: id, audience, message }));
+  return message;
+}
+
+/** Deletes a message (its author, or the channel's owner); the text is gone, a "deleted" mark stays. */
+export async function deleteMessage(
+  { caller, trx }: Scope,
+  notify: ChatNotifier,
+  id: string,
+  messageId: string,
+) {
+  const ch = await asMember(trx, caller.userId, id);
+  const current = await messageById(trx, id, messageId);
+  if (current.userId !== caller.userId && ch.member_role !== "owner")
+    throw AppError.forbidden("You can delete only your own messages.");
+  await trx("chat_messages").where({ id: messageId }).update({ body: "", deleted_at: trx.fn.now() });
+  const message = await messageById(trx, id, messageId);
+  const audience = await audienceOf(trx, id);
+  afterCommit(trx, () => notify(caller.orgId, { type: "message.deleted", channelId: id, audience, message }));
+}
+
+/** Moves the caller's read position forward (never back). */
+export async function markRead({ caller, trx }: Scope, notify: ChatNotifier, id: string, seq: number) {
+  const ch = await readable(trx, caller.userId, id);
+  if (!ch.member) throw AppError.forbidden("Join the channel first.");
+  const target = Math.min(seq, Number(ch.last_seq));
+  await trx("chat_members")
+    .where({ channel_id: id, user_id: caller.userId })
+    .where("last_read_seq", "<", target)
+    .update({ last_read_seq: target });
+  const audience = await audienceOf(trx, id);
+  afterCommit(trx, () =>
+    notify(caller.orgId, {
+      type: "read",
+      channelId: id,
+      audience,
+      read: { userId: caller.userId, seq: target },
+    }),
+  );
+}
+
+/** Full-text search over the messages the caller can read. */
+export async function searchMessages({ caller, trx }: Scope, q: string, limit: number) {
+  const rows = await trx("chat_messages as m")
+    .leftJoin("users as u", "u.id", "m.user_id")
+    .join("chat_channels as c", "c.id", "m.channel_id")
+    .leftJoin("chat_members as cm", function () {
+      this.on("cm.channel_id", "c.id").andOn("cm.user_id", trx.raw("?", [caller.userId]));
+    })
+    .where((w) => w.whereNotNull("cm.user_id").orWhere("c.kind", "public"))
+    .whereNull("m.deleted_at")
+    .whereRaw("m.search @@ websearch_to_tsquery('english', ?)", [q])
+    .orderByRaw("ts_rank(m.search, websearch_to_tsquery('english', ?)) desc, m.created_at desc", [q])
+    .limit(limit)
+    .select(MESSAGE_COLUMNS);
+  return rows.map((r: Record<string, unknown>) => presentMessage(r));
+}
+
+/** The channels a user belongs to (the socket's subscription set). */
+export async function memberChannels(
+  trx: Knex.Transaction,
+  userId: string,
+): Promise<{ id: string; lastSeq: number }[]> {
+  const rows = (await trx("chat_members as m")
+    .join("chat_channels as c", "c.id", "m.channel_id")
+    .where("m.user_id", userId)
+    .select("c.id", "c.last_seq")) as { id: string; last_seq: string }[];
+  return rows.map((r) => ({ id: r.id, lastSeq: Number(r.last_seq) }));
+}

@@ -1,0 +1,273 @@
+// Live chat over WebSocket (/ws): authenticated like the API (session cookie with an Origin check, or an API
+// key / token for bots), fed by ephemeral NATS messages every node receives, so a message posted on one node
+// reaches sockets on all of them. Messages live in PostgreSQL first: a client that reconnects (to any node)
+// sends the last sequence number it saw per channel and gets exactly what it missed.
+import http from "node:http";
+import type { Duplex } from "node:stream";
+import type Koa from "koa";
+import type { Knex } from "knex";
+import { WebSocketServer, type WebSocket } from "ws";
+import { z } from "zod";
+import type { Config } from "../../config/schema.js";
+import type { Caller } from "../../platform/auth/caller.js";
+import { can } from "../../platform/auth/caller.js";
+import type { Bus } from "../../platform/bus/bus.js";
+import { withOrg } from "../../platform/db/tenant.js";
+import type { Logger } from "../../platform/log.js";
+import type { Authenticator } from "../identity/auth.js";
+import { listMessages, memberChannels, type ChatEvent, type ChatNotifier } from "./chat.service.js";
+
+/** The NATS subject of one organization's chat events. */
+export const chatSubject = (prefix: string, orgId: string) => `${prefix}.chat.${orgId}`;
+
+const MAX_FRAME = 16 * 1024;
+/** A socket whose unsent data grows past this is too slow: it is closed and will resume on reconnect. */
+const MAX_BUFFERED = 1024 * 1024;
+const FRAMES_PER_10S = 100;
+const RESUME_LIMIT = 200;
+const HEARTBEAT_MS = 25_000;
+const REVALIDATE_MS = 60_000;
+
+const frameSchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("ping") }),
+  z.strictObject({
+    type: z.literal("resume"),
+    cursors: z.record(z.uuid(), z.number().int().min(0)).refine((c) => Object.keys(c).length <= 1000),
+  }),
+  z.strictObject({ type: z.literal("typing"), channelId: z.uuid() }),
+]);
+
+interface Client {
+  ws: WebSocket;
+  orgId: string;
+  userId: string;
+  name: string;
+  channels: Set<string>;
+  alive: boolean;
+  frames: number[];
+  load: (trx: Knex.Transaction) => Promise<Caller>;
+}
+
+/** Accepts chat sockets on an HTTP server and fans events out to them. */
+export class ChatHub {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME });
+  private readonly clients = new Set<Client>();
+  private readonly stopListening: () => void;
+  private readonly timers: NodeJS.Timeout[] = [];
+
+  constructor(
+    private readonly deps: {
+      knex: Knex;
+      bus: Bus;
+      config: Config;
+      authenticator: Authenticator;
+      app: Koa;
+      log: Logger;
+    },
+  ) {
+    this.stopListening = deps.bus.listen(`${deps.bus.prefix}.chat.*`, (payload) =>
+      this.dispatch(payload as ChatEvent & { orgId: string }),
+    );
+    const heartbeat = setInterval(() => {
+      for (const c of this.clients) {
+        if (!c.alive) {
+          c.ws.terminate();
+          continue;
+        }
+        c.alive = false;
+        c.ws.ping();
+      }
+    }, HEARTBEAT_MS);
+    // A session that ends (signed out, deactivated, directory sync) closes its sockets within a minute.
+    const revalidate = setInterval(() => void this.revalidate(), REVALIDATE_MS);
+    heartbeat.unref();
+    revalidate.unref();
+    this.timers.push(heartbeat, revalidate);
+  }
+
+  /** The notifier services use: publishes to every node. */
+  readonly notify: ChatNotifier = (orgId, event) => {
+    this.deps.bus.notify(chatSubject(this.deps.bus.prefix, orgId), { ...event, orgId });
+  };
+
+  /** Number of open sockets on this node. */
+  get size(): number {
+    return this.clients.size;
+  }
+
+  private expectedOrigin(req: http.IncomingMessage): string {
+    if (this.deps.config.auth.publicUrl) return new URL(this.deps.config.auth.publicUrl).origin;
+    const secure = (req.socket as { encrypted?: boolean }).encrypted === true;
+    return `${secure ? "https" : "http"}://${req.headers.host ?? ""}`;
+  }
+
+  /** The server's `upgrade` handler for /ws. */
+  async handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const refuse = (status: number, text: string) => {
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n` +
+          JSON.stringify({
+            error: { code: status === 403 ? "forbidden" : "unauthenticated", message: text },
+          }),
+      );
+    };
+    try {
+      const url = new URL(req.url ?? "/", "http://x");
+      if (url.pathname !== "/ws") return refuse(404, "Not found.");
+      const cookieAuth = !req.headers.authorization && !req.headers["x-api-key"];
+      // Browsers always send Origin on WebSocket handshakes; a page of another site is refused here.
+      if (cookieAuth && req.headers.origin !== this.expectedOrigin(req))
+        return refuse(403, "This connection comes from another site and was refused.");
+      const res = new http.ServerResponse(req);
+      const ctx = this.deps.app.createContext(req, res);
+      const identity = await this.deps.authenticator.identify(ctx);
+      if (!identity) return refuse(401, "Sign in first.");
+      const { caller, channels } = await withOrg(this.deps.knex, identity.orgId, async (trx) => {
+        const c = await identity.load(trx);
+        return { caller: c, channels: can(c, "chat.read") ? await memberChannels(trx, c.userId) : null };
+      });
+      if (!channels) return refuse(403, "This needs the chat.read permission.");
+      this.wss.handleUpgrade(req, socket, head, (ws) =>
+        this.accept(
+          ws,
+          {
+            ws,
+            orgId: caller.orgId,
+            userId: caller.userId,
+            name: caller.email,
+            channels: new Set(channels.map((c) => c.id)),
+            alive: true,
+            frames: [],
+            load: identity.load,
+          },
+          channels,
+        ),
+      );
+    } catch (err) {
+      const status = (err as { status?: number }).status;
+      if (status === 401 || status === 403) return refuse(status, (err as Error).message);
+      this.deps.log.warn({ err }, "chat socket handshake failed");
+      refuse(500, "Internal error.");
+    }
+  }
+
+  private accept(ws: WebSocket, client: Client, channels: { id: string; lastSeq: number }[]): void {
+    this.clients.add(client);
+    ws.on("pong", () => (client.alive = true));
+    ws.on("close", () => this.clients.delete(client));
+    ws.on("error", () => ws.terminate());
+    ws.on("message", (data, isBinary) => void this.onFrame(client, data.toString(), isBinary));
+    this.send(client, { type: "ready", channels });
+  }
+
+  private send(client: Client, payload: unknown): void {
+    if (client.ws.readyState !== client.ws.OPEN) return;
+    if (client.ws.bufferedAmount > MAX_BUFFERED) {
+      // Too slow to keep up: memory stays bounded; the client reconnects and resumes from its cursors.
+      client.ws.close(4008, "too slow");
+      setTimeout(() => client.ws.terminate(), 1000).unref();
+      return;
+    }
+    client.ws.send(JSON.stringify(payload));
+  }
+
+  private async onFrame(client: Client, text: string, binary: boolean): Promise<void> {
+    const now = Date.now();
+    client.frames = client.frames.filter((t) => now - t < 10_000);
+    client.frames.push(now);
+    if (client.frames.length > FRAMES_PER_10S) {
+      this.send(client, { type: "error", code: "rate_limited", message: "Too many frames; slow down." });
+      client.ws.close(1008, "rate limited");
+      return;
+    }
+    let frame: z.infer<typeof frameSchema>;
+    try {
+      if (binary) throw new Error("binary");
+      frame = frameSchema.parse(JSON.parse(text));
+    } catch {
+      this.send(client, {
+        type: "error",
+        code: "bad_frame",
+        message: "Frames are JSON: ping, resume or typing.",
+      });
+      return;
+    }
+    if (frame.type === "ping") return this.send(client, { type: "pong" });
+    if (frame.type === "typing") {
+      if (!client.channels.has(frame.channelId)) return;
+      this.deps.bus.notify(chatSubject(this.deps.bus.prefix, client.orgId), {
+        orgId: client.orgId,
+        type: "typing",
+        channelId: frame.channelId,
+        typing: { userId: client.userId },
+      });
+      return;
+    }
+    // resume: what each channel received after the client's cursor, in order.
+    try {
+      await withOrg(this.deps.knex, client.orgId, async (trx) => {
+        const caller = await client.load(trx);
+        for (const [channelId, seq] of Object.entries(frame.cursors)) {
+          if (!client.channels.has(channelId)) continue;
+          const messages = await listMessages({ caller, trx }, channelId, {
+            afterSeq: seq,
+            limit: RESUME_LIMIT + 1,
+          });
+          for (const m of messages.slice(0, RESUME_LIMIT))
+            this.send(client, { type: "message", channelId, message: m });
+          // More than a socket should carry at once: the client pages the rest in over HTTP.
+          if (messages.length > RESUME_LIMIT)
+            this.send(client, { type: "gap", channelId, afterSeq: messages[RESUME_LIMIT - 1]?.seq });
+        }
+      });
+      this.send(client, { type: "resumed" });
+    } catch {
+      client.ws.close(4001, "session ended");
+    }
+  }
+
+  private dispatch(
+    event:
+      | (ChatEvent & { orgId: string })
+      | (Record<string, unknown> & { orgId: string; type: string; channelId: string }),
+  ) {
+    for (const c of this.clients) {
+      if (c.orgId !== event.orgId) continue;
+      const audience = (event as ChatEvent).audience;
+      if (event.type === "channel") {
+        // Membership changed: the client's set follows, so later messages reach it (or stop).
+        if (!audience?.includes(c.userId)) continue;
+        c.channels.add(event.channelId);
+      } else if (audience) {
+        if (!audience.includes(c.userId)) continue;
+      } else if (!c.channels.has(event.channelId)) continue;
+      if (event.type === "typing" && (event as { typing?: { userId: string } }).typing?.userId === c.userId)
+        continue;
+      const { audience: _a, orgId: _o, ...visible } = event as ChatEvent & { orgId: string };
+      this.send(c, visible);
+    }
+  }
+
+  private async revalidate(): Promise<void> {
+    for (const c of [...this.clients]) {
+      try {
+        const channels = await withOrg(this.deps.knex, c.orgId, async (trx) => {
+          const caller = await c.load(trx);
+          if (!can(caller, "chat.read")) throw new Error("no permission");
+          return memberChannels(trx, caller.userId);
+        });
+        c.channels = new Set(channels.map((x) => x.id));
+      } catch {
+        c.ws.close(4001, "session ended");
+      }
+    }
+  }
+
+  /** Closes every socket (shutdown: clients reconnect to another node) and stops listening. */
+  close(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.stopListening();
+    for (const c of this.clients) c.ws.close(1012, "server restarting");
+    this.wss.close();
+  }
+}

@@ -1,0 +1,123 @@
+// Chat in the browser with two people in two browser contexts: a direct message arrives live, the typing
+// indicator and the read receipt show, and a public channel can be created and joined.
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser, Page } from "playwright-core";
+import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
+import { NATS_URL } from "../support/env.js";
+
+const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
+const ADA = {
+  organizationName: "Harbor Ward",
+  name: "Ada Admin",
+  email: "ada@harbor.example",
+  password: "lantern-harbor-violet-7",
+};
+const BOB = { email: "bob@harbor.example", displayName: "Bob Nurse", password: "quiet-orchard-mango-81" };
+let core: CoreProcess;
+let url: string;
+let browser: Browser;
+
+const headers = (cookie?: string) => ({
+  "content-type": "application/json",
+  "x-requested-with": "worksynapse",
+  origin: url,
+  ...(cookie ? { cookie } : {}),
+});
+
+beforeAll(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  core = spawnCore({
+    WORKSYNAPSE_DATA_DIR: mkdtempSync(path.join(tmpdir(), "ws-e2e-chat-")),
+    NATS_URL,
+    WORKSYNAPSE_NATS_PREFIX: `e2echat${process.pid}`,
+  });
+  url = await core.url;
+  await waitForOk(`${url}/readyz`);
+  const setup = await fetch(`${url}/api/auth/setup`, {
+    method: "POST",
+    headers: headers(),
+    body: JSON.stringify(ADA),
+  });
+  expect(setup.status).toBe(201);
+  const cookie = setup.headers.getSetCookie()[0]?.split(";")[0];
+  const roles = (await (await fetch(`${url}/api/roles`, { headers: headers(cookie) })).json()) as {
+    data: { id: string; key: string }[];
+  };
+  const created = await fetch(`${url}/api/users`, {
+    method: "POST",
+    headers: headers(cookie),
+    body: JSON.stringify({ ...BOB, roleIds: [roles.data.find((r) => r.key === "member")?.id] }),
+  });
+  expect(created.status).toBe(201);
+  browser = await launchBrowser();
+}, 120_000);
+afterAll(async () => {
+  await browser?.close();
+  core?.child.kill("SIGTERM");
+  await core?.exit;
+});
+
+async function openChat(
+  email: string,
+  password: string,
+): Promise<{ page: Page; watch: ReturnType<typeof watchPage> }> {
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  const watch = watchPage(page);
+  await signInInBrowser(page, url, email, password);
+  await page.getByRole("navigation", { name: "Main navigation" }).getByRole("link", { name: "Chat" }).click();
+  await page.waitForURL(`${url}/chat`);
+  await page.getByRole("status").filter({ hasText: "Live" }).waitFor();
+  return { page, watch };
+}
+
+describe("chat in the browser", () => {
+  it("two people: a direct message arrives live, typing shows, the read receipt comes back", async () => {
+    const ada = await openChat(ADA.email, ADA.password);
+    const bob = await openChat(BOB.email, BOB.password);
+
+    // Ada starts a direct conversation with Bob and writes.
+    await ada.page.getByLabel("Direct message with").selectOption({ label: BOB.displayName });
+    await ada.page.getByRole("button", { name: "Start conversation" }).click();
+    await ada.page.getByRole("heading", { name: BOB.displayName, level: 2 }).waitFor();
+    const composer = ada.page.getByRole("textbox", { name: `Message ${BOB.displayName}` });
+    await composer.fill("Can you check **bed 4**?");
+    await composer.press("Enter");
+    await ada.page.getByRole("log").getByText("bed 4").waitFor();
+
+    // Bob sees the conversation appear with an unread badge, opens it, and reads the message.
+    const dm = bob.page
+      .getByRole("navigation", { name: "Your channels and direct messages" })
+      .getByRole("button", { name: /Ada Admin/ });
+    await dm.getByLabel("1 unread").waitFor();
+    await dm.click();
+    await bob.page.getByRole("log").locator("strong", { hasText: "bed 4" }).waitFor();
+    // Ada sees that Bob read it.
+    await ada.page.getByText("Seen by Bob Nurse").waitFor();
+
+    // Bob types: Ada sees the indicator; Bob's answer arrives live.
+    const reply = bob.page.getByRole("textbox", { name: "Message Ada Admin" });
+    await reply.pressSequentially("On it");
+    await ada.page.getByText("Bob Nurse typing…").waitFor();
+    await reply.press("Enter");
+    await ada.page.getByRole("log").getByText("On it").waitFor();
+    await ada.page.screenshot({ path: `${SHOTS}chat.png`, fullPage: true });
+    expect(await axeViolations(ada.page)).toEqual([]);
+
+    // A public channel: Ada creates it, Bob finds and joins it.
+    await ada.page.getByLabel("New channel name").fill("ward-4");
+    await ada.page.getByRole("button", { name: "Create channel" }).click();
+    await ada.page.getByRole("heading", { name: "# ward-4" }).waitFor();
+    await bob.page.reload({ waitUntil: "networkidle" });
+    await bob.page.getByRole("button", { name: "Join ward-4" }).click();
+    await bob.page.getByRole("heading", { name: "# ward-4" }).waitFor();
+    for (const w of [ada.watch, bob.watch]) {
+      expect(w.foreignRequests).toEqual([]);
+      expect(w.consoleErrors).toEqual([]);
+    }
+  });
+});

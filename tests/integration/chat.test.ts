@@ -1,0 +1,312 @@
+// Chat on two core processes sharing PostgreSQL and NATS: REST for channels and messages, live events over
+// /ws on either node, resume after a node goes away with nothing lost and nothing twice, and who may see what.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { getTestServer, type TestServer } from "../support/server.js";
+import { Client, createMember, createTestOrg, type TestOrg } from "../support/identity.js";
+import { testConfig } from "../support/config.js";
+import { startServer, type RunningServer } from "../../core/src/server.js";
+import { silentLogger } from "../../core/src/platform/log.js";
+
+type Data<T> = { data: T };
+interface Channel {
+  id: string;
+  kind: string;
+  name: string;
+  unread: number;
+  lastSeq: number;
+  joined: boolean;
+}
+interface Message {
+  id: string;
+  seq: number;
+  body: string;
+  deleted: boolean;
+  editedAt: string | null;
+  userId: string;
+}
+type Person = { id: string; email: string; client: Client };
+
+let srv: TestServer;
+let node2: RunningServer;
+let org: TestOrg;
+let other: TestOrg;
+let alice: Person;
+let bob: Person;
+let carol: Person;
+
+beforeAll(async () => {
+  srv = await getTestServer();
+  // A second web node on the same database and bus (same subject prefix), as behind a load balancer.
+  node2 = await startServer(
+    testConfig({
+      DATABASE_URL: srv.pg.url,
+      WORKSYNAPSE_NATS_PREFIX: srv.config.nats.prefix,
+      WORKSYNAPSE_ROLES: "web",
+    }),
+    silentLogger(),
+  );
+  org = await createTestOrg(srv, "chat");
+  other = await createTestOrg(srv, "elsewhere");
+  alice = await createMember(org, ["member"], "alice");
+  bob = await createMember(org, ["member"], "bob");
+  carol = await createMember(org, ["member"], "carol");
+});
+afterAll(async () => {
+  await node2?.stop();
+  await srv?.close();
+});
+
+/** A live socket that records every event it receives. */
+class Live {
+  readonly events: Record<string, unknown>[] = [];
+  closed: { code: number; reason: string } | null = null;
+  private constructor(readonly ws: WebSocket) {
+    ws.on("message", (d) => this.events.push(JSON.parse(d.toString()) as Record<string, unknown>));
+    ws.on("close", (code, reason) => (this.closed = { code, reason: reason.toString() }));
+  }
+  static open(base: string, who: Person | null, origin = base): Promise<Live> {
+    const cookie = who ? (who.client.headers().cookie as string) : undefined;
+    const ws = new WebSocket(`${base.replace("http", "ws")}/ws`, {
+      headers: { ...(cookie ? { cookie } : {}), origin },
+    });
+    const live = new Live(ws);
+    return new Promise((resolve, reject) => {
+      ws.once("unexpected-response", (_req, res) => reject(new Error(`handshake ${res.statusCode}`)));
+      ws.once("error", reject);
+      const started = Date.now();
+      const ready = () =>
+        live.events.some((e) => e.type === "ready")
+          ? resolve(live)
+          : Date.now() - started > 5000
+            ? reject(new Error("no ready"))
+            : setTimeout(ready, 10);
+      ws.once("open", ready);
+    });
+  }
+  /** Waits until `n` events of a type arrived (or fails after 5 s). */
+  async waitFor(type: string, n = 1): Promise<Record<string, unknown>[]> {
+    for (let i = 0; i < 500; i++) {
+      const got = this.events.filter((e) => e.type === type);
+      if (got.length >= n) return got;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`expected ${n} ${type} events, got ${this.events.filter((e) => e.type === type).length}`);
+  }
+  messages(channelId: string): Message[] {
+    return this.events
+      .filter((e) => e.type === "message" && e.channelId === channelId)
+      .map((e) => e.message as Message);
+  }
+  send(frame: unknown): void {
+    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+  close(): void {
+    this.ws.close();
+  }
+}
+
+/** Posts a message as a person, on node 1 or on the node at `base`. */
+async function post(p: Person, channelId: string, body: string, base = srv.url): Promise<Data<Message>> {
+  const r = await fetch(`${base}/api/chat/channels/${channelId}/messages`, {
+    method: "POST",
+    headers: { ...p.client.headers({ "content-type": "application/json" }), origin: base },
+    body: JSON.stringify({ body }),
+  });
+  if (r.status !== 201) throw new Error(`post: ${r.status} ${await r.text()}`);
+  return (await r.json()) as Data<Message>;
+}
+
+describe("chat", () => {
+  let room: Channel;
+
+  it("channels: create private, direct conversations are found again, outsiders and other organizations get 404", async () => {
+    room = (
+      await alice.client.json<Data<Channel>>(
+        "POST",
+        "/api/chat/channels",
+        { kind: "private", name: `ops-${org.marker}`, memberIds: [bob.id] },
+        201,
+      )
+    ).data;
+    expect(room).toMatchObject({ kind: "private", joined: true, lastSeq: 0 });
+    const dm1 = (await alice.client.json<Data<Channel>>("POST", "/api/chat/direct", { userIds: [bob.id] }))
+      .data;
+    const dm2 = (await bob.client.json<Data<Channel>>("POST", "/api/chat/direct", { userIds: [alice.id] }))
+      .data;
+    expect(dm2.id).toBe(dm1.id);
+    expect(dm1.kind).toBe("direct");
+    expect(
+      (await bob.client.json<Data<Channel[]>>("GET", "/api/chat/channels")).data.map((c) => c.id),
+    ).toEqual(expect.arrayContaining([room.id, dm1.id]));
+    expect(
+      (await carol.client.json<Data<Channel[]>>("GET", "/api/chat/channels")).data.map((c) => c.id),
+    ).not.toContain(room.id);
+    for (const c of [carol.client, other.owner]) {
+      expect((await c.request("GET", `/api/chat/channels/${room.id}`)).status).toBe(404);
+      expect((await c.request("GET", `/api/chat/channels/${room.id}/messages`)).status).toBe(404);
+      expect((await c.request("POST", `/api/chat/channels/${room.id}/messages`, { body: "hi" })).status).toBe(
+        404,
+      );
+      expect((await c.request("POST", `/api/chat/channels/${room.id}/join`)).status).toBe(404);
+    }
+    // A person of another organization cannot be added.
+    expect(
+      (await alice.client.request("POST", "/api/chat/direct", { userIds: [other.ownerId] })).status,
+    ).toBe(404);
+    const dup = await alice.client.request("POST", "/api/chat/channels", {
+      kind: "public",
+      name: `OPS-${org.marker}`,
+    });
+    expect(dup.status).toBe(409);
+  });
+
+  it("messages: numbered in order, edit marks, delete marks, unread counts and read positions; bad input gets 400", async () => {
+    const m1 = (await post(alice, room.id, "Morning **team**")).data;
+    const m2 = (await post(bob, room.id, "Hello")).data;
+    expect([m1.seq, m2.seq]).toEqual([1, 2]);
+    expect((await alice.client.json<Data<Channel>>("GET", `/api/chat/channels/${room.id}`)).data.unread).toBe(
+      1,
+    );
+    await alice.client.json("POST", `/api/chat/channels/${room.id}/read`, { seq: 2 }, 204);
+    expect((await alice.client.json<Data<Channel>>("GET", `/api/chat/channels/${room.id}`)).data.unread).toBe(
+      0,
+    );
+    const edited = (
+      await alice.client.json<Data<Message>>("PATCH", `/api/chat/channels/${room.id}/messages/${m1.id}`, {
+        body: "Morning all",
+      })
+    ).data;
+    expect(edited.editedAt).not.toBeNull();
+    expect(
+      (
+        await bob.client.request("PATCH", `/api/chat/channels/${room.id}/messages/${m1.id}`, {
+          body: "pwned",
+        })
+      ).status,
+    ).toBe(403);
+    expect(
+      (await bob.client.request("DELETE", `/api/chat/channels/${room.id}/messages/${m1.id}`)).status,
+    ).toBe(403);
+    await bob.client.json("DELETE", `/api/chat/channels/${room.id}/messages/${m2.id}`, undefined, 204);
+    const list = (await alice.client.json<Data<Message[]>>("GET", `/api/chat/channels/${room.id}/messages`))
+      .data;
+    expect(list.map((m) => [m.seq, m.body, m.deleted])).toEqual([
+      [1, "Morning all", false],
+      [2, "", true],
+    ]);
+    for (const body of [
+      { body: "" },
+      { body: "   " },
+      { body: "x".repeat(8001) },
+      { body: 5 },
+      { text: "hi" },
+    ]) {
+      const r = await alice.client.request("POST", `/api/chat/channels/${room.id}/messages`, body);
+      expect(r.status).toBe(400);
+    }
+    const search = (await bob.client.json<Data<Message[]>>("GET", "/api/chat/search?q=morning")).data;
+    expect(search.map((m) => m.id)).toEqual([m1.id]);
+    expect((await carol.client.json<Data<Message[]>>("GET", "/api/chat/search?q=morning")).data).toEqual([]);
+  });
+
+  it("live on two nodes: messages, edits, typing and read receipts flow both ways in order; outsiders receive nothing", async () => {
+    const node2Url = node2.url as string;
+    const a = await Live.open(srv.url, alice);
+    const b = await Live.open(node2Url, bob);
+    const c = await Live.open(node2Url, carol);
+    const x = await Live.open(srv.url, { id: other.ownerId, email: other.ownerEmail, client: other.owner });
+    const start = (await alice.client.json<Data<Channel>>("GET", `/api/chat/channels/${room.id}`)).data
+      .lastSeq;
+    for (let i = 0; i < 20; i++)
+      await post(i % 2 ? bob : alice, room.id, `message ${i}`, i % 2 ? node2Url : undefined);
+    await a.waitFor("message", 20);
+    await b.waitFor("message", 20);
+    const seqs = Array.from({ length: 20 }, (_, i) => start + i + 1);
+    expect(a.messages(room.id).map((m) => m.seq)).toEqual(seqs);
+    expect(b.messages(room.id).map((m) => m.seq)).toEqual(seqs);
+    expect(b.messages(room.id).map((m) => m.body)).toEqual(seqs.map((_, i) => `message ${i}`));
+    const last = b.messages(room.id).at(-1) as Message;
+    await bob.client.json("PATCH", `/api/chat/channels/${room.id}/messages/${last.id}`, {
+      body: "message 19 (edited)",
+    });
+    await a.waitFor("message.edited");
+    b.send({ type: "typing", channelId: room.id });
+    const typing = await a.waitFor("typing");
+    expect(typing[0]).toMatchObject({ channelId: room.id, typing: { userId: bob.id } });
+    await alice.client.json("POST", `/api/chat/channels/${room.id}/read`, { seq: seqs.at(-1) }, 204);
+    const receipt = await b.waitFor("read");
+    expect(receipt.at(-1)).toMatchObject({
+      channelId: room.id,
+      read: { userId: alice.id, seq: seqs.at(-1) },
+    });
+    // No event carries the server-side audience list.
+    expect(JSON.stringify(a.events)).not.toContain("audience");
+    expect(c.events.filter((e) => e.type !== "ready")).toEqual([]);
+    expect(x.events.filter((e) => e.type !== "ready")).toEqual([]);
+    for (const s of [a, b, c, x]) s.close();
+  });
+
+  it("a node goes away: its clients reconnect to the other and resume with nothing lost and nothing twice", async () => {
+    const extra = await startServer(
+      testConfig({
+        DATABASE_URL: srv.pg.url,
+        WORKSYNAPSE_NATS_PREFIX: srv.config.nats.prefix,
+        WORKSYNAPSE_ROLES: "web",
+      }),
+      silentLogger(),
+    );
+    const b = await Live.open(extra.url as string, bob);
+    await post(alice, room.id, "before the restart");
+    await b.waitFor("message", 1);
+    const seen = new Map<number, Message>(b.messages(room.id).map((m) => [m.seq, m]));
+    // Messages keep coming while the node stops.
+    const posting = (async () => {
+      for (let i = 0; i < 15; i++) {
+        await post(alice, room.id, `during ${i}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    await extra.stop();
+    expect(b.closed?.code).toBe(1012);
+    await posting;
+    const cursor = Math.max(...seen.keys());
+    const again = await Live.open(srv.url, bob);
+    again.send({ type: "resume", cursors: { [room.id]: cursor } });
+    await again.waitFor("resumed");
+    for (const m of again.messages(room.id)) {
+      expect(seen.has(m.seq)).toBe(false);
+      seen.set(m.seq, m);
+    }
+    const all = (
+      await bob.client.json<Data<Message[]>>("GET", `/api/chat/channels/${room.id}/messages?limit=200`)
+    ).data;
+    const expected = all.filter((m) => m.seq >= Math.min(...seen.keys())).map((m) => m.seq);
+    expect([...seen.keys()].sort((p, q) => p - q)).toEqual(expected);
+    expect(expected.length).toBeGreaterThanOrEqual(16);
+    again.close();
+  });
+
+  it("the handshake refuses other sites, strangers and bad frames; floods are cut off; the server stays up", async () => {
+    await expect(Live.open(srv.url, alice, "https://evil.example")).rejects.toThrow("handshake 403");
+    await expect(Live.open(srv.url, null)).rejects.toThrow("handshake 401");
+    const a = await Live.open(srv.url, alice);
+    a.send("not json");
+    a.send({ type: "resume", cursors: "nope" });
+    a.send({ type: "subscribe", channelId: room.id });
+    await a.waitFor("error", 3);
+    expect((await a.waitFor("error", 3)).map((e) => e.code)).toEqual(["bad_frame", "bad_frame", "bad_frame"]);
+    for (let i = 0; i < 150; i++) a.send({ type: "ping" });
+    for (let i = 0; i < 300 && !a.closed; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(a.closed?.code).toBe(1008);
+    const big = await Live.open(srv.url, alice);
+    big.send("x".repeat(20_000));
+    for (let i = 0; i < 300 && !big.closed; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(big.closed?.code).toBe(1009);
+    expect((await srv.fetch("/livez")).status).toBe(200);
+    const ok = await Live.open(srv.url, alice);
+    ok.send({ type: "ping" });
+    await ok.waitFor("pong");
+    ok.close();
+  });
+});

@@ -1,0 +1,80 @@
+import type { components } from "$lib/api/schema";
+
+/** A chat message as the API sends it. */
+export type ChatMessage = components["schemas"]["ChatMessage"];
+/** A channel or direct conversation. */
+export type ChatChannel = components["schemas"]["ChatChannel"];
+
+/** What the server pushes over /ws. */
+export type ChatEvent =
+  | { type: "ready"; channels: { id: string; lastSeq: number }[] }
+  | { type: "message" | "message.edited" | "message.deleted"; channelId: string; message: ChatMessage }
+  | { type: "read"; channelId: string; read: { userId: string; seq: number } }
+  | { type: "typing"; channelId: string; typing: { userId: string } }
+  | { type: "channel"; channelId: string }
+  | { type: "gap"; channelId: string; afterSeq: number }
+  | { type: "resumed" | "pong" }
+  | { type: "error"; code: string; message: string };
+
+/**
+ * The live connection: reconnects with backoff and, after each reconnect, asks for what it missed (the last
+ * sequence number seen per channel), so the UI gets every message once, in order, whatever node it lands on.
+ */
+export class ChatSocket {
+  private ws: WebSocket | null = null;
+  private stopped = false;
+  private attempts = 0;
+  /** The highest message number seen per channel: the resume cursors. */
+  readonly seen = new Map<string, number>();
+  connected = false;
+
+  constructor(
+    private readonly onEvent: (e: ChatEvent) => void,
+    private readonly onState: (connected: boolean) => void,
+  ) {}
+
+  /** Opens the socket (same origin; the session cookie authenticates it). */
+  start(): void {
+    this.stopped = false;
+    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    ws.onmessage = (m) => {
+      const e = JSON.parse(String(m.data)) as ChatEvent;
+      if (e.type === "ready") {
+        this.attempts = 0;
+        this.setConnected(true);
+        // What arrived while away: every channel the client has seen something in.
+        if (this.seen.size) this.send({ type: "resume", cursors: Object.fromEntries(this.seen) });
+      }
+      if (e.type === "message") {
+        const last = this.seen.get(e.channelId) ?? 0;
+        if (e.message.seq <= last) return; // already shown (live and resumed can overlap)
+        this.seen.set(e.channelId, e.message.seq);
+      }
+      this.onEvent(e);
+    };
+    ws.onclose = () => {
+      this.setConnected(false);
+      if (this.stopped) return;
+      const delay = Math.min(10_000, 250 * 2 ** this.attempts++) * (0.5 + Math.random() / 2);
+      setTimeout(() => !this.stopped && this.start(), delay);
+    };
+  }
+
+  private setConnected(v: boolean): void {
+    this.connected = v;
+    this.onState(v);
+  }
+
+  /** Sends a frame when connected (typing indicators are best effort). */
+  send(frame: unknown): void {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  /** Closes for good (leaving the page). */
+  stop(): void {
+    this.stopped = true;
+    this.ws?.close();
+  }
+}
