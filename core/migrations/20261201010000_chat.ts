@@ -51,6 +51,8 @@ export async function up(knex: Knex): Promise<void> {
     t.uuid("channel_id").notNullable().references("id").inTable("chat_channels").onDelete("CASCADE");
     t.bigInteger("seq").notNullable();
     t.uuid("user_id").references("id").inTable("users").onDelete("SET NULL");
+    // A reply in a thread names the message it answers (threads are one level deep).
+    t.uuid("parent_id").references("id").inTable("chat_messages").onDelete("CASCADE");
     t.text("body").notNullable();
     ts(t, "edited_at");
     ts(t, "deleted_at");
@@ -61,15 +63,25 @@ export async function up(knex: Knex): Promise<void> {
     "alter table chat_messages add column search tsvector generated always as (to_tsvector('english', body)) stored",
   );
   await knex.raw("create index chat_messages_search on chat_messages using gin (search)");
+  await knex.raw("create index chat_messages_parent on chat_messages (parent_id) where parent_id is not null");
 
-  for (const table of ["chat_channels", "chat_members", "chat_messages"]) {
+  await knex.schema.createTable("chat_reactions", (t) => {
+    orgColumn(t);
+    t.uuid("message_id").notNullable().references("id").inTable("chat_messages").onDelete("CASCADE");
+    t.uuid("user_id").notNullable().references("id").inTable("users").onDelete("CASCADE");
+    t.text("emoji").notNullable();
+    ts(t, "created_at").notNullable().defaultTo(knex.fn.now());
+    t.primary(["message_id", "user_id", "emoji"]);
+  });
+
+  for (const table of ["chat_channels", "chat_members", "chat_messages", "chat_reactions"]) {
     await enableTenantRls(knex, table);
     await grantToApp(knex, table, "SELECT, INSERT, UPDATE, DELETE");
   }
 }
 
 export async function down(knex: Knex): Promise<void> {
-  for (const table of ["chat_messages", "chat_members", "chat_channels"]) {
+  for (const table of ["chat_reactions", "chat_messages", "chat_members", "chat_channels"]) {
     await knex.schema.dropTable(table);
   }
 }

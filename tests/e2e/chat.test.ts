@@ -105,6 +105,24 @@ describe("chat in the browser", () => {
     await ada.page.getByText("Bob Nurse typing…").waitFor();
     await reply.press("Enter");
     await ada.page.getByRole("log").getByText("On it").waitFor();
+
+    // Bob reacts to Ada's message and answers in its thread; Ada sees both live.
+    const adaMsg = bob.page.getByRole("article", { name: "Message from Ada Admin" }).first();
+    await adaMsg.getByRole("button", { name: "React with 👍" }).click();
+    await ada.page
+      .getByRole("article", { name: "Message from Ada Admin" })
+      .first()
+      .getByRole("button", { name: "👍 1" })
+      .waitFor();
+    await adaMsg.getByRole("button", { name: "Reply in thread" }).click();
+    const threadBox = bob.page.getByRole("textbox", { name: "Reply in the thread" });
+    await threadBox.fill("Bed 4 is fine now");
+    await bob.page.getByRole("button", { name: "Reply", exact: true }).click();
+    await bob.page.getByRole("region", { name: "Thread" }).getByText("Bed 4 is fine now").waitFor();
+    await ada.page.getByRole("button", { name: "1 replies" }).click();
+    await ada.page.getByRole("region", { name: "Thread" }).getByText("Bed 4 is fine now").waitFor();
+    // The reply is in the thread, not in the channel's timeline.
+    expect(await ada.page.getByRole("log").getByText("Bed 4 is fine now").count()).toBe(0);
     await ada.page.screenshot({ path: `${SHOTS}chat.png`, fullPage: true });
     expect(await axeViolations(ada.page)).toEqual([]);
 

@@ -210,6 +210,86 @@ describe("chat", () => {
     expect((await carol.client.json<Data<Message[]>>("GET", "/api/chat/search?q=morning")).data).toEqual([]);
   });
 
+  it("threads and reactions: replies stay out of the channel's timeline, counts and reactions ride along, live", async () => {
+    const a = await Live.open(srv.url, alice);
+    const top = (await post(alice, room.id, "Shift handover at 7?")).data;
+    const reply = await bob.client.json<Data<Message & { parentId: string }>>(
+      "POST",
+      `/api/chat/channels/${room.id}/messages`,
+      { body: "Yes, 7 works", parentId: top.id },
+      201,
+    );
+    expect(reply.data.parentId).toBe(top.id);
+    // A reply to a reply is refused; a parent from another channel is not found.
+    expect(
+      (
+        await alice.client.request("POST", `/api/chat/channels/${room.id}/messages`, {
+          body: "x",
+          parentId: reply.data.id,
+        })
+      ).status,
+    ).toBe(400);
+    const dm = (await alice.client.json<Data<Channel>>("POST", "/api/chat/direct", { userIds: [bob.id] }))
+      .data;
+    expect(
+      (
+        await alice.client.request("POST", `/api/chat/channels/${dm.id}/messages`, {
+          body: "x",
+          parentId: top.id,
+        })
+      ).status,
+    ).toBe(404);
+    const timeline = (
+      await alice.client.json<Data<(Message & { replyCount: number })[]>>(
+        "GET",
+        `/api/chat/channels/${room.id}/messages`,
+      )
+    ).data;
+    expect(timeline.map((m) => m.id)).not.toContain(reply.data.id);
+    expect(timeline.find((m) => m.id === top.id)?.replyCount).toBe(1);
+    const thread = (
+      await alice.client.json<Data<Message[]>>(
+        "GET",
+        `/api/chat/channels/${room.id}/messages?thread=${top.id}`,
+      )
+    ).data;
+    expect(thread.map((m) => m.body)).toEqual(["Shift handover at 7?", "Yes, 7 works"]);
+    // Reactions: on, on again (no double), another person, off.
+    await bob.client.json("POST", `/api/chat/channels/${room.id}/messages/${top.id}/reactions`, {
+      emoji: "👍",
+      on: true,
+    });
+    await bob.client.json("POST", `/api/chat/channels/${room.id}/messages/${top.id}/reactions`, {
+      emoji: "👍",
+      on: true,
+    });
+    const both = await alice.client.json<Data<{ reactions: { emoji: string; userIds: string[] }[] }>>(
+      "POST",
+      `/api/chat/channels/${room.id}/messages/${top.id}/reactions`,
+      { emoji: "👍", on: true },
+    );
+    expect(both.data.reactions).toEqual([{ emoji: "👍", userIds: [bob.id, alice.id] }]);
+    const off = await bob.client.json<Data<{ reactions: { emoji: string; userIds: string[] }[] }>>(
+      "POST",
+      `/api/chat/channels/${room.id}/messages/${top.id}/reactions`,
+      { emoji: "👍", on: false },
+    );
+    expect(off.data.reactions).toEqual([{ emoji: "👍", userIds: [alice.id] }]);
+    for (const emoji of ["", "not an emoji", "👍".repeat(40), "<b>", "123"]) {
+      expect(
+        (
+          await bob.client.request("POST", `/api/chat/channels/${room.id}/messages/${top.id}/reactions`, {
+            emoji,
+            on: true,
+          })
+        ).status,
+      ).toBe(400);
+    }
+    await a.waitFor("message.reactions", 3);
+    expect(a.messages(room.id).map((m) => m.id)).toContain(reply.data.id);
+    a.close();
+  });
+
   it("live on two nodes: messages, edits, typing and read receipts flow both ways in order; outsiders receive nothing", async () => {
     const node2Url = node2.url as string;
     const a = await Live.open(srv.url, alice);

@@ -205,6 +205,7 @@ function bodyFor(operationId: string, id: string): unknown {
     addChatMembers: { userIds: [id] },
     postChatMessage: { body: "pwned" },
     editChatMessage: { body: "pwned" },
+    reactToChatMessage: { emoji: "👍", on: true },
     markChatRead: { seq: 1 },
   };
   return bodies[operationId] ?? {};

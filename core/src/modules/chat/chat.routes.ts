@@ -144,7 +144,7 @@ export function registerChatRoutes(api: Api, notify: chat.ChatNotifier): void {
     method: "post",
     path: "/api/chat/channels/:id/messages",
     operationId: "postChatMessage",
-    summary: "Post a message (Markdown); members receive it over /ws",
+    summary: "Post a message (Markdown), or a reply in a thread; members receive it over /ws",
     tags,
     permission: write,
     params: s.channelParams,
@@ -153,7 +153,7 @@ export function registerChatRoutes(api: Api, notify: chat.ChatNotifier): void {
     response: dataOf(s.messageSchema),
     errors: [404, 409],
     handler: async (_ctx, { params, body }, scope) => ({
-      data: await chat.postMessage(scope, notify, params.id, body.body),
+      data: await chat.postMessage(scope, notify, params.id, body.body, body.parentId),
     }),
   });
   api.route({
@@ -164,11 +164,26 @@ export function registerChatRoutes(api: Api, notify: chat.ChatNotifier): void {
     tags,
     permission: write,
     params: s.messageParams,
-    body: s.postBody,
+    body: s.editBody,
     response: dataOf(s.messageSchema),
     errors: [404, 409],
     handler: async (_ctx, { params, body }, scope) => ({
       data: await chat.editMessage(scope, notify, params.id, params.messageId, body.body),
+    }),
+  });
+  api.route({
+    method: "post",
+    path: "/api/chat/channels/:id/messages/:messageId/reactions",
+    operationId: "reactToChatMessage",
+    summary: "Add or remove your reaction on a message",
+    tags,
+    permission: write,
+    params: s.messageParams,
+    body: s.reactBody,
+    response: dataOf(s.messageSchema),
+    errors: [404, 409],
+    handler: async (_ctx, { params, body }, scope) => ({
+      data: await chat.react(scope, notify, params.id, params.messageId, body),
     }),
   });
   api.route({

@@ -42,6 +42,9 @@ export const messageSchema = z
     editedAt: z.string().nullable(),
     deleted: z.boolean(),
     createdAt: z.string(),
+    parentId: id.nullable(),
+    replyCount: z.number(),
+    reactions: z.array(z.object({ emoji: z.string(), userIds: z.array(id) })),
   })
   .meta({ id: "ChatMessage" });
 
@@ -66,9 +69,28 @@ export const updateChannelBody = z
 export const membersBody = z
   .strictObject({ userIds: z.array(id).min(1).max(500) })
   .meta({ id: "AddChatMembersRequest" });
-export const postBody = z.strictObject({ body }).meta({ id: "PostChatMessageRequest" });
+export const postBody = z
+  .strictObject({ body, parentId: id.optional() })
+  .meta({ id: "PostChatMessageRequest" });
+export const editBody = z.strictObject({ body }).meta({ id: "EditChatMessageRequest" });
+export const reactBody = z
+  .strictObject({
+    // One emoji (a few code points with joiners and modifiers) or a short :name:.
+    emoji: z
+      .string()
+      .min(1)
+      .max(32)
+      .regex(
+        /^(?=.*\p{Extended_Pictographic})(?:\p{Extended_Pictographic}|\p{Emoji_Component}|\u200d|\ufe0f)+$|^:[a-z0-9_+-]{1,30}:$/u,
+        "One emoji",
+      ),
+    on: z.boolean(),
+  })
+  .meta({ id: "ReactChatMessageRequest" });
 export const readBody = z.strictObject({ seq: z.number().int().min(0) }).meta({ id: "MarkChatReadRequest" });
 export const messagesQuery = z.strictObject({
+  /** The replies of a thread (with its first message). */
+  thread: id.optional(),
   beforeSeq: z.coerce.number().int().min(1).optional(),
   afterSeq: z.coerce.number().int().min(0).optional(),
   limit: z.coerce.number().int().min(1).max(200).default(50),

@@ -6,7 +6,7 @@ import { actorOf, audit } from "../identity/audit.js";
 
 /** What happened in a channel, as sent to the members' sockets after the transaction commits. */
 export interface ChatEvent {
-  type: "message" | "message.edited" | "message.deleted" | "read" | "channel";
+  type: "message" | "message.edited" | "message.deleted" | "message.reactions" | "read" | "channel";
   channelId: string;
   /** Members who should receive it (the fan-out filters on this; never sent to clients). */
   audience: string[];
@@ -29,6 +29,10 @@ export interface ChatMessage {
   editedAt: string | null;
   deleted: boolean;
   createdAt: string;
+  /** The message this one answers in a thread (null: in the channel itself). */
+  parentId: string | null;
+  replyCount: number;
+  reactions: { emoji: string; userIds: string[] }[];
 }
 
 /** The largest message body, in characters. */
@@ -46,6 +50,9 @@ const presentMessage = (r: Record<string, unknown>): ChatMessage => ({
   editedAt: iso(r.edited_at as Date | null),
   deleted: !!r.deleted_at,
   createdAt: (r.created_at as Date).toISOString(),
+  parentId: (r.parent_id as string | null) ?? null,
+  replyCount: Number(r.reply_count ?? 0),
+  reactions: (r.reactions as { emoji: string; userIds: string[] }[] | null) ?? [],
 });
 
 /** Runs `fn` once the transaction has committed (never for a rolled-back one). */
@@ -273,7 +280,8 @@ export async function updateChannel(
   return getChannel({ caller, trx }, id);
 }
 
-const MESSAGE_COLUMNS = [
+/** The columns of a presented message; replies and reactions ride along (a handful of rows each). */
+const messageColumns = (trx: Knex.Transaction) => [
   "m.id",
   "m.channel_id",
   "m.seq",
@@ -282,7 +290,14 @@ const MESSAGE_COLUMNS = [
   "m.edited_at",
   "m.deleted_at",
   "m.created_at",
+  "m.parent_id",
   "u.display_name as author_name",
+  trx.raw(
+    "(select count(*) from chat_messages r where r.parent_id = m.id and r.deleted_at is null) as reply_count",
+  ),
+  trx.raw(`(select json_agg(json_build_object('emoji', x.emoji, 'userIds', x.users) order by x.first)
+     from (select emoji, array_agg(user_id order by created_at) as users, min(created_at) as first
+           from chat_reactions where message_id = m.id group by emoji) x) as reactions`),
 ];
 
 /**
@@ -292,22 +307,33 @@ const MESSAGE_COLUMNS = [
 export async function listMessages(
   { caller, trx }: Scope,
   id: string,
-  q: { beforeSeq?: number; afterSeq?: number; limit: number },
+  q: { beforeSeq?: number; afterSeq?: number; limit: number; thread?: string },
 ) {
   await readable(trx, caller.userId, id);
   const query = trx("chat_messages as m")
     .leftJoin("users as u", "u.id", "m.user_id")
     .where("m.channel_id", id);
   if (q.afterSeq !== undefined) {
+    // Catching up: everything after the cursor, replies included, in order.
     const rows = await query
       .where("m.seq", ">", q.afterSeq)
       .orderBy("m.seq")
       .limit(q.limit)
-      .select(MESSAGE_COLUMNS);
+      .select(messageColumns(trx));
     return rows.map(presentMessage);
   }
+  if (q.thread) {
+    const rows = await query
+      .where((w) => w.where("m.id", q.thread as string).orWhere("m.parent_id", q.thread as string))
+      .orderBy("m.seq")
+      .limit(q.limit)
+      .select(messageColumns(trx));
+    if (rows.length === 0) throw AppError.notFound("No such message.");
+    return rows.map(presentMessage);
+  }
+  query.whereNull("m.parent_id");
   if (q.beforeSeq !== undefined) query.where("m.seq", "<", q.beforeSeq);
-  const rows = await query.orderBy("m.seq", "desc").limit(q.limit).select(MESSAGE_COLUMNS);
+  const rows = await query.orderBy("m.seq", "desc").limit(q.limit).select(messageColumns(trx));
   return rows.reverse().map(presentMessage);
 }
 
@@ -319,14 +345,27 @@ async function messageById(
   const row = await trx("chat_messages as m")
     .leftJoin("users as u", "u.id", "m.user_id")
     .where({ "m.id": messageId, "m.channel_id": channelId })
-    .first(MESSAGE_COLUMNS);
+    .first(messageColumns(trx));
   if (!row) throw AppError.notFound("No such message.");
   return presentMessage(row as Record<string, unknown>);
 }
 
 /** Posts a message: the next number of the channel, under its row lock; the author has read it. */
-export async function postMessage({ caller, trx }: Scope, notify: ChatNotifier, id: string, body: string) {
+export async function postMessage(
+  { caller, trx }: Scope,
+  notify: ChatNotifier,
+  id: string,
+  body: string,
+  parentId?: string,
+) {
   await asMember(trx, caller.userId, id);
+  if (parentId) {
+    const parent = await trx("chat_messages")
+      .where({ id: parentId, channel_id: id })
+      .first("parent_id", "deleted_at");
+    if (!parent) throw AppError.notFound("No such message to reply to.");
+    if (parent.parent_id) throw AppError.badRequest("Reply to the thread's first message.");
+  }
   // The channel row's lock orders concurrent posts: each gets the next number, none is skipped.
   const bumped = (await trx("chat_channels")
     .where({ id })
@@ -336,12 +375,53 @@ export async function postMessage({ caller, trx }: Scope, notify: ChatNotifier, 
   }[];
   const seq = Number(bumped[0]?.last_seq);
   const rows = await trx("chat_messages")
-    .insert({ org_id: caller.orgId, channel_id: id, seq, user_id: caller.userId, body })
+    .insert({
+      org_id: caller.orgId,
+      channel_id: id,
+      seq,
+      user_id: caller.userId,
+      body,
+      parent_id: parentId ?? null,
+    })
     .returning("id");
   await trx("chat_members").where({ channel_id: id, user_id: caller.userId }).update({ last_read_seq: seq });
   const message = await messageById(trx, id, (rows[0] as { id: string }).id);
   const audience = await audienceOf(trx, id);
-  afterCommit(trx, () => notify(caller.orgId, { type: "message", channelId: id, audience, message }));
+  const parent = parentId ? await messageById(trx, id, parentId) : undefined;
+  afterCommit(trx, () => {
+    notify(caller.orgId, { type: "message", channelId: id, audience, message });
+    // The thread's first message shows its new reply count.
+    if (parent) notify(caller.orgId, { type: "message.edited", channelId: id, audience, message: parent });
+  });
+  return message;
+}
+
+/** Adds or removes the caller's reaction (one emoji or a short :name:) on a message. */
+export async function react(
+  { caller, trx }: Scope,
+  notify: ChatNotifier,
+  id: string,
+  messageId: string,
+  input: { emoji: string; on: boolean },
+) {
+  await asMember(trx, caller.userId, id);
+  const current = await messageById(trx, id, messageId);
+  if (current.deleted) throw new AppError(409, "deleted", "The message was deleted.");
+  if (input.on) {
+    await trx("chat_reactions")
+      .insert({ org_id: caller.orgId, message_id: messageId, user_id: caller.userId, emoji: input.emoji })
+      .onConflict(["message_id", "user_id", "emoji"])
+      .ignore();
+  } else {
+    await trx("chat_reactions")
+      .where({ message_id: messageId, user_id: caller.userId, emoji: input.emoji })
+      .delete();
+  }
+  const message = await messageById(trx, id, messageId);
+  const audience = await audienceOf(trx, id);
+  afterCommit(trx, () =>
+    notify(caller.orgId, { type: "message.reactions", channelId: id, audience, message }),
+  );
   return message;
 }
 
@@ -414,7 +494,7 @@ export async function searchMessages({ caller, trx }: Scope, q: string, limit: n
     .whereRaw("m.search @@ websearch_to_tsquery('english', ?)", [q])
     .orderByRaw("ts_rank(m.search, websearch_to_tsquery('english', ?)) desc, m.created_at desc", [q])
     .limit(limit)
-    .select(MESSAGE_COLUMNS);
+    .select(messageColumns(trx));
   return rows.map((r: Record<string, unknown>) => presentMessage(r));
 }
 

@@ -1307,7 +1307,7 @@ export interface paths {
         /** Messages in order: the latest, those before a number (scroll back) or after one (catch up) */
         get: operations["listChatMessages"];
         put?: never;
-        /** Post a message (Markdown); members receive it over /ws */
+        /** Post a message (Markdown), or a reply in a thread; members receive it over /ws */
         post: operations["postChatMessage"];
         delete?: never;
         options?: never;
@@ -1331,6 +1331,23 @@ export interface paths {
         head?: never;
         /** Edit your own message (marked edited) */
         patch: operations["editChatMessage"];
+        trace?: never;
+    };
+    "/api/chat/channels/{id}/messages/{messageId}/reactions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Add or remove your reaction on a message */
+        post: operations["reactToChatMessage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/chat/channels/{id}/read": {
@@ -1782,6 +1799,15 @@ export interface components {
         };
         PostChatMessageRequest: {
             body: string;
+            /** Format: uuid */
+            parentId?: string;
+        };
+        EditChatMessageRequest: {
+            body: string;
+        };
+        ReactChatMessageRequest: {
+            emoji: string;
+            on: boolean;
         };
         MarkChatReadRequest: {
             seq: number;
@@ -2216,6 +2242,12 @@ export interface components {
             editedAt: string | null;
             deleted: boolean;
             createdAt: string;
+            parentId: string | null;
+            replyCount: number;
+            reactions: {
+                emoji: string;
+                userIds: string[];
+            }[];
         };
         KbCollection: {
             /** Format: uuid */
@@ -9920,6 +9952,7 @@ export interface operations {
     listChatMessages: {
         parameters: {
             query?: {
+                thread?: string;
                 beforeSeq?: number;
                 afterSeq?: number;
                 limit?: number;
@@ -10014,7 +10047,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Post a message (Markdown); members receive it over /ws */
+            /** @description Post a message (Markdown), or a reply in a thread; members receive it over /ws */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -10186,11 +10219,103 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["PostChatMessageRequest"];
+                "application/json": components["schemas"]["EditChatMessageRequest"];
             };
         };
         responses: {
             /** @description Edit your own message (marked edited) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["ChatMessage"];
+                    };
+                };
+            };
+            /** @description Invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Missing permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limit or quota exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    reactToChatMessage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                messageId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReactChatMessageRequest"];
+            };
+        };
+        responses: {
+            /** @description Add or remove your reaction on a message */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -8,7 +8,11 @@ export type ChatChannel = components["schemas"]["ChatChannel"];
 /** What the server pushes over /ws. */
 export type ChatEvent =
   | { type: "ready"; channels: { id: string; lastSeq: number }[] }
-  | { type: "message" | "message.edited" | "message.deleted"; channelId: string; message: ChatMessage }
+  | {
+      type: "message" | "message.edited" | "message.deleted" | "message.reactions";
+      channelId: string;
+      message: ChatMessage;
+    }
   | { type: "read"; channelId: string; read: { userId: string; seq: number } }
   | { type: "typing"; channelId: string; typing: { userId: string } }
   | { type: "channel"; channelId: string }
