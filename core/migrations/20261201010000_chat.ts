@@ -74,14 +74,28 @@ export async function up(knex: Knex): Promise<void> {
     t.primary(["message_id", "user_id", "emoji"]);
   });
 
-  for (const table of ["chat_channels", "chat_members", "chat_messages", "chat_reactions"]) {
+  // Files shared in a message: stored under the chat directory, served only to people who can read it.
+  await knex.schema.createTable("chat_attachments", (t) => {
+    t.uuid("id").primary().defaultTo(knex.raw("gen_random_uuid()"));
+    orgColumn(t);
+    t.uuid("channel_id").notNullable().references("id").inTable("chat_channels").onDelete("CASCADE");
+    t.uuid("message_id").notNullable().references("id").inTable("chat_messages").onDelete("CASCADE");
+    t.text("name").notNullable();
+    t.text("mime").notNullable();
+    t.bigInteger("size_bytes").notNullable();
+    t.text("sha256").notNullable();
+    ts(t, "created_at").notNullable().defaultTo(knex.fn.now());
+  });
+  await knex.raw("create index chat_attachments_message on chat_attachments (message_id)");
+
+  for (const table of ["chat_channels", "chat_members", "chat_messages", "chat_reactions", "chat_attachments"]) {
     await enableTenantRls(knex, table);
     await grantToApp(knex, table, "SELECT, INSERT, UPDATE, DELETE");
   }
 }
 
 export async function down(knex: Knex): Promise<void> {
-  for (const table of ["chat_reactions", "chat_messages", "chat_members", "chat_channels"]) {
+  for (const table of ["chat_attachments", "chat_reactions", "chat_messages", "chat_members", "chat_channels"]) {
     await knex.schema.dropTable(table);
   }
 }

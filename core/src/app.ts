@@ -112,7 +112,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
           log: log.child({ module: "chat" }),
         })
       : null;
-  registerChatRoutes(api, chatHub ? chatHub.notify : () => undefined);
+  registerChatRoutes(api, chatHub ? chatHub.notify : () => undefined, { knex: deps.knex, config });
   const kbDeps = {
     config,
     knex: deps.knex,

@@ -123,6 +123,21 @@ describe("chat in the browser", () => {
     await ada.page.getByRole("region", { name: "Thread" }).getByText("Bed 4 is fine now").waitFor();
     // The reply is in the thread, not in the channel's timeline.
     expect(await ada.page.getByRole("log").getByText("Bed 4 is fine now").count()).toBe(0);
+
+    // Ada shares a file; Bob sees it live and downloads it.
+    await ada.page.getByLabel("Attach files").setInputFiles({
+      name: "handover.txt",
+      mimeType: "text/plain",
+      buffer: Buffer.from("Bed 4: stable. Bed 5: watch."),
+    });
+    await composer.fill("Handover notes");
+    await ada.page.getByRole("button", { name: "Send" }).click();
+    const link = bob.page.getByRole("log").getByRole("link", { name: "handover.txt" });
+    await link.waitFor();
+    const href = (await link.getAttribute("href")) as string;
+    const file = await bob.page.request.get(`${url}${href}`);
+    expect(file.status()).toBe(200);
+    expect(await file.text()).toBe("Bed 4: stable. Bed 5: watch.");
     await ada.page.screenshot({ path: `${SHOTS}chat.png`, fullPage: true });
     expect(await axeViolations(ada.page)).toEqual([]);
 

@@ -1,5 +1,7 @@
 // Chat on two core processes sharing PostgreSQL and NATS: REST for channels and messages, live events over
 // /ws on either node, resume after a node goes away with nothing lost and nothing twice, and who may see what.
+import { existsSync } from "node:fs";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { getTestServer, type TestServer } from "../support/server.js";
@@ -36,7 +38,7 @@ let bob: Person;
 let carol: Person;
 
 beforeAll(async () => {
-  srv = await getTestServer();
+  srv = await getTestServer({ env: { WORKSYNAPSE_CHAT_MAX_FILE_BYTES: "100000" } });
   // A second web node on the same database and bus (same subject prefix), as behind a load balancer.
   node2 = await startServer(
     testConfig({
@@ -288,6 +290,64 @@ describe("chat", () => {
     await a.waitFor("message.reactions", 3);
     expect(a.messages(room.id).map((m) => m.id)).toContain(reply.data.id);
     a.close();
+  });
+
+  it("files: shared through the upload path, downloaded only by people who can read the channel, limits hold", async () => {
+    const form = (files: [string, Blob][], body?: string) => {
+      const f = new FormData();
+      for (const [name, blob] of files) f.append("files", blob, name);
+      if (body) f.append("body", body);
+      return f;
+    };
+    const send = (p: Person, f: FormData | string, type?: string) =>
+      srv.fetch(`/api/chat/channels/${room.id}/files`, {
+        method: "POST",
+        headers: { ...p.client.headers(type ? { "content-type": type } : {}) },
+        body: f,
+      });
+    const ok = await send(
+      alice,
+      form(
+        [
+          ["rota.txt", new Blob(["night shift: Bob"])],
+          ["page.html", new Blob(["<script>alert(1)</script>"])],
+        ],
+        "The rota",
+      ),
+    );
+    expect(ok.status, await ok.clone().text()).toBe(201);
+    const m = (
+      (await ok.json()) as Data<Message & { attachments: { id: string; name: string; mime: string }[] }>
+    ).data;
+    expect(m.body).toBe("The rota");
+    expect(m.attachments.map((a) => [a.name, a.mime])).toEqual([
+      ["rota.txt", "application/octet-stream"],
+      ["page.html", "application/octet-stream"],
+    ]);
+    const url = (id: string) => `/api/chat/channels/${room.id}/files/${id}`;
+    const dl = await bob.client.request("GET", url(m.attachments[0]?.id as string));
+    expect(dl.status).toBe(200);
+    expect(dl.headers.get("content-disposition")).toContain('attachment; filename="rota.txt"');
+    expect(dl.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(await dl.text()).toBe("night shift: Bob");
+    for (const c of [carol.client, other.owner])
+      expect((await c.request("GET", url(m.attachments[0]?.id as string))).status).toBe(404);
+    // Limits and bad uploads: too large, empty, not multipart; nothing is posted for them.
+    const before = (await alice.client.json<Data<Channel>>("GET", `/api/chat/channels/${room.id}`)).data
+      .lastSeq;
+    expect((await send(alice, form([["big.bin", new Blob([new Uint8Array(150_000)])]]))).status).toBe(413);
+    expect((await send(alice, form([["empty.txt", new Blob([])]]))).status).toBe(400);
+    expect((await send(alice, "hello", "text/plain")).status).toBe(415);
+    expect((await send(carol, form([["x.txt", new Blob(["x"])]]))).status).toBe(404);
+    expect(
+      (await alice.client.json<Data<Channel>>("GET", `/api/chat/channels/${room.id}`)).data.lastSeq,
+    ).toBe(before);
+    // Deleting the message takes its files away.
+    await alice.client.json("DELETE", `/api/chat/channels/${room.id}/messages/${m.id}`, undefined, 204);
+    expect((await bob.client.request("GET", url(m.attachments[0]?.id as string))).status).toBe(404);
+    const stored = path.join(srv.config.dataDir, "chat", "files", org.orgId, m.attachments[0]?.id as string);
+    for (let i = 0; i < 50 && existsSync(stored); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(existsSync(stored)).toBe(false);
   });
 
   it("live on two nodes: messages, edits, typing and read receipts flow both ways in order; outsiders receive nothing", async () => {

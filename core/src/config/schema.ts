@@ -212,6 +212,23 @@ export const configSchema = z.object({
       idleUnloadMinutes: 30,
       gpu: "auto",
     }),
+  chat: z
+    .object({
+      dir: z
+        .string()
+        .optional()
+        .describe(
+          "Where files shared in chat live (default: <dataDir>/chat). Several nodes: a shared volume.",
+        ),
+      maxFileBytes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(25 * 1024 * 1024)
+        .describe("Largest file shared in a chat message."),
+      maxFilesPerMessage: z.coerce.number().int().min(1).default(10).describe("Files in one chat message."),
+    })
+    .default({ maxFileBytes: 25 * 1024 * 1024, maxFilesPerMessage: 10 }),
   kb: z
     .object({
       dir: z

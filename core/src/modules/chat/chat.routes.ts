@@ -1,13 +1,29 @@
+import { createReadStream } from "node:fs";
+import { rm } from "node:fs/promises";
+import path from "node:path";
+import type { Knex } from "knex";
 import { z } from "zod";
+import type { Config } from "../../config/schema.js";
 import type { Api } from "../../platform/http/api.js";
-import { dataOf } from "../../platform/http/api.js";
+import { afterCommit, dataOf } from "../../platform/http/api.js";
+import { withOrg } from "../../platform/db/tenant.js";
+import { AppError } from "../../platform/http/errors.js";
+import { receiveFiles } from "../../platform/http/uploads.js";
 import * as chat from "./chat.service.js";
 import * as s from "./chat.schemas.js";
 
 const tags = ["chat"];
 
 /** Registers the chat routes; live events go over the WebSocket at /ws (chat.socket.ts). */
-export function registerChatRoutes(api: Api, notify: chat.ChatNotifier): void {
+export function registerChatRoutes(
+  api: Api,
+  notify: chat.ChatNotifier,
+  deps: { knex: Knex | null; config: Config },
+): void {
+  const knex = () => {
+    if (!deps.knex) throw AppError.unavailable("Chat is not configured on this process.");
+    return deps.knex;
+  };
   const read = "chat.read";
   const write = "chat.write";
   api.route({
@@ -197,7 +213,73 @@ export function registerChatRoutes(api: Api, notify: chat.ChatNotifier): void {
     status: 204,
     errors: [404, 409],
     handler: async (_ctx, { params }, scope) =>
-      chat.deleteMessage(scope, notify, params.id, params.messageId),
+      chat.deleteMessage(scope, notify, params.id, params.messageId, deps.config),
+  });
+  api.route({
+    method: "post",
+    path: "/api/chat/channels/:id/files",
+    operationId: "postChatFiles",
+    summary: "Share files in a message (multipart/form-data: `files`, and an optional `body`)",
+    tags,
+    permission: write,
+    params: s.channelParams,
+    multipart: s.filesForm,
+    status: 201,
+    response: dataOf(s.messageSchema),
+    errors: [403, 404, 409, 413, 415],
+    handler: async (ctx, { params }, scope) => {
+      await chat.getChannel(scope, params.id);
+      // The body streams to disk after this transaction has committed (no connection held meanwhile).
+      return afterCommit(async () => {
+        const fields: Record<string, string> = {};
+        const files = await receiveFiles(
+          ctx,
+          path.join(chat.chatDir(deps.config), "tmp"),
+          {
+            maxUploadBytes: deps.config.chat.maxFileBytes * deps.config.chat.maxFilesPerMessage,
+            maxFileBytes: deps.config.chat.maxFileBytes,
+            maxFiles: deps.config.chat.maxFilesPerMessage,
+          },
+          fields,
+        );
+        try {
+          const message = await withOrg(knex(), scope.caller.orgId, (trx) =>
+            chat.postFiles(
+              { caller: scope.caller, trx },
+              notify,
+              deps.config,
+              params.id,
+              files,
+              fields.body ?? "",
+            ),
+          );
+          return { data: message };
+        } finally {
+          await Promise.all(files.map((f) => rm(f.tmp, { force: true })));
+        }
+      });
+    },
+  });
+  api.route({
+    method: "get",
+    path: "/api/chat/channels/:id/files/:fileId",
+    operationId: "downloadChatFile",
+    summary: "A file shared in a channel the caller can read (always as a download)",
+    tags,
+    permission: read,
+    params: s.fileParams,
+    responseType: "application/octet-stream",
+    response: z.string().meta({ format: "binary" }),
+    errors: [404],
+    handler: async (ctx, { params }, scope) => {
+      const f = await chat.openAttachment(scope, deps.config, params.id, params.fileId);
+      ctx.type = f.mime;
+      ctx.length = f.size;
+      ctx.attachment(f.name);
+      // Never rendered as a page of ours, whatever it contains.
+      ctx.set("Content-Security-Policy", "sandbox; default-src 'none'");
+      return createReadStream(f.path);
+    },
   });
   api.route({
     method: "post",

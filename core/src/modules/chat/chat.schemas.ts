@@ -45,6 +45,7 @@ export const messageSchema = z
     parentId: id.nullable(),
     replyCount: z.number(),
     reactions: z.array(z.object({ emoji: z.string(), userIds: z.array(id) })),
+    attachments: z.array(z.object({ id, name: z.string(), mime: z.string(), size: z.number() })),
   })
   .meta({ id: "ChatMessage" });
 
@@ -101,3 +102,9 @@ export const searchQuery = z.strictObject({
 });
 export const channelParams = z.strictObject({ id });
 export const messageParams = z.strictObject({ id, messageId: id });
+export const fileParams = z.strictObject({ id, fileId: id });
+/** The multipart form of a message with files (documented; read by the handler). */
+export const filesForm = z.object({
+  files: z.array(z.string().meta({ format: "binary" })),
+  body: z.string().max(8000).optional(),
+});

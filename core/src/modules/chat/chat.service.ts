@@ -1,6 +1,11 @@
 // Internal chat: channels, direct messages, messages with per-channel sequence numbers, read positions.
+import { mkdir, rename, rm } from "node:fs/promises";
+import path from "node:path";
+import { fileTypeFromFile } from "file-type";
 import type { Knex } from "knex";
+import type { Config } from "../../config/schema.js";
 import type { Scope } from "../../platform/http/api.js";
+import { fsyncDir, type Received } from "../../platform/http/uploads.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
 
@@ -33,6 +38,7 @@ export interface ChatMessage {
   parentId: string | null;
   replyCount: number;
   reactions: { emoji: string; userIds: string[] }[];
+  attachments: { id: string; name: string; mime: string; size: number }[];
 }
 
 /** The largest message body, in characters. */
@@ -53,6 +59,9 @@ const presentMessage = (r: Record<string, unknown>): ChatMessage => ({
   parentId: (r.parent_id as string | null) ?? null,
   replyCount: Number(r.reply_count ?? 0),
   reactions: (r.reactions as { emoji: string; userIds: string[] }[] | null) ?? [],
+  attachments: r.deleted_at
+    ? []
+    : ((r.attachments as { id: string; name: string; mime: string; size: number }[] | null) ?? []),
 });
 
 /** Runs `fn` once the transaction has committed (never for a rolled-back one). */
@@ -295,6 +304,8 @@ const messageColumns = (trx: Knex.Transaction) => [
   trx.raw(
     "(select count(*) from chat_messages r where r.parent_id = m.id and r.deleted_at is null) as reply_count",
   ),
+  trx.raw(`(select json_agg(json_build_object('id', a.id, 'name', a.name, 'mime', a.mime, 'size', a.size_bytes)
+     order by a.created_at) from chat_attachments a where a.message_id = m.id) as attachments`),
   trx.raw(`(select json_agg(json_build_object('emoji', x.emoji, 'userIds', x.users) order by x.first)
      from (select emoji, array_agg(user_id order by created_at) as users, min(created_at) as first
            from chat_reactions where message_id = m.id group by emoji) x) as reactions`),
@@ -357,6 +368,8 @@ export async function postMessage(
   id: string,
   body: string,
   parentId?: string,
+  /** Runs after the message row exists, before it is announced (attachments). */
+  withMessage?: (messageId: string) => Promise<void>,
 ) {
   await asMember(trx, caller.userId, id);
   if (parentId) {
@@ -385,7 +398,9 @@ export async function postMessage(
     })
     .returning("id");
   await trx("chat_members").where({ channel_id: id, user_id: caller.userId }).update({ last_read_seq: seq });
-  const message = await messageById(trx, id, (rows[0] as { id: string }).id);
+  const messageId = (rows[0] as { id: string }).id;
+  if (withMessage) await withMessage(messageId);
+  const message = await messageById(trx, id, messageId);
   const audience = await audienceOf(trx, id);
   const parent = parentId ? await messageById(trx, id, parentId) : undefined;
   afterCommit(trx, () => {
@@ -450,12 +465,21 @@ export async function deleteMessage(
   notify: ChatNotifier,
   id: string,
   messageId: string,
+  config?: Config,
 ) {
   const ch = await asMember(trx, caller.userId, id);
   const current = await messageById(trx, id, messageId);
   if (current.userId !== caller.userId && ch.member_role !== "owner")
     throw AppError.forbidden("You can delete only your own messages.");
   await trx("chat_messages").where({ id: messageId }).update({ body: "", deleted_at: trx.fn.now() });
+  // Its files go too, once the deletion has committed.
+  const files = (await trx("chat_attachments").where({ message_id: messageId }).pluck("id")) as string[];
+  await trx("chat_attachments").where({ message_id: messageId }).delete();
+  if (config && files.length)
+    afterCommit(
+      trx,
+      () => void Promise.all(files.map((f) => rm(attachmentPath(config, caller.orgId, f), { force: true }))),
+    );
   const message = await messageById(trx, id, messageId);
   const audience = await audienceOf(trx, id);
   afterCommit(trx, () => notify(caller.orgId, { type: "message.deleted", channelId: id, audience, message }));
@@ -508,4 +532,96 @@ export async function memberChannels(
     .where("m.user_id", userId)
     .select("c.id", "c.last_seq")) as { id: string; last_seq: string }[];
   return rows.map((r) => ({ id: r.id, lastSeq: Number(r.last_seq) }));
+}
+
+/** Where chat files live. */
+export const chatDir = (config: Config) => config.chat.dir ?? path.join(config.dataDir, "chat");
+const attachmentPath = (config: Config, orgId: string, id: string) =>
+  path.join(chatDir(config), "files", orgId, id);
+
+/** Types a browser may be told a shared file has; everything else is served as application/octet-stream. */
+const SAFE_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"]);
+
+/**
+ * Posts a message carrying files. Each file was received to a temp file and fsynced (uploads.ts); it is moved
+ * into place and fsynced before the message commits, and removed again if the message does not commit.
+ */
+export async function postFiles(
+  scope: Scope,
+  notify: ChatNotifier,
+  config: Config,
+  id: string,
+  files: Received[],
+  body: string,
+) {
+  const { caller, trx } = scope;
+  await asMember(trx, caller.userId, id);
+  const tooLarge = files.find((f) => f.tooLarge);
+  if (tooLarge)
+    throw new AppError(
+      413,
+      "file_too_large",
+      `${tooLarge.name} is larger than ${Math.round(config.chat.maxFileBytes / 1048576)} MB.`,
+    );
+  const empty = files.find((f) => f.size === 0);
+  if (empty) throw new AppError(400, "empty_file", `${empty.name} is empty.`);
+  const placed: string[] = [];
+  try {
+    const message = await postMessage(
+      scope,
+      notify,
+      id,
+      body.trim() ? body : files.map((f) => f.name).join(", "),
+      undefined,
+      async (messageId) => {
+        for (const f of files) {
+          const detected = (await fileTypeFromFile(f.tmp))?.mime;
+          const mime = detected && SAFE_TYPES.has(detected) ? detected : "application/octet-stream";
+          const rows = await trx("chat_attachments")
+            .insert({
+              org_id: caller.orgId,
+              channel_id: id,
+              message_id: messageId,
+              name: f.name,
+              mime,
+              size_bytes: f.size,
+              sha256: f.sha256,
+            })
+            .returning("id");
+          const target = attachmentPath(config, caller.orgId, (rows[0] as { id: string }).id);
+          await mkdir(path.dirname(target), { recursive: true });
+          await rename(f.tmp, target);
+          placed.push(target);
+          await fsyncDir(path.dirname(target));
+        }
+      },
+    );
+    trx.executionPromise.catch(() => Promise.all(placed.map((p) => rm(p, { force: true }))));
+    return message;
+  } catch (err) {
+    await Promise.all(placed.map((p) => rm(p, { force: true })));
+    throw err;
+  }
+}
+
+/** A shared file the caller may read: its place on disk and how to serve it (404 for anyone else). */
+export async function openAttachment(
+  { caller, trx }: Scope,
+  config: Config,
+  channelId: string,
+  fileId: string,
+) {
+  await readable(trx, caller.userId, channelId);
+  const row = await trx("chat_attachments as a")
+    .join("chat_messages as m", "m.id", "a.message_id")
+    .where({ "a.id": fileId, "a.channel_id": channelId })
+    .whereNull("m.deleted_at")
+    .first("a.id", "a.name", "a.mime", "a.size_bytes");
+  if (!row) throw AppError.notFound("No such file.");
+  return {
+    path: attachmentPath(config, caller.orgId, row.id as string),
+    name: row.name as string,
+    mime: row.mime as string,
+    size: Number(row.size_bytes),
+  };
 }

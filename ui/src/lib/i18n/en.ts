@@ -53,6 +53,8 @@ export const en = {
   "chat.thread": "Thread",
   "chat.replyInThread": "Reply in the thread",
   "chat.sendReply": "Reply",
+  "chat.files": "Files",
+  "chat.attach": "Attach files",
   "module.notes": "Notes",
   "module.notes.desc": "Personal and team notes, shareable and searchable.",
   "module.workflows": "Workflows",

@@ -1,0 +1,154 @@
+// Streamed multipart uploads: each file goes to a temp file, hashed on the way and fsynced, within limits.
+// The knowledge base and chat attachments both receive files through this one path.
+import { createHash, randomUUID } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, open, rm } from "node:fs/promises";
+import path from "node:path";
+import { Transform, type TransformCallback } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import busboy from "busboy";
+import type { Context } from "koa";
+import { AppError } from "./errors.js";
+
+/** A file received to a temporary place, fsynced, with its hash and whether it passed the per-file limit. */
+export interface Received {
+  name: string;
+  tmp: string;
+  size: number;
+  sha256: string;
+  tooLarge: boolean;
+}
+
+/** The limits of one upload request. */
+export interface UploadLimits {
+  maxUploadBytes: number;
+  maxFileBytes: number;
+  maxFiles: number;
+}
+
+/** Counts and hashes bytes as they pass. */
+class Meter extends Transform {
+  readonly hash = createHash("sha256");
+  bytes = 0;
+  constructor(private readonly onBytes: (n: number) => void) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    this.onBytes(chunk.length);
+    cb(null, chunk);
+  }
+}
+
+/** fsyncs a directory, so a rename into it survives a crash. */
+export const fsyncDir = async (dir: string) => {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+};
+
+/**
+ * Receives a multipart upload into `tmpDir`: 415 unless multipart, 413 past the request's limit (declared or
+ * counted), 400 for too many files, none, or a malformed or interrupted body. Nothing is left behind on error.
+ */
+export async function receiveFiles(
+  ctx: Context,
+  tmpDir: string,
+  limits: UploadLimits,
+  /** Filled with the request's text fields (each cut to 10,000 characters), when given. */
+  fields?: Record<string, string>,
+): Promise<Received[]> {
+  const type = ctx.get("content-type");
+  if (!/^multipart\/form-data/i.test(type))
+    throw new AppError(415, "unsupported_media_type", "Upload files as multipart/form-data.");
+  const declared = Number(ctx.get("content-length") || 0);
+  if (declared > limits.maxUploadBytes)
+    throw new AppError(413, "upload_too_large", `An upload may hold at most ${limits.maxUploadBytes} bytes.`);
+  await mkdir(tmpDir, { recursive: true });
+  const files: Received[] = [];
+  const writes: Promise<void>[] = [];
+  let total = 0;
+  let tooMany = false;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let bb: busboy.Busboy;
+      try {
+        bb = busboy({
+          headers: ctx.req.headers,
+          limits: {
+            files: limits.maxFiles,
+            fileSize: limits.maxFileBytes,
+            fields: 10,
+            parts: limits.maxFiles + 10,
+          },
+        });
+      } catch {
+        reject(AppError.badRequest("The upload is not valid multipart/form-data."));
+        return;
+      }
+      bb.on("file", (_field, stream, info) => {
+        const name = path.basename(info.filename || "unnamed").slice(0, 255);
+        const rec: Received = {
+          name,
+          tmp: path.join(tmpDir, randomUUID()),
+          size: 0,
+          sha256: "",
+          tooLarge: false,
+        };
+        files.push(rec);
+        const meter = new Meter((n) => {
+          total += n;
+          if (total > limits.maxUploadBytes) {
+            ctx.req.unpipe(bb);
+            stream.destroy();
+            reject(
+              new AppError(
+                413,
+                "upload_too_large",
+                `An upload may hold at most ${limits.maxUploadBytes} bytes.`,
+              ),
+            );
+          }
+        });
+        stream.on("limit", () => (rec.tooLarge = true));
+        // The pipe is set up at once: a listener added later would miss data already flowing.
+        writes.push(
+          pipeline(stream, meter, createWriteStream(rec.tmp, { mode: 0o600 })).then(async () => {
+            const fh = await open(rec.tmp, "r+");
+            try {
+              await fh.sync();
+            } finally {
+              await fh.close();
+            }
+            rec.size = meter.bytes;
+            rec.sha256 = meter.hash.digest("hex");
+          }),
+        );
+      });
+      bb.on("field", (name, value) => {
+        if (fields) fields[name.slice(0, 100)] = value.slice(0, 10_000);
+      });
+      bb.on("filesLimit", () => (tooMany = true));
+      bb.on("error", () => reject(AppError.badRequest("The upload is not valid multipart/form-data.")));
+      bb.on("close", () => resolve());
+      ctx.req.on("aborted", () => reject(AppError.badRequest("The upload was interrupted.")));
+      ctx.req.pipe(bb);
+    });
+    await Promise.all(writes);
+  } catch (err) {
+    // Streams cut off mid-file end their pipelines with an error; never wait long for them.
+    await Promise.race([Promise.allSettled(writes), new Promise((r) => setTimeout(r, 5000))]);
+    await Promise.all(files.map((f) => rm(f.tmp, { force: true })));
+    throw err;
+  }
+  if (tooMany) {
+    await Promise.all(files.map((f) => rm(f.tmp, { force: true })));
+    throw AppError.badRequest(`An upload may hold at most ${limits.maxFiles} files.`);
+  }
+  if (!files.length) throw AppError.badRequest("The upload holds no file.");
+  return files;
+}
