@@ -63,7 +63,9 @@ export async function up(knex: Knex): Promise<void> {
     "alter table chat_messages add column search tsvector generated always as (to_tsvector('english', body)) stored",
   );
   await knex.raw("create index chat_messages_search on chat_messages using gin (search)");
-  await knex.raw("create index chat_messages_parent on chat_messages (parent_id) where parent_id is not null");
+  await knex.raw(
+    "create index chat_messages_parent on chat_messages (parent_id) where parent_id is not null",
+  );
 
   await knex.schema.createTable("chat_reactions", (t) => {
     orgColumn(t);
@@ -88,14 +90,26 @@ export async function up(knex: Knex): Promise<void> {
   });
   await knex.raw("create index chat_attachments_message on chat_attachments (message_id)");
 
-  for (const table of ["chat_channels", "chat_members", "chat_messages", "chat_reactions", "chat_attachments"]) {
+  for (const table of [
+    "chat_channels",
+    "chat_members",
+    "chat_messages",
+    "chat_reactions",
+    "chat_attachments",
+  ]) {
     await enableTenantRls(knex, table);
     await grantToApp(knex, table, "SELECT, INSERT, UPDATE, DELETE");
   }
 }
 
 export async function down(knex: Knex): Promise<void> {
-  for (const table of ["chat_attachments", "chat_reactions", "chat_messages", "chat_members", "chat_channels"]) {
+  for (const table of [
+    "chat_attachments",
+    "chat_reactions",
+    "chat_messages",
+    "chat_members",
+    "chat_channels",
+  ]) {
     await knex.schema.dropTable(table);
   }
 }
