@@ -9,6 +9,7 @@ import { Client, createMember, createTestOrg, type TestOrg } from "../support/id
 import { testConfig } from "../support/config.js";
 import { startServer, type RunningServer } from "../../core/src/server.js";
 import { silentLogger } from "../../core/src/platform/log.js";
+import { spawnCore } from "../support/process.js";
 
 type Data<T> = { data: T };
 interface Channel {
@@ -424,6 +425,48 @@ describe("chat", () => {
     const expected = all.filter((m) => m.seq >= Math.min(...seen.keys())).map((m) => m.seq);
     expect([...seen.keys()].sort((p, q) => p - q)).toEqual(expected);
     expect(expected.length).toBeGreaterThanOrEqual(16);
+    again.close();
+  });
+
+  it("a node killed with SIGKILL: its clients reconnect to the other and resume with nothing lost and nothing twice", async () => {
+    const killed = spawnCore({
+      DATABASE_URL: srv.pg.url,
+      NATS_URL: srv.config.nats.url,
+      WORKSYNAPSE_NATS_PREFIX: srv.config.nats.prefix,
+      WORKSYNAPSE_ROLES: "web",
+    });
+    const base = await killed.url;
+    const b = await Live.open(base, bob);
+    await post(alice, room.id, "before the kill");
+    await b.waitFor("message", 1);
+    const seen = new Map<number, Message>(b.messages(room.id).map((m) => [m.seq, m]));
+    const posting = (async () => {
+      for (let i = 0; i < 15; i++) {
+        await post(alice, room.id, `around the kill ${i}`);
+        await new Promise((r) => setTimeout(r, 15));
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 60));
+    killed.child.kill("SIGKILL");
+    await killed.exit;
+    for (let i = 0; i < 300 && !b.closed; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(b.closed).not.toBeNull();
+    await posting;
+    for (const m of b.messages(room.id)) seen.set(m.seq, m);
+    const again = await Live.open(srv.url, bob);
+    again.send({ type: "resume", cursors: { [room.id]: Math.max(...seen.keys()) } });
+    await again.waitFor("resumed");
+    for (const m of again.messages(room.id)) {
+      expect(seen.has(m.seq)).toBe(false);
+      seen.set(m.seq, m);
+    }
+    const all = (
+      await bob.client.json<Data<Message[]>>("GET", `/api/chat/channels/${room.id}/messages?limit=200`)
+    ).data;
+    const first = Math.min(...seen.keys());
+    expect([...seen.keys()].sort((p, q) => p - q)).toEqual(
+      all.filter((m) => m.seq >= first).map((m) => m.seq),
+    );
     again.close();
   });
 

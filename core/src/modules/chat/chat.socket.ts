@@ -161,6 +161,10 @@ export class ChatHub {
   }
 
   private send(client: Client, payload: unknown): void {
+    this.sendText(client, JSON.stringify(payload));
+  }
+
+  private sendText(client: Client, text: string): void {
     if (client.ws.readyState !== client.ws.OPEN) return;
     if (client.ws.bufferedAmount > MAX_BUFFERED) {
       // Too slow to keep up: memory stays bounded; the client reconnects and resumes from its cursors.
@@ -168,7 +172,7 @@ export class ChatHub {
       setTimeout(() => client.ws.terminate(), 1000).unref();
       return;
     }
-    client.ws.send(JSON.stringify(payload));
+    client.ws.send(text);
   }
 
   private async onFrame(client: Client, text: string, binary: boolean): Promise<void> {
@@ -231,9 +235,12 @@ export class ChatHub {
       | (ChatEvent & { orgId: string })
       | (Record<string, unknown> & { orgId: string; type: string; channelId: string }),
   ) {
+    // Serialized once for every recipient (the audience and organization stay on the server).
+    let text: string | undefined;
+    const audience = (event as ChatEvent).audience;
+    const typist = (event as { typing?: { userId: string } }).typing?.userId;
     for (const c of this.clients) {
       if (c.orgId !== event.orgId) continue;
-      const audience = (event as ChatEvent).audience;
       if (event.type === "channel") {
         // Membership changed: the client's set follows, so later messages reach it (or stop).
         if (!audience?.includes(c.userId)) continue;
@@ -241,10 +248,12 @@ export class ChatHub {
       } else if (audience) {
         if (!audience.includes(c.userId)) continue;
       } else if (!c.channels.has(event.channelId)) continue;
-      if (event.type === "typing" && (event as { typing?: { userId: string } }).typing?.userId === c.userId)
-        continue;
-      const { audience: _a, orgId: _o, ...visible } = event as ChatEvent & { orgId: string };
-      this.send(c, visible);
+      if (typist === c.userId) continue;
+      if (text === undefined) {
+        const { audience: _a, orgId: _o, ...visible } = event as ChatEvent & { orgId: string };
+        text = JSON.stringify(visible);
+      }
+      this.sendText(c, text);
     }
   }
 
