@@ -89,6 +89,11 @@ describe("chat in the browser", () => {
     await composer.press("Enter");
     await ada.page.getByRole("log").getByText("bed 4").waitFor();
 
+    // Bob is connected: Ada's conversation list says he is online.
+    await ada.page
+      .getByRole("navigation", { name: "Your channels and direct messages" })
+      .getByRole("img", { name: "online" })
+      .waitFor();
     // Bob sees the conversation appear with an unread badge, opens it, and reads the message.
     const dm = bob.page
       .getByRole("navigation", { name: "Your channels and direct messages" })

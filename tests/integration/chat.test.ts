@@ -383,8 +383,11 @@ describe("chat", () => {
     });
     // No event carries the server-side audience list.
     expect(JSON.stringify(a.events)).not.toContain("audience");
-    expect(c.events.filter((e) => e.type !== "ready")).toEqual([]);
-    expect(x.events.filter((e) => e.type !== "ready")).toEqual([]);
+    // Presence lists colleagues; nothing of the channel reaches a non-member or another organization.
+    const quiet = (l: Live) => l.events.filter((e) => e.type !== "ready" && e.type !== "presence");
+    expect(quiet(c)).toEqual([]);
+    expect(quiet(x)).toEqual([]);
+    expect(JSON.stringify(x.events)).not.toContain(alice.id);
     for (const s of [a, b, c, x]) s.close();
   });
 
@@ -468,6 +471,30 @@ describe("chat", () => {
       all.filter((m) => m.seq >= first).map((m) => m.seq),
     );
     again.close();
+  });
+
+  it("presence: who is connected, on either node, reaches colleagues and ends when they leave", async () => {
+    const a = await Live.open(srv.url, alice);
+    const b = await Live.open(node2.url as string, bob);
+    const hasBob = () =>
+      a.events.some(
+        (e) => (e.type === "presence" || e.type === "ready") && (e.online as string[]).includes(bob.id),
+      );
+    for (let i = 0; i < 300 && !hasBob(); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(hasBob()).toBe(true);
+    // Another organization's people never appear.
+    const x = await Live.open(srv.url, { id: other.ownerId, email: other.ownerEmail, client: other.owner });
+    b.close();
+    const lastOnline = () => (a.events.filter((e) => e.type === "presence").at(-1)?.online as string[]) ?? [];
+    for (let i = 0; i < 300 && lastOnline().includes(bob.id); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(lastOnline()).not.toContain(bob.id);
+    expect(lastOnline()).toContain(alice.id);
+    expect(lastOnline()).not.toContain(other.ownerId);
+    const xReady = x.events.find((e) => e.type === "ready") as { online: string[] };
+    expect(xReady.online).toEqual([other.ownerId]);
+    a.close();
+    x.close();
   });
 
   it("the handshake refuses other sites, strangers and bad frames; floods are cut off; the server stays up", async () => {

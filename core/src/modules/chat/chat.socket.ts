@@ -2,6 +2,7 @@
 // key / token for bots), fed by ephemeral NATS messages every node receives, so a message posted on one node
 // reaches sockets on all of them. Messages live in PostgreSQL first: a client that reconnects (to any node)
 // sends the last sequence number it saw per channel and gets exactly what it missed.
+import { randomUUID } from "node:crypto";
 import http from "node:http";
 import type { Duplex } from "node:stream";
 import type Koa from "koa";
@@ -27,6 +28,12 @@ const FRAMES_PER_10S = 100;
 const RESUME_LIMIT = 200;
 const HEARTBEAT_MS = 25_000;
 const REVALIDATE_MS = 60_000;
+/** Each node announces who is connected to it this often (and at once on a change); silence ends it. */
+const PRESENCE_MS = 15_000;
+const PRESENCE_EXPIRY_MS = 40_000;
+
+/** The NATS subject of presence announcements (every node, every organization). */
+const presenceSubject = (prefix: string) => `${prefix}.chatpresence`;
 
 const frameSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("ping") }),
@@ -53,7 +60,13 @@ export class ChatHub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME });
   private readonly clients = new Set<Client>();
   private readonly stopListening: () => void;
+  private readonly stopPresence: () => void;
   private readonly timers: NodeJS.Timeout[] = [];
+  private readonly node = randomUUID();
+  /** Per organization, the people connected to each node (this one included), with when we last heard. */
+  private readonly presence = new Map<string, Map<string, { users: Set<string>; at: number }>>();
+  private readonly lastOnline = new Map<string, string>();
+  private announceTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly deps: {
@@ -68,6 +81,21 @@ export class ChatHub {
     this.stopListening = deps.bus.listen(`${deps.bus.prefix}.chat.*`, (payload) =>
       this.dispatch(payload as ChatEvent & { orgId: string }),
     );
+    this.stopPresence = deps.bus.listen(presenceSubject(deps.bus.prefix), (payload) => {
+      const p = payload as { node: string; orgs: Record<string, string[]> };
+      if (!p || typeof p.node !== "string" || p.node === this.node) return;
+      const touched = new Set<string>();
+      for (const [orgId, nodes] of this.presence) if (nodes.delete(p.node)) touched.add(orgId);
+      for (const [orgId, users] of Object.entries(p.orgs ?? {})) {
+        if (!this.presence.has(orgId)) this.presence.set(orgId, new Map());
+        this.presence.get(orgId)?.set(p.node, { users: new Set(users), at: Date.now() });
+        touched.add(orgId);
+      }
+      for (const orgId of touched) this.pushPresence(orgId);
+    });
+    const announce = setInterval(() => this.announce(), PRESENCE_MS);
+    announce.unref();
+    this.timers.push(announce);
     const heartbeat = setInterval(() => {
       for (const c of this.clients) {
         if (!c.alive) {
@@ -154,10 +182,55 @@ export class ChatHub {
   private accept(ws: WebSocket, client: Client, channels: { id: string; lastSeq: number }[]): void {
     this.clients.add(client);
     ws.on("pong", () => (client.alive = true));
-    ws.on("close", () => this.clients.delete(client));
+    ws.on("close", () => {
+      this.clients.delete(client);
+      this.localChanged(client.orgId);
+    });
     ws.on("error", () => ws.terminate());
     ws.on("message", (data, isBinary) => void this.onFrame(client, data.toString(), isBinary));
-    this.send(client, { type: "ready", channels });
+    this.localChanged(client.orgId);
+    this.send(client, { type: "ready", channels, online: this.online(client.orgId) });
+  }
+
+  /** Who in an organization has a socket on any node (announcements older than the expiry are ignored). */
+  online(orgId: string): string[] {
+    const users = new Set<string>();
+    for (const c of this.clients) if (c.orgId === orgId) users.add(c.userId);
+    const now = Date.now();
+    for (const [node, entry] of this.presence.get(orgId) ?? []) {
+      if (now - entry.at > PRESENCE_EXPIRY_MS) this.presence.get(orgId)?.delete(node);
+      else for (const u of entry.users) users.add(u);
+    }
+    return [...users].sort();
+  }
+
+  /** Sends the organization's online list to its sockets here, when it changed. */
+  private pushPresence(orgId: string): void {
+    const online = this.online(orgId);
+    const key = online.join(",");
+    if (this.lastOnline.get(orgId) === key) return;
+    this.lastOnline.set(orgId, key);
+    const text = JSON.stringify({ type: "presence", online });
+    for (const c of this.clients) if (c.orgId === orgId) this.sendText(c, text);
+  }
+
+  private localChanged(orgId: string): void {
+    this.pushPresence(orgId);
+    // Other nodes hear soon, in one message however many sockets came and went.
+    this.announceTimer ??= setTimeout(() => {
+      this.announceTimer = undefined;
+      this.announce();
+    }, 200);
+  }
+
+  private announce(): void {
+    const orgs: Record<string, string[]> = {};
+    for (const c of this.clients) {
+      const users = (orgs[c.orgId] ??= []);
+      if (!users.includes(c.userId)) users.push(c.userId);
+    }
+    this.deps.bus.notify(presenceSubject(this.deps.bus.prefix), { node: this.node, orgs });
+    for (const orgId of this.presence.keys()) this.pushPresence(orgId);
   }
 
   private send(client: Client, payload: unknown): void {
@@ -275,7 +348,11 @@ export class ChatHub {
   /** Closes every socket (shutdown: clients reconnect to another node) and stops listening. */
   close(): void {
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.announceTimer);
+    // Tell the other nodes at once that nobody is here any more.
+    this.deps.bus.notify(presenceSubject(this.deps.bus.prefix), { node: this.node, orgs: {} });
     this.stopListening();
+    this.stopPresence();
     for (const c of this.clients) c.ws.close(1012, "server restarting");
     this.wss.close();
   }

@@ -55,6 +55,7 @@ export const en = {
   "chat.sendReply": "Reply",
   "chat.files": "Files",
   "chat.attach": "Attach files",
+  "chat.online": "online",
   "module.notes": "Notes",
   "module.notes.desc": "Personal and team notes, shareable and searchable.",
   "module.workflows": "Workflows",

@@ -7,7 +7,8 @@ export type ChatChannel = components["schemas"]["ChatChannel"];
 
 /** What the server pushes over /ws. */
 export type ChatEvent =
-  | { type: "ready"; channels: { id: string; lastSeq: number }[] }
+  | { type: "ready"; channels: { id: string; lastSeq: number }[]; online: string[] }
+  | { type: "presence"; online: string[] }
   | {
       type: "message" | "message.edited" | "message.deleted" | "message.reactions";
       channelId: string;
