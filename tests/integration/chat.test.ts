@@ -175,6 +175,14 @@ describe("chat", () => {
     expect((await alice.client.json<Data<Channel>>("GET", `/api/chat/channels/${room.id}`)).data.unread).toBe(
       0,
     );
+    // Bob sees how far Alice has read ("seen by"), also after a reload.
+    const reads = (
+      await bob.client.json<Data<{ reads: { userId: string; seq: number }[] }>>(
+        "GET",
+        `/api/chat/channels/${room.id}`,
+      )
+    ).data.reads;
+    expect(reads).toContainEqual({ userId: alice.id, seq: 2 });
     const edited = (
       await alice.client.json<Data<Message>>("PATCH", `/api/chat/channels/${room.id}/messages/${m1.id}`, {
         body: "Morning all",

@@ -27,6 +27,8 @@ export const channelSchema = z
     lastReadSeq: z.number(),
     unread: z.number(),
     people: z.array(z.object({ id, name: z.string() })),
+    /** Members' read positions (direct conversations and channels of at most 20 people). */
+    reads: z.array(z.object({ userId: id, seq: z.number() })),
   })
   .meta({ id: "ChatChannel" });
 

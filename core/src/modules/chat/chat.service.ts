@@ -102,7 +102,10 @@ export async function listChannels({ caller, trx }: Scope) {
          (select count(*) from chat_messages x where x.channel_id = c.id and x.seq > coalesce(m.last_read_seq, 0)
             and x.deleted_at is null and x.user_id is distinct from :me) as unread,
          (select coalesce(json_agg(json_build_object('id', u.id, 'name', u.display_name) order by u.display_name), '[]')
-            from chat_members mm join users u on u.id = mm.user_id where mm.channel_id = c.id and c.kind = 'direct') as people
+            from chat_members mm join users u on u.id = mm.user_id where mm.channel_id = c.id and c.kind = 'direct') as people,
+         -- Read positions for "seen by": direct conversations and small channels only.
+         (select case when count(*) <= 20 then coalesce(json_agg(json_build_object('userId', r.user_id, 'seq', r.last_read_seq)), '[]') end
+            from chat_members r where r.channel_id = c.id) as reads
        from chat_channels c left join chat_members m on m.channel_id = c.id and m.user_id = :me
        where m.user_id is not null or c.kind = 'public'
        order by c.kind = 'direct', lower(coalesce(c.name, '')), c.created_at`,
@@ -125,6 +128,12 @@ function presentChannel(r: Record<string, unknown>, me: string) {
     lastReadSeq: Number(r.last_read_seq ?? 0),
     unread: r.joined ? Number(r.unread ?? 0) : 0,
     people,
+    reads: r.joined
+      ? ((r.reads as { userId: string; seq: number }[] | null) ?? []).map((x) => ({
+          userId: x.userId,
+          seq: Number(x.seq),
+        }))
+      : [],
   };
 }
 

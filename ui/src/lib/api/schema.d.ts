@@ -2263,6 +2263,11 @@ export interface components {
                 id: string;
                 name: string;
             }[];
+            reads: {
+                /** Format: uuid */
+                userId: string;
+                seq: number;
+            }[];
         };
         ChatMessage: {
             /** Format: uuid */
