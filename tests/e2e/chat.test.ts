@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
-import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import { addPerson, setUpInstallation, spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
 import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
 
@@ -21,13 +21,6 @@ let core: CoreProcess;
 let url: string;
 let browser: Browser;
 
-const headers = (cookie?: string) => ({
-  "content-type": "application/json",
-  "x-requested-with": "worksynapse",
-  origin: url,
-  ...(cookie ? { cookie } : {}),
-});
-
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
   core = spawnCore({
@@ -37,22 +30,8 @@ beforeAll(async () => {
   });
   url = await core.url;
   await waitForOk(`${url}/readyz`);
-  const setup = await fetch(`${url}/api/auth/setup`, {
-    method: "POST",
-    headers: headers(),
-    body: JSON.stringify(ADA),
-  });
-  expect(setup.status).toBe(201);
-  const cookie = setup.headers.getSetCookie()[0]?.split(";")[0];
-  const roles = (await (await fetch(`${url}/api/roles`, { headers: headers(cookie) })).json()) as {
-    data: { id: string; key: string }[];
-  };
-  const created = await fetch(`${url}/api/users`, {
-    method: "POST",
-    headers: headers(cookie),
-    body: JSON.stringify({ ...BOB, roleIds: [roles.data.find((r) => r.key === "member")?.id] }),
-  });
-  expect(created.status).toBe(201);
+  const cookie = await setUpInstallation(url, ADA);
+  await addPerson(url, cookie, BOB);
   browser = await launchBrowser();
 }, 120_000);
 afterAll(async () => {

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
-import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import { addPerson, setUpInstallation, spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
 import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
 
@@ -36,31 +36,8 @@ beforeAll(async () => {
   });
   url = await core.url;
   await waitForOk(`${url}/readyz`);
-  expect(
-    (
-      await fetch(`${url}/api/auth/setup`, {
-        method: "POST",
-        headers: headers(),
-        body: JSON.stringify(ADMIN),
-      })
-    ).status,
-  ).toBe(201);
-  const login = await fetch(`${url}/api/auth/login`, {
-    method: "POST",
-    headers: headers(),
-    body: JSON.stringify({ email: ADMIN.email, password: ADMIN.password }),
-  });
-  const cookie = login.headers.getSetCookie()[0]?.split(";")[0];
-  const roles = (await (await fetch(`${url}/api/roles`, { headers: headers(cookie) })).json()) as {
-    data: { id: string; key: string }[];
-  };
-  const member = roles.data.find((r) => r.key === "member")?.id;
-  const created = await fetch(`${url}/api/users`, {
-    method: "POST",
-    headers: headers(cookie),
-    body: JSON.stringify({ ...BOB, roleIds: [member] }),
-  });
-  expect(created.status).toBe(201);
+  const cookie = await setUpInstallation(url, ADMIN);
+  await addPerson(url, cookie, BOB);
   browser = await launchBrowser();
 }, 120_000);
 afterAll(async () => {

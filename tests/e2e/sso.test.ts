@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { Attribute, Change } from "ldapts";
-import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import { setUpInstallation, spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
 import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
 import { groupLdif, OUS, personLdif, startSlapd, type Slapd } from "../support/slapd.js";
@@ -32,8 +32,6 @@ let dir: Slapd;
 let idp: SamlIdp;
 let admin: { ctx: BrowserContext; page: Page };
 
-const json = { "content-type": "application/json", "x-requested-with": "worksynapse" };
-
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
   dir = await startSlapd(
@@ -57,13 +55,7 @@ beforeAll(async () => {
   });
   url = await core.url;
   await waitForOk(`${url}/readyz`);
-  const setup = await fetch(`${url}/api/auth/setup`, {
-    method: "POST",
-    headers: { ...json, origin: url },
-    body: JSON.stringify(ADMIN),
-  });
-  expect(setup.status).toBe(201);
-  const cookie = setup.headers.getSetCookie()[0]?.split(";")[0] as string;
+  const cookie = await setUpInstallation(url, ADMIN);
   const sp = (
     (await (await fetch(`${url}/api/sso`, { headers: { cookie } })).json()) as {
       data: { serviceProvider: { entityId: string; acsUrl: string; sloUrl: string } };

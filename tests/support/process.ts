@@ -68,3 +68,45 @@ export async function waitForOk(url: string, ms = 60000): Promise<number> {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+const uiHeaders = (url: string, cookie?: string) => ({
+  "content-type": "application/json",
+  "x-requested-with": "worksynapse",
+  origin: url,
+  ...(cookie ? { cookie } : {}),
+});
+
+/** First-run setup through the API, as the setup page does it; returns the administrator's session cookie. */
+export async function setUpInstallation(
+  url: string,
+  admin: { organizationName: string; name: string; email: string; password: string },
+): Promise<string> {
+  const r = await fetch(`${url}/api/auth/setup`, {
+    method: "POST",
+    headers: uiHeaders(url),
+    body: JSON.stringify(admin),
+  });
+  if (r.status !== 201) throw new Error(`setup: ${r.status} ${await r.text()}`);
+  return r.headers.getSetCookie()[0]?.split(";")[0] as string;
+}
+
+/** Adds a person with a built-in role through the API, as an administrator does on the People page. */
+export async function addPerson(
+  url: string,
+  adminCookie: string,
+  person: { email: string; displayName: string; password: string },
+  roleKey = "member",
+): Promise<string> {
+  const roles = (await (
+    await fetch(`${url}/api/roles`, { headers: uiHeaders(url, adminCookie) })
+  ).json()) as {
+    data: { id: string; key: string }[];
+  };
+  const r = await fetch(`${url}/api/users`, {
+    method: "POST",
+    headers: uiHeaders(url, adminCookie),
+    body: JSON.stringify({ ...person, roleIds: [roles.data.find((x) => x.key === roleKey)?.id] }),
+  });
+  if (r.status !== 201) throw new Error(`add person: ${r.status} ${await r.text()}`);
+  return ((await r.json()) as { data: { id: string } }).data.id;
+}
