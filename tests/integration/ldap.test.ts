@@ -436,6 +436,23 @@ describe("LDAP / Active Directory sign-in", () => {
     ).toBe(403);
   });
 
+  it("a directory that suddenly returns nobody changes nothing (reported as a failed sync)", async () => {
+    const alice = await signedIn("alice", PASS.alice);
+    await save({
+      security: "starttls",
+      caCert: dir.ca.cert,
+      userFilter: "(&(objectClass=inetOrgPerson)(uid={login})(cn=nobody-at-all))",
+    });
+    expect(await runSync()).toMatchObject({
+      ok: false,
+      deactivated: 0,
+      rolesChanged: 0,
+      error: expect.stringContaining("no users"),
+    });
+    expect((await alice.request("GET", "/api/auth/me")).status).toBe(200);
+    await save({ security: "starttls", caCert: dir.ca.cert });
+  });
+
   it("removing the directory takes the roles it gave and ends its sessions; local accounts are untouched", async () => {
     const alice = await signedIn("alice", PASS.alice);
     await org.owner.json("DELETE", "/api/sso/ldap", undefined, 204);
