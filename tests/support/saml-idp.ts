@@ -112,6 +112,8 @@ export async function startSamlIdp(users: IdpUser[]): Promise<SamlIdp> {
     // connection (a browser's, or fetch's) would stall everyone else.
     env: { ...process.env, SIMPLESAMLPHP_CONFIG_DIR: path.join(dir, "config"), PHP_CLI_SERVER_WORKERS: "4" },
     stdio: ["ignore", "ignore", "pipe"],
+    // Its own process group: php forks workers, and stopping must end them too.
+    detached: true,
   });
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
@@ -146,7 +148,11 @@ export async function startSamlIdp(users: IdpUser[]): Promise<SamlIdp> {
       writeSps();
     },
     stop: async () => {
-      child.kill("SIGTERM");
+      try {
+        if (child.pid) process.kill(-child.pid, "SIGTERM");
+      } catch {
+        // already gone
+      }
       await new Promise((r) => (child.exitCode !== null ? r(null) : child.once("exit", r)));
       if (!process.env.KEEP_IDP) rmSync(dir, { recursive: true, force: true });
     },
