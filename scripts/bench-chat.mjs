@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { forkCore } from "./bench/core.mjs";
 import { createHash, randomBytes } from "node:crypto";
 import pg from "pg";
 import WebSocket from "ws";
@@ -158,19 +159,8 @@ try {
   }
   await db.end();
 
-  // Info level: the "serving" line carries the URL.
-  server = fork(path.join(root, "core/dist/src/main.js"), [], {
-    env: { ...env, WORKSYNAPSE_LOG_LEVEL: "info" },
-    stdio: ["ignore", "pipe", "inherit", "ipc"],
-  });
-  const url = await new Promise((resolve) => {
-    let buf = "";
-    server.stdout.on("data", (d) => {
-      buf += d;
-      const m = /"url":"(http:\/\/[^"]+)".*WorkSynapse is serving/.exec(buf);
-      if (m) resolve(m[1]);
-    });
-  });
+  server = forkCore(env);
+  const url = await server.url;
   const cookie = (i) => `ws_session=${tokens[i]}`;
   const sockets = await connectAll(
     N,

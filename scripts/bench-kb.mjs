@@ -4,11 +4,12 @@
 //   set built from generated documents; ingestion pages/s through upload -> indexed vs a bare pdf.js
 //   text-extraction loop over the same files.
 // Embeddings come from ../shared/models/stories260K.gguf (or BENCH_MODEL) registered as the embedding model.
-import { execFile, execFileSync, fork } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { forkCore } from "./bench/core.mjs";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { PDFDocument, StandardFonts } from "pdf-lib";
@@ -115,18 +116,8 @@ try {
       env: { ...env, WORKSYNAPSE_ADMIN_PASSWORD: "violet-harbor-lantern-42" },
     },
   );
-  server = fork(path.join(root, "core/dist/src/main.js"), [], {
-    env: { ...env, WORKSYNAPSE_LOG_LEVEL: "info" },
-    stdio: ["ignore", "pipe", "inherit", "ipc"],
-  });
-  const url = await new Promise((resolve) => {
-    let buf = "";
-    server.stdout.on("data", (d) => {
-      buf += d;
-      const m = /"url":"(http:\/\/[^"]+)".*WorkSynapse is serving/.exec(buf);
-      if (m) resolve(m[1]);
-    });
-  });
+  server = forkCore(env);
+  const url = await server.url;
   const h = { "x-requested-with": "worksynapse", origin: url };
   const login = await fetch(`${url}/api/auth/login`, {
     method: "POST",

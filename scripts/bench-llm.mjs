@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { forkCore } from "./bench/core.mjs";
 import { randomBytes } from "node:crypto";
 
 const run = promisify(execFile);
@@ -106,18 +107,8 @@ try {
       env: { ...env, WORKSYNAPSE_ADMIN_PASSWORD: "violet-harbor-lantern-42" },
     },
   );
-  server = fork(path.join(root, "core/dist/src/main.js"), [], {
-    env,
-    stdio: ["ignore", "pipe", "inherit", "ipc"],
-  });
-  const url = await new Promise((resolve) => {
-    let buf = "";
-    server.stdout.on("data", (d) => {
-      buf += d;
-      const m = /"url":"(http:\/\/[^"]+)".*WorkSynapse is serving/.exec(buf);
-      if (m) resolve(m[1]);
-    });
-  });
+  server = forkCore(env);
+  const url = await server.url;
   const login = await fetch(`${url}/api/auth/login`, {
     method: "POST",
     headers: { "content-type": "application/json", "x-requested-with": "worksynapse", origin: url },

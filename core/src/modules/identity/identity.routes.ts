@@ -95,7 +95,25 @@ export function createLimiters(knex: Knex, config: Config): Limiters {
   };
 }
 
-const meta = (ctx: Context) => ({ ip: ctx.ip, userAgent: ctx.get("user-agent").slice(0, 300) || undefined });
+/** Where a request comes from, for audit records and sessions. */
+export const requestMeta = (ctx: Context) => ({
+  ip: ctx.ip,
+  userAgent: ctx.get("user-agent").slice(0, 300) || undefined,
+});
+const meta = requestMeta;
+
+/** The profile of a session just opened, read as that session (so it goes through the same checks). */
+export async function profileOfNewSession(
+  knex: Knex,
+  authenticator: Authenticator,
+  ctx: Context,
+  token: string,
+) {
+  const identityOf = await authenticator.identifySession(token, requestMeta(ctx));
+  return withOrg(knex, identityOf.orgId, async (trx) =>
+    identity.me({ caller: await identityOf.load(trx), trx }),
+  );
+}
 
 /** Registers sign-in, profile, users, roles, groups, API keys, audit and organization routes. */
 export function registerIdentityRoutes(
@@ -178,14 +196,8 @@ export function registerIdentityRoutes(
     },
   });
 
-  /** The new session's profile, read as that session (so it goes through the same checks). */
-  async function meAfterSignIn(ctx: Context, token: string) {
-    const authenticator = need(deps.authenticator);
-    const identityOf = await authenticator.identifySession(token, meta(ctx));
-    return withOrg(need(deps.knex), identityOf.orgId, async (trx) =>
-      identity.me({ caller: await identityOf.load(trx), trx }),
-    );
-  }
+  const meAfterSignIn = (ctx: Context, token: string) =>
+    profileOfNewSession(need(deps.knex), need(deps.authenticator), ctx, token);
 
   // ----- signed in: profile, sessions, password, keys -----
   api.route({

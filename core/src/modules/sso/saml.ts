@@ -406,8 +406,7 @@ export function parseIdpMetadata(
 
 /** The SP metadata an IdP admin imports: entity id and the POST-binding assertion consumer service. */
 export function serviceProviderMetadata(sp: { entityId: string; acsUrl: string; sloUrl: string }): string {
-  const a = (v: string) =>
-    v.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] as string);
+  const a = escapeMarkup;
   return `<?xml version="1.0" encoding="UTF-8"?>
 <md:EntityDescriptor xmlns:md="${NS.metadata}" entityID="${a(sp.entityId)}">
   <md:SPSSODescriptor AuthnRequestsSigned="false" WantAssertionsSigned="true" protocolSupportEnumeration="${NS.protocol}">
@@ -419,3 +418,10 @@ export function serviceProviderMetadata(sp: { entityId: string; acsUrl: string; 
 </md:EntityDescriptor>
 `;
 }
+
+/** Escapes text for XML or HTML content and attribute values. */
+export const escapeMarkup = (v: string) =>
+  v.replace(
+    /[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] as string,
+  );

@@ -16,7 +16,7 @@ import {
   setSessionCookie,
   type Authenticator,
 } from "../identity/auth.js";
-import type { Limiters } from "../identity/identity.routes.js";
+import { profileOfNewSession, requestMeta, type Limiters } from "../identity/identity.routes.js";
 import * as identity from "../identity/identity.service.js";
 import { meSchema } from "../identity/identity.schemas.js";
 import { Directory, DirectoryError, ldapConfigSchema, type DirectoryUser } from "./ldap.js";
@@ -26,6 +26,7 @@ import {
   SamlRejection,
   ServiceProvider,
   serviceProviderMetadata,
+  escapeMarkup,
   type SamlResult,
 } from "./saml.js";
 import * as s from "./sso.schemas.js";
@@ -36,17 +37,13 @@ const BINDING_COOKIE = "ws_saml_binding";
 const REQUEST_TTL_MINUTES = 10;
 const tags = ["sso"];
 const hash = (v: string) => createHash("sha256").update(v).digest("hex");
-const meta = (ctx: Context) => ({ ip: ctx.ip, userAgent: ctx.get("user-agent").slice(0, 300) || undefined });
+const meta = requestMeta;
 
 /** A path inside this server to go back to after sign-in; anything else becomes "/". */
 const safeReturnTo = (v: string | undefined) =>
   v && /^\/(?![/\\])[^\s\\]*$/.test(v) && v.length < 500 ? v : "/";
 
-const esc = (v: string) =>
-  v.replace(
-    /[&<>"']/g,
-    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] as string,
-  );
+const esc = escapeMarkup;
 
 /** A small self-contained page for the browser (failures and test results): no script, nothing from elsewhere. */
 function page(ctx: Context, status: number, title: string, body: string): string {
@@ -98,12 +95,8 @@ export function registerSsoRoutes(
     return v;
   };
 
-  async function meAfterSignIn(ctx: Context, token: string) {
-    const id = await need(deps.authenticator).identifySession(token, meta(ctx));
-    return withOrg(need(deps.knex), id.orgId, async (trx) =>
-      identity.me({ caller: await id.load(trx), trx }),
-    );
-  }
+  const meAfterSignIn = (ctx: Context, token: string) =>
+    profileOfNewSession(need(deps.knex), need(deps.authenticator), ctx, token);
 
   const personOfSaml = (cfg: z.infer<typeof samlConfigSchema>, r: SamlResult): sso.ExternalPerson => {
     const firstOf = (name: string) => r.attributes[name]?.find((v) => v !== "") ?? "";

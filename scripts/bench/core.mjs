@@ -1,0 +1,26 @@
+// Starts core for a benchmark as an admin would: `node core/dist/src/main.js` with the given environment.
+import { fork } from "node:child_process";
+import path from "node:path";
+
+const MAIN = path.join(new URL("../..", import.meta.url).pathname, "core/dist/src/main.js");
+
+/**
+ * Forks core; the returned child process carries `url`, a promise of the address it serves. The log level is
+ * info whatever `env` says: the "serving" line is where the address comes from.
+ */
+export function forkCore(env) {
+  const child = fork(MAIN, [], {
+    env: { ...env, WORKSYNAPSE_LOG_LEVEL: "info" },
+    stdio: ["ignore", "pipe", "inherit", "ipc"],
+  });
+  child.url = new Promise((resolve, reject) => {
+    let buf = "";
+    child.stdout.on("data", (d) => {
+      buf += d;
+      const m = /"url":"(http:\/\/[^"]+)".*WorkSynapse is serving/.exec(buf);
+      if (m) resolve(m[1]);
+    });
+    child.once("exit", (code) => reject(new Error(`core exited (${code}) before serving`)));
+  });
+  return child;
+}
