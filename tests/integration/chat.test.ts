@@ -216,6 +216,14 @@ describe("chat", () => {
       const r = await alice.client.request("POST", `/api/chat/channels/${room.id}/messages`, body);
       expect(r.status).toBe(400);
     }
+    for (const [path, body] of [
+      [`/api/chat/channels/${room.id}/read`, { seq: -1 }],
+      ["/api/chat/channels", { kind: "public", name: "bad\u0000name" }],
+      ["/api/chat/channels", { kind: "secret", name: "x" }],
+      ["/api/chat/direct", { userIds: [] }],
+    ] as const) {
+      expect((await alice.client.request("POST", path, body)).status).toBe(400);
+    }
     const search = (await bob.client.json<Data<Message[]>>("GET", "/api/chat/search?q=morning")).data;
     expect(search.map((m) => m.id)).toEqual([m1.id]);
     expect((await carol.client.json<Data<Message[]>>("GET", "/api/chat/search?q=morning")).data).toEqual([]);

@@ -192,6 +192,33 @@ describe("LDAP / Active Directory sign-in", () => {
     ]);
   });
 
+  it("malformed sign-in requests get 400 with a code; an unknown organization gets 404", async () => {
+    const raw = (body: string) =>
+      srv.fetch("/api/auth/ldap", {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-requested-with": "worksynapse", origin: srv.url },
+        body,
+      });
+    const code = async (r: Response) => ((await r.json()) as { error: { code: string } }).error.code;
+    let r = await raw("{not json");
+    expect(r.status).toBe(400);
+    expect(await code(r)).toBe("malformed_body");
+    r = await raw(JSON.stringify({ organization: slug, login: "alice", password: PASS.alice, admin: true }));
+    expect(r.status).toBe(400);
+    expect(await code(r)).toBe("validation_failed");
+    r = await raw(JSON.stringify({ login: "alice", password: PASS.alice }));
+    expect(r.status).toBe(400);
+    r = await raw(JSON.stringify({ organization: "no-such-org", login: "alice", password: PASS.alice }));
+    expect(r.status).toBe(404);
+    // A cross-site form post is refused before anything else.
+    r = await srv.fetch("/api/auth/ldap", {
+      method: "POST",
+      headers: { "content-type": "application/json", origin: "https://evil.example" },
+      body: JSON.stringify({ organization: slug, login: "alice", password: PASS.alice }),
+    });
+    expect(r.status).toBe(403);
+  });
+
   it("injection strings in the login name change nothing", async () => {
     const before = (await failures()).length;
     const attempts = [

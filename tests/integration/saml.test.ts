@@ -482,6 +482,41 @@ describe("SAML service provider", () => {
     expect((await srv.fetch("/livez")).status).toBe(200);
   });
 
+  it("answers a non-form post, a logout message that is not one, and too many attempts with pages", async () => {
+    const json = await srv.fetch(`/api/sso/saml/${slug}/acs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ SAMLResponse: "x" }),
+    });
+    expect(json.status).toBe(415);
+    expect(await json.text()).toContain("<code>malformed</code>");
+    const slo = await srv.fetch(`/api/sso/saml/${slug}/slo?SAMLRequest=not-deflated`);
+    expect(slo.status).toBe(400);
+    expect(await slo.text()).toContain("<code>malformed</code>");
+    // A node with a small per-address limit; counts are kept in PostgreSQL, so this file's earlier sign-ins
+    // from the same address already count: the start is refused with a page and Retry-After.
+    const strict = await startServer(
+      testConfig({
+        DATABASE_URL: srv.pg.url,
+        WORKSYNAPSE_ROLES: "web",
+        WORKSYNAPSE_AUTH_SIGN_IN_PER_IP_PER_MINUTE: "2",
+      }),
+      silentLogger(),
+    );
+    try {
+      const starts = [];
+      for (let i = 0; i < 3; i++)
+        starts.push(await fetch(`${strict.url}/api/sso/saml/${slug}/login`, { redirect: "manual" }));
+      expect(starts[2]?.status).toBe(429);
+      expect(starts[2]?.headers.get("retry-after")).toMatch(/^\d+$/);
+      expect(starts[2]?.headers.get("content-type")).toContain("text/html");
+      expect(await starts[2]?.text()).toContain("<code>rate_limited</code>");
+    } finally {
+      await strict.stop();
+    }
+    expect((await srv.fetch("/livez")).status).toBe(200);
+  });
+
   it("another organization's endpoints do not accept this organization's responses", async () => {
     const otherSlug = (
       await other.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")
