@@ -1,5 +1,7 @@
 import { z } from "zod";
-import { MAX_MESSAGE_CHARS } from "./chat.service.js";
+
+/** The largest message body, in characters. */
+export const MAX_MESSAGE_CHARS = 8000;
 
 const id = z.uuid();
 const channelName = z

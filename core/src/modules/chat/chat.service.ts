@@ -3,11 +3,13 @@ import { mkdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileTypeFromFile } from "file-type";
 import type { Knex } from "knex";
+import type { z } from "zod";
 import type { Config } from "../../config/schema.js";
 import type { Scope } from "../../platform/http/api.js";
 import { fsyncDir, type Received } from "../../platform/http/uploads.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
+import type { messageSchema } from "./chat.schemas.js";
 
 /** What happened in a channel, as sent to the members' sockets after the transaction commits. */
 export interface ChatEvent {
@@ -23,26 +25,8 @@ export interface ChatEvent {
 /** Sends chat events to every node (ephemeral NATS); see chat.socket.ts. */
 export type ChatNotifier = (orgId: string, event: ChatEvent) => void;
 
-/** A message as the API presents it. */
-export interface ChatMessage {
-  id: string;
-  channelId: string;
-  seq: number;
-  userId: string | null;
-  authorName: string;
-  body: string;
-  editedAt: string | null;
-  deleted: boolean;
-  createdAt: string;
-  /** The message this one answers in a thread (null: in the channel itself). */
-  parentId: string | null;
-  replyCount: number;
-  reactions: { emoji: string; userIds: string[] }[];
-  attachments: { id: string; name: string; mime: string; size: number }[];
-}
-
-/** The largest message body, in characters. */
-export const MAX_MESSAGE_CHARS = 8000;
+/** A message as the API presents it (the schema in chat.schemas.ts is the one definition). */
+export type ChatMessage = z.infer<typeof messageSchema>;
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
 
