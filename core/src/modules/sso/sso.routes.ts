@@ -39,6 +39,12 @@ const tags = ["sso"];
 const hash = (v: string) => createHash("sha256").update(v).digest("hex");
 const meta = requestMeta;
 
+/** JSON routes answer an unknown organization with the API's 404; any other failure stays what it is. */
+const unknownOrgIs404 = (err: unknown): never => {
+  if (err instanceof sso.SsoError) throw AppError.notFound(err.message);
+  throw err;
+};
+
 /** A path inside this server to go back to after sign-in; anything else becomes "/". */
 const safeReturnTo = (v: string | undefined) =>
   v && /^\/(?![/\\])[^\s\\]*$/.test(v) && v.length < 500 ? v : "/";
@@ -133,9 +139,7 @@ export function registerSsoRoutes(
       checkCsrf(ctx, config);
       await need(deps.limiters).signIn(ctx.ip);
       const knex = need(deps.knex);
-      const { orgId } = await sso.orgOfSlug(knex, body.organization).catch(() => {
-        throw AppError.notFound("There is no such organization.");
-      });
+      const { orgId } = await sso.orgOfSlug(knex, body.organization).catch(unknownOrgIs404);
       const p = await withOrg(knex, orgId, (trx) => sso.findProvider(trx, "ldap"));
       if (!p?.enabled) throw AppError.notFound("This organization does not sign in with a directory.");
       let person: DirectoryUser;
@@ -215,9 +219,7 @@ export function registerSsoRoutes(
     responseType: "application/samlmetadata+xml",
     errors: [404],
     handler: async (ctx, { params }) => {
-      await sso.orgOfSlug(need(deps.knex), params.org).catch(() => {
-        throw AppError.notFound("There is no such organization.");
-      });
+      await sso.orgOfSlug(need(deps.knex), params.org).catch(unknownOrgIs404);
       ctx.set("Content-Disposition", `inline; filename="worksynapse-${params.org}-sp.xml"`);
       return serviceProviderMetadata(spEndpoints(config, ctx, params.org));
     },

@@ -6,8 +6,8 @@ import { openSecret, sealSecret } from "../../platform/crypto.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
 import { createSession, type RequestMeta } from "../identity/identity.service.js";
-import { Directory, ldapConfigSchema, normalizeDn, type LdapConfig } from "./ldap.js";
-import { samlConfigSchema, type SamlConfig } from "./saml.js";
+import { Directory, ldapConfigSchema, normalizeDn } from "./ldap.js";
+import { samlConfigSchema } from "./saml.js";
 
 /** The two kinds of provider; an organization has at most one of each. */
 export type ProviderKind = "saml" | "ldap";
@@ -454,5 +454,3 @@ export async function orgOfSlug(
   if (!row) throw new SsoError("unknown_organization", "There is no such organization.", 404);
   return { orgId: row.org_id, orgName: row.org_name };
 }
-
-export type { LdapConfig, SamlConfig };
