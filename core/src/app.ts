@@ -18,6 +18,7 @@ import { PERMISSIONS } from "./modules/catalog.js";
 import { registerNotesRoutes } from "./modules/notes/notes.routes.js";
 import { registerNotesTools } from "./modules/notes/notes.tools.js";
 import { ToolRegistry } from "./platform/tools/registry.js";
+import { actorOf, audit } from "./modules/identity/audit.js";
 import type { Bus } from "./platform/bus/bus.js";
 import { Outbox } from "./platform/bus/outbox.js";
 import { KbIndex } from "./modules/kb/kb.index.js";
@@ -27,6 +28,9 @@ import { kbDir } from "./modules/kb/kb.service.js";
 import { registerSsoRoutes } from "./modules/sso/sso.routes.js";
 import { registerChatRoutes } from "./modules/chat/chat.routes.js";
 import { ChatHub } from "./modules/chat/chat.socket.js";
+import { registerAssistantRoutes } from "./modules/assistant/assistant.routes.js";
+import { registerAssistantTools } from "./modules/assistant/assistant.tools.js";
+import { llamaEngine, type Engine } from "./modules/assistant/agent.js";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 
@@ -47,6 +51,8 @@ export interface AppDeps {
   outbox?: Outbox | null;
   /** The knowledge base's index. */
   kbIndex?: KbIndex | null;
+  /** The assistant's inference (default: llama.cpp through `ai`); agent tests pass a scripted engine. */
+  assistantEngine?: Engine;
   /** Route registrations beyond the built-in modules. */
   routes?: ((api: Api) => void)[];
 }
@@ -123,10 +129,26 @@ export function buildApp(deps: AppDeps): BuiltApp {
   };
   registerKbRoutes(api, kbDeps);
 
-  const tools = new ToolRegistry(PERMISSIONS, log);
+  const tools = new ToolRegistry(PERMISSIONS, log, (trx, caller, details) =>
+    audit(trx, {
+      ...actorOf(caller),
+      action: "ai.tool_call",
+      targetType: "tool",
+      outcome: "success",
+      details,
+    }),
+  );
   registerNotesTools(tools);
   registerKbTools(tools, kbDeps);
+  registerAssistantTools(tools);
   registerToolRoutes(api, tools);
+  registerAssistantRoutes(api, {
+    knex: deps.knex,
+    config,
+    tools,
+    engine: deps.assistantEngine ?? (deps.ai ? llamaEngine(deps.ai, config) : null),
+    log: log.child({ module: "assistant" }),
+  });
 
   for (const register of deps.routes ?? []) register(api);
   app.use(api.middleware());

@@ -20,6 +20,7 @@ import { startLocalNats, type LocalNats } from "./platform/bus/local-server.js";
 import { Outbox, OutboxRelay } from "./platform/bus/outbox.js";
 import { EVENTS, type QueueDef } from "./platform/bus/topology.js";
 import type { Api } from "./platform/http/api.js";
+import type { Engine } from "./modules/assistant/agent.js";
 import type { Readiness } from "./modules/system/system.routes.js";
 
 /** A started WorkSynapse process. */
@@ -42,6 +43,8 @@ export interface RunningServer {
 export interface StartOptions {
   routes?: ((api: Api) => void)[];
   queues?: QueueDef[];
+  /** The assistant's inference instead of llama.cpp (agent tests use a scripted engine). */
+  assistantEngine?: Engine;
 }
 
 /** Starts the roles of this process: database, bus, then the web server and/or workers. */
@@ -130,6 +133,7 @@ export async function startServer(
       outbox,
       kbIndex,
       routes: opts.routes,
+      assistantEngine: opts.assistantEngine,
     });
     tools = built.tools;
     server = http.createServer(built.app.callback());

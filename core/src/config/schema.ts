@@ -212,6 +212,54 @@ export const configSchema = z.object({
       idleUnloadMinutes: 30,
       gpu: "auto",
     }),
+  assistant: z
+    .object({
+      maxSteps: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(50)
+        .default(6)
+        .describe("Steps (model decisions) one assistant run may take; the last one can only answer."),
+      maxRunTokens: z.coerce
+        .number()
+        .int()
+        .min(100)
+        .default(20000)
+        .describe("Prompt and completion tokens one assistant run may use before it is stopped."),
+      maxRunMs: z.coerce
+        .number()
+        .int()
+        .min(1000)
+        .default(180000)
+        .describe("Wall time one assistant run may take (not counting waits for approval)."),
+      stepTokens: z.coerce
+        .number()
+        .int()
+        .min(16)
+        .default(256)
+        .describe("Largest tool decision (arguments) the model may write in one step."),
+      answerTokens: z.coerce
+        .number()
+        .int()
+        .min(16)
+        .default(512)
+        .describe("Largest answer the model may write."),
+      approvalTtlMinutes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(15)
+        .describe("How long a pending action waits for the user's approval before it expires."),
+    })
+    .default({
+      maxSteps: 6,
+      maxRunTokens: 20000,
+      maxRunMs: 180000,
+      stepTokens: 256,
+      answerTokens: 512,
+      approvalTtlMinutes: 15,
+    }),
   chat: z
     .object({
       dir: z

@@ -21,16 +21,37 @@ export interface ChatMessage {
 }
 
 /** One generation request. */
-export interface GenerateRequest {
+export interface GenerateRequest extends PromptOptions {
   orgId: string;
   model: ModelRow;
   messages: ChatMessage[];
+}
+
+/** How one prompt of a chat is generated. */
+export interface PromptOptions {
   maxTokens?: number;
   temperature?: number;
   /** A JSON schema the answer must follow (enforced by a grammar). */
   jsonSchema?: object;
   signal?: AbortSignal;
   onToken?: (text: string) => void;
+}
+
+/** A chat to open on a model: its system text and earlier turns (user and assistant, alternating). */
+export interface OpenChatRequest {
+  orgId: string;
+  model: ModelRow;
+  system?: string;
+  history: ChatMessage[];
+  /** Cancels the wait for a free sequence. */
+  signal?: AbortSignal;
+}
+
+/** An open chat holding one context sequence; `close` gives it back. */
+export interface ChatHandle {
+  contextSize: number;
+  prompt(text: string, opts?: PromptOptions): Promise<GenerateResult>;
+  close(): Promise<void>;
 }
 
 /** What a generation produced. */
@@ -226,68 +247,98 @@ export class AiRuntime {
     return out;
   }
 
+  /**
+   * Opens a chat on one context sequence of the model, held until `close`: successive prompts continue the
+   * same history and reuse its evaluated state (the agent loop prompts once per step).
+   */
+  async openChat(req: OpenChatRequest): Promise<ChatHandle> {
+    const loaded = await this.load(req.model);
+    const wait = AbortSignal.timeout(this.config.ai.requestTimeoutMs);
+    const seq = await loaded.acquire(
+      req.orgId,
+      this.config.ai.maxQueue,
+      req.signal ? AbortSignal.any([req.signal, wait]) : wait,
+    );
+    const session = new LlamaChatSession({ contextSequence: seq, autoDisposeSequence: false });
+    const history: ChatHistoryItem[] = [];
+    if (req.system) history.push({ type: "system", text: req.system });
+    for (const m of req.history) {
+      history.push(
+        m.role === "user" ? { type: "user", text: m.content } : { type: "model", response: [m.content] },
+      );
+    }
+    session.setChatHistory(history);
+    let closed = false;
+    return {
+      contextSize: seq.contextSize,
+      prompt: async (text, opts = {}) => {
+        const timeout = AbortSignal.timeout(this.config.ai.requestTimeoutMs);
+        const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+        const before = seq.tokenMeter.getState();
+        const grammar = opts.jsonSchema
+          ? await (await this.llama()).createGrammarForJsonSchema(opts.jsonSchema as never)
+          : undefined;
+        const maxTokens = opts.maxTokens ?? this.config.ai.maxTokens;
+        let completion = 0;
+        const out = await session.prompt(text, {
+          maxTokens,
+          temperature: opts.temperature,
+          grammar,
+          signal,
+          stopOnAbortSignal: true,
+          onTextChunk: (chunk) => opts.onToken?.(chunk),
+          onToken: (tokens) => {
+            completion += tokens.length;
+          },
+        });
+        const after = seq.tokenMeter.getState();
+        const cancelled = signal.aborted;
+        if (cancelled && timeout.aborted && !opts.signal?.aborted) {
+          throw new AppError(
+            504,
+            "ai_timeout",
+            `The answer took longer than ${this.config.ai.requestTimeoutMs} ms.`,
+          );
+        }
+        const result: GenerateResult = {
+          text: out,
+          promptTokens: Math.max(0, after.usedInputTokens - before.usedInputTokens),
+          completionTokens: completion,
+          finishReason: cancelled ? "cancelled" : completion >= maxTokens ? "length" : "stop",
+        };
+        // A cut-off answer (length or cancelled) is incomplete JSON: only a finished one is parsed.
+        if (grammar && result.finishReason === "stop") result.json = grammar.parse(out);
+        return result;
+      },
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        session.dispose({ disposeSequence: false });
+        await loaded.release(seq);
+      },
+    };
+  }
+
   /** Generates a chat answer, streaming text chunks, with cancellation and the configured timeout. */
   async generate(req: GenerateRequest): Promise<GenerateResult> {
-    const loaded = await this.load(req.model);
-    const timeout = AbortSignal.timeout(this.config.ai.requestTimeoutMs);
-    const signal = req.signal ? AbortSignal.any([req.signal, timeout]) : timeout;
-    const seq = await loaded.acquire(req.orgId, this.config.ai.maxQueue, signal);
-    const before = seq.tokenMeter.getState();
-    const session = new LlamaChatSession({ contextSequence: seq, autoDisposeSequence: false });
+    const system = req.messages
+      .filter((m) => m.role === "system")
+      .map((m) => m.content)
+      .join("\n\n");
+    const turns = req.messages.filter((m) => m.role !== "system");
+    const last = turns[turns.length - 1];
+    if (!last || last.role !== "user") throw AppError.badRequest("The last message must be from the user.");
+    const chat = await this.openChat({
+      orgId: req.orgId,
+      model: req.model,
+      system,
+      history: turns.slice(0, -1),
+      signal: req.signal,
+    });
     try {
-      const system = req.messages
-        .filter((m) => m.role === "system")
-        .map((m) => m.content)
-        .join("\n\n");
-      const turns = req.messages.filter((m) => m.role !== "system");
-      const last = turns[turns.length - 1];
-      if (!last || last.role !== "user") throw AppError.badRequest("The last message must be from the user.");
-      const history: ChatHistoryItem[] = [];
-      if (system) history.push({ type: "system", text: system });
-      for (const m of turns.slice(0, -1)) {
-        history.push(
-          m.role === "user" ? { type: "user", text: m.content } : { type: "model", response: [m.content] },
-        );
-      }
-      session.setChatHistory(history);
-      const grammar = req.jsonSchema
-        ? await (await this.llama()).createGrammarForJsonSchema(req.jsonSchema as never)
-        : undefined;
-      const maxTokens = req.maxTokens ?? this.config.ai.maxTokens;
-      let completion = 0;
-      const text = await session.prompt(last.content, {
-        maxTokens,
-        temperature: req.temperature,
-        grammar,
-        signal,
-        stopOnAbortSignal: true,
-        onTextChunk: (chunk) => req.onToken?.(chunk),
-        onToken: (tokens) => {
-          completion += tokens.length;
-        },
-      });
-      const after = seq.tokenMeter.getState();
-      const promptTokens = Math.max(0, after.usedInputTokens - before.usedInputTokens);
-      const cancelled = signal.aborted;
-      if (cancelled && timeout.aborted && !req.signal?.aborted) {
-        throw new AppError(
-          504,
-          "ai_timeout",
-          `The answer took longer than ${this.config.ai.requestTimeoutMs} ms.`,
-        );
-      }
-      const result: GenerateResult = {
-        text,
-        promptTokens,
-        completionTokens: completion,
-        finishReason: cancelled ? "cancelled" : completion >= maxTokens ? "length" : "stop",
-      };
-      // A cut-off answer (length or cancelled) is incomplete JSON: only a finished one is parsed.
-      if (grammar && result.finishReason === "stop") result.json = grammar.parse(text);
-      return result;
+      return await chat.prompt(last.content, req);
     } finally {
-      session.dispose({ disposeSequence: false });
-      await loaded.release(seq);
+      await chat.close();
     }
   }
 

@@ -8,7 +8,7 @@ const toolSchema = z
     name: z.string(),
     description: z.string(),
     permission: z.string(),
-    effect: z.enum(["read", "write"]),
+    effect: z.enum(["read", "write", "external"]),
     inputSchema: z.record(z.string(), z.unknown()),
   })
   .meta({ id: "AiTool" });

@@ -6,6 +6,9 @@ import { withOrg } from "../db/tenant.js";
 import { AppError } from "../http/errors.js";
 import type { Logger } from "../log.js";
 
+/** What a tool does: reads, changes data, or reaches an outside system. */
+export type ToolEffect = "read" | "write" | "external";
+
 /** What a tool runs with: the asking user and a transaction scoped to their organization. */
 export interface ToolContext {
   caller: Caller;
@@ -18,10 +21,27 @@ export interface ToolDef<I extends z.ZodType = z.ZodType, O = unknown> {
   name: string;
   description: string;
   permission: string;
-  /** "write" tools change data and run only once a person has approved the call. */
-  effect: "read" | "write";
+  /**
+   * "write" tools change data, "external" ones reach a system outside WorkSynapse; both run only once a
+   * person (or the organization's policy) has approved the call.
+   */
+  effect: ToolEffect;
+  /** The tool returns passages (Passage[]) that an answer may cite. */
+  citable?: boolean;
   input: I;
   run(ctx: ToolContext, input: z.infer<I>): Promise<O>;
+}
+
+/** A passage a citable tool returns: what an answer cites as [ref]. */
+export interface Passage {
+  ref: number;
+  text: string;
+  document: string;
+  documentId: string;
+  collection: string;
+  chunkIndex: number;
+  page: number | null;
+  heading: string;
 }
 
 /** A tool as offered to a caller (and to the model): name, description and input JSON Schema. */
@@ -29,7 +49,7 @@ export interface ToolInfo {
   name: string;
   description: string;
   permission: string;
-  effect: "read" | "write";
+  effect: ToolEffect;
   inputSchema: Record<string, unknown>;
 }
 
@@ -45,6 +65,11 @@ export interface InvokeOptions {
   approved?: boolean;
   /** The assistant run the call belongs to, if any. */
   runId?: string;
+  /**
+   * Runs in the tool's transaction before the tool (the assistant consumes the approval there, so an
+   * approval is used at most once and only if the call commits).
+   */
+  before?: (trx: Knex.Transaction) => Promise<void>;
 }
 
 /** The tools the AI may use. Modules register theirs at start-up; nothing else reaches data on the AI's behalf. */
@@ -54,6 +79,12 @@ export class ToolRegistry {
   constructor(
     private readonly permissions: PermissionCatalog,
     private readonly log: Pick<Logger, "error">,
+    /** Records a side-effecting call in the audit log (in the call's transaction). */
+    private readonly audit?: (
+      trx: Knex.Transaction,
+      caller: Caller,
+      details: Record<string, unknown>,
+    ) => Promise<void>,
   ) {}
 
   /** Adds a tool; its name must be unique and its permission declared. */
@@ -64,11 +95,20 @@ export class ToolRegistry {
     this.tools.set(def.name, def as unknown as ToolDef);
   }
 
+  /** A registered tool by name. */
+  get(name: string): ToolDef | undefined {
+    return this.tools.get(name);
+  }
+
+  /** Every tool, sorted by name. */
+  all(): ToolDef[] {
+    return [...this.tools.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
   /** The tools this caller may use, sorted by name. */
   available(caller: Caller): ToolInfo[] {
-    return [...this.tools.values()]
+    return this.all()
       .filter((t) => can(caller, t.permission))
-      .sort((a, b) => a.name.localeCompare(b.name))
       .map((t) => ({
         name: t.name,
         description: t.description,
@@ -111,13 +151,22 @@ export class ToolRegistry {
       return logAlone({ status: "denied", error: `This needs the ${tool.permission} permission.` });
     const parsed = tool.input.safeParse(rawInput);
     if (!parsed.success) return logAlone({ status: "error", error: z.prettifyError(parsed.error) });
-    if (tool.effect === "write" && !opts.approved)
+    if (tool.effect !== "read" && !opts.approved)
       return logAlone({ status: "approval_required", tool: name, input: parsed.data });
     try {
       return await withOrg(knex, caller.orgId, async (trx) => {
+        await opts.before?.(trx);
         const output = await tool.run({ caller, trx }, parsed.data);
         const result: ToolResult = { status: "ok", output };
         await log(trx, result);
+        // What the AI changed or sent goes to the audit log too, in the same transaction as the change.
+        if (tool.effect !== "read")
+          await this.audit?.(trx, caller, {
+            tool: name,
+            effect: tool.effect,
+            runId: opts.runId ?? null,
+            input: parsed.data,
+          });
         return result;
       });
     } catch (err) {
