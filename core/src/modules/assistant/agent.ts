@@ -501,7 +501,8 @@ async function loop(
         temperature: 0,
         signal: sig,
         onToken: (chunk) => {
-          const text = stream.feed(chunk);
+          // Only an answer that may be given streams (a forced tool step's text never reaches the person).
+          const text = offer.answer ? stream.feed(chunk) : "";
           if (text) {
             streamed += text;
             emit("token", { text });
