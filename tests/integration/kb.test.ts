@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { settledDocs, uploadFiles, uploadFilesOk, type KbFile } from "../support/kb.js";
 import { getTestServer, type TestServer } from "../support/server.js";
 import { Client, createMember, createTestOrg, type TestOrg } from "../support/identity.js";
 import { makeTinyModel } from "../../scripts/make-tiny-model.js";
@@ -47,35 +48,11 @@ interface Hit {
   citation: { documentId: string; documentName: string; page: number | null; heading: string[] };
 }
 
-/** Uploads files as multipart/form-data the way the browser does. */
-async function upload(c: Client, collection: string, files: { name: string; data: Buffer | string }[]) {
-  const form = new FormData();
-  for (const f of files)
-    form.append("files", new Blob([typeof f.data === "string" ? f.data : new Uint8Array(f.data)]), f.name);
-  return srv.fetch(`/api/kb/collections/${collection}/documents`, {
-    method: "POST",
-    headers: c.headers(),
-    body: form,
-  });
-}
-async function uploadOk(c: Client, collection: string, files: { name: string; data: Buffer | string }[]) {
-  const r = await upload(c, collection, files);
-  const text = await r.text();
-  if (r.status !== 201) throw new Error(`upload: ${r.status} ${text}`);
-  return (JSON.parse(text) as Data<UploadResult[]>).data;
-}
-/** Waits until every listed document has finished (indexed or failed). */
-async function settled(c: Client, collection: string, ids: string[]): Promise<Map<string, Doc>> {
-  const deadline = Date.now() + 40_000;
-  for (;;) {
-    const docs = (await c.json<Data<Doc[]>>("GET", `/api/kb/collections/${collection}/documents`)).data;
-    const mine = docs.filter((d) => ids.includes(d.id));
-    if (mine.length === ids.length && mine.every((d) => d.status === "indexed" || d.status === "failed"))
-      return new Map(mine.map((d) => [d.id, d]));
-    if (Date.now() > deadline) throw new Error(`not settled: ${JSON.stringify(mine)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const upload = (c: Client, collection: string, files: KbFile[]) => uploadFiles(srv, c, collection, files);
+const uploadOk = (c: Client, collection: string, files: KbFile[]) =>
+  uploadFilesOk(srv, c, collection, files) as Promise<UploadResult[]>;
+const settled = (c: Client, collection: string, ids: string[]) =>
+  settledDocs(c, collection, ids) as Promise<Map<string, Doc>>;
 const search = async (c: Client, query: string, extra: Record<string, unknown> = {}) =>
   (await c.json<Data<Hit[]>>("POST", "/api/kb/search", { query, ...extra })).data;
 

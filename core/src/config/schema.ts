@@ -236,15 +236,15 @@ export const configSchema = z.object({
       stepTokens: z.coerce
         .number()
         .int()
-        .min(16)
-        .default(256)
-        .describe("Largest tool decision (arguments) the model may write in one step."),
+        .min(128)
+        .default(512)
+        .describe("Largest tool decision (arguments) the model may write in one step, in tokens."),
       answerTokens: z.coerce
         .number()
         .int()
         .min(16)
-        .default(512)
-        .describe("Largest answer the model may write."),
+        .default(1024)
+        .describe("Largest answer the model may write, in tokens."),
       approvalTtlMinutes: z.coerce
         .number()
         .int()
@@ -256,8 +256,8 @@ export const configSchema = z.object({
       maxSteps: 6,
       maxRunTokens: 20000,
       maxRunMs: 180000,
-      stepTokens: 256,
-      answerTokens: 512,
+      stepTokens: 512,
+      answerTokens: 1024,
       approvalTtlMinutes: 15,
     }),
   chat: z

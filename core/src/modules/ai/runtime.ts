@@ -35,6 +35,11 @@ export interface PromptOptions {
   jsonSchema?: object;
   signal?: AbortSignal;
   onToken?: (text: string) => void;
+  /**
+   * false: parse the JSON without re-checking it against the schema (the caller validates; the grammar's
+   * string lengths count bytes where a model's invalid UTF-8 decodes to longer text).
+   */
+  validate?: boolean;
 }
 
 /** A chat to open on a model: its system text and earlier turns (user and assistant, alternating). */
@@ -307,7 +312,8 @@ export class AiRuntime {
           finishReason: cancelled ? "cancelled" : completion >= maxTokens ? "length" : "stop",
         };
         // A cut-off answer (length or cancelled) is incomplete JSON: only a finished one is parsed.
-        if (grammar && result.finishReason === "stop") result.json = grammar.parse(out);
+        if (grammar && result.finishReason === "stop")
+          result.json = opts.validate === false ? JSON.parse(out) : grammar.parse(out);
         return result;
       },
       close: async () => {

@@ -26,6 +26,20 @@ export interface Engine {
   contextSize(model: ModelRow): number;
 }
 
+const SAMPLE =
+  "The quarterly report covers staffing, budgets and the new records system. Please review the attached plan before Friday's meeting.";
+const ratios = new Map<string, number>();
+
+/** Characters per token of a model's tokenizer on English text (byte-level toy models: about 1; real ones: about 4). */
+async function charsPerToken(engine: Engine, model: ModelRow): Promise<number> {
+  let r = ratios.get(model.id);
+  if (r === undefined) {
+    r = Math.min(4, SAMPLE.length / Math.max(1, await engine.countTokens(model, SAMPLE)));
+    ratios.set(model.id, r);
+  }
+  return r;
+}
+
 /** What the loop needs. */
 export interface AgentDeps {
   knex: Knex;
@@ -55,8 +69,12 @@ export interface RunState {
   promptTokens: number;
   completionTokens: number;
   elapsedMs: number;
+  /** Answers must cite the passages found (the person asked to answer from documents). */
+  grounded: boolean;
   /** The tool the person chose for the first step, if any. */
   toolChoice?: string;
+  /** How much of each passage the model reads (what fits its context). */
+  passageChars: number;
   /** Turns of the history left out (a summary of them is written after the run). */
   droppedUpto: number;
   pending?: { approvalId: string; tool: string; arguments: unknown; hash: string };
@@ -140,7 +158,7 @@ function addPassages(state: RunState, passages: Passage[]): string {
       state.refs.push({ ...p, ref });
     }
     const where = [p.document, p.page ? `page ${p.page}` : "", p.heading].filter(Boolean).join(", ");
-    lines.push(`[${ref}] (${where}) ${p.text.slice(0, 700)}`);
+    lines.push(`[${ref}] (${where}) ${p.text.slice(0, state.passageChars)}`);
   }
   return lines.length ? `Passages (cite as [n]):\n${lines.join("\n")}` : "No passages found.";
 }
@@ -153,7 +171,8 @@ function observe(state: RunState, def: ToolDef | undefined, name: string, r: Too
       return [untrusted(`tool:${name}`, addPassages(state, passages)), `${passages.length} passages`];
     }
     const json = JSON.stringify(r.output ?? null);
-    return [untrusted(`tool:${name}`, json.length > 3000 ? `${json.slice(0, 3000)}…` : json), "ok"];
+    const max = state.passageChars * 4;
+    return [untrusted(`tool:${name}`, json.length > max ? `${json.slice(0, max)}…` : json), "ok"];
   }
   const error = "error" in r ? r.error : "The tool needs approval.";
   return [`The tool call failed: ${error}`, error];
@@ -269,8 +288,15 @@ export async function startRun(
     completionTokens: 0,
     elapsedMs: 0,
     toolChoice: input.toolChoice,
+    grounded: input.grounded,
+    passageChars: 700,
     droppedUpto: 0,
   };
+  // The context holds the prompt and the history; the answer needs its own room on top.
+  const budget = Math.max(256, deps.engine.contextSize(input.model) - deps.config.assistant.answerTokens);
+  // Five passages share about 40% of it.
+  const cpt = await charsPerToken(deps.engine, input.model);
+  state.passageChars = Math.max(100, Math.min(700, Math.floor((budget * cpt * 0.4) / 5)));
   emit("run", {
     runId: input.runId,
     conversationId: input.conversationId,
@@ -300,12 +326,6 @@ export async function startRun(
     });
   }
 
-  const budget = Math.max(
-    256,
-    deps.engine.contextSize(input.model) -
-      deps.config.assistant.answerTokens -
-      deps.config.assistant.stepTokens,
-  );
   const fitted = await fitContext(
     {
       instructions: instructionsFor(caller, tools),
@@ -425,6 +445,7 @@ async function loop(
   const sig = AbortSignal.any([signal, wall]);
   const policies = await withOrg(deps.knex, caller.orgId, (trx) => loadPolicies(trx));
   const tools = offeredTools(deps, caller, policies);
+  const cpt = await charsPerToken(deps.engine, model);
   const elapsed = () => state.elapsedMs + Math.round(performance.now() - started);
   let streamed = "";
 
@@ -490,16 +511,20 @@ async function loop(
         tools: last ? [] : forced ? [forced] : tools,
         answer: !forced,
         refs: state.refs.map((r) => r.ref),
-        answerChars: limits.answerTokens * 3,
+        // Short enough to finish within the answer's tokens even in multi-byte text, so the JSON always closes.
+        answerChars: Math.max(64, Math.floor((limits.answerTokens * cpt) / 3)),
+        argChars: Math.floor(((limits.stepTokens - 64) * cpt) / 3),
+        requireCitation: state.grounded && state.refs.length > 0,
       };
       const room = limits.maxRunTokens - state.tokens;
       const stream = new AnswerStream();
       const t0 = performance.now();
       const res = await engine.prompt(prompt, {
         jsonSchema: decisionSchema(offer),
-        maxTokens: Math.max(1, Math.min(offer.answer ? limits.answerTokens : limits.stepTokens, room)),
+        maxTokens: Math.max(1, Math.min(offer.answer ? limits.answerTokens + 64 : limits.stepTokens, room)),
         temperature: 0,
         signal: sig,
+        validate: false,
         onToken: (chunk) => {
           // Only an answer that may be given streams (a forced tool step's text never reaches the person).
           const text = offer.answer ? stream.feed(chunk) : "";
@@ -787,6 +812,7 @@ export async function summarizeDropped(
         },
         maxTokens: 600,
         temperature: 0,
+        validate: false,
       },
     );
     const parsed = (r.json ?? null) as { summary?: string } | null;

@@ -5,6 +5,8 @@ type Json = Record<string, unknown>;
 
 /** The longest string any argument may be in a decision (the model cannot ramble inside one). */
 const ARG_CHARS = 400;
+/** Arrays in a decision hold at most this many items. */
+const MAX_ITEMS = 3;
 /** Integer ranges up to this size become an enum, so the grammar itself keeps the number in range. */
 const SMALL_RANGE = 32;
 
@@ -45,7 +47,10 @@ export function grammarOf(schema: Json, cap = ARG_CHARS): Json {
         type: "array",
         items: grammarOf((schema.items as Json | undefined) ?? { type: "string" }, cap),
         ...(schema.minItems ? { minItems: schema.minItems } : {}),
-        maxItems: Math.min(Number(schema.maxItems ?? 8), 8),
+        maxItems: Math.max(
+          Number(schema.minItems ?? 0),
+          Math.min(Number(schema.maxItems ?? MAX_ITEMS), MAX_ITEMS),
+        ),
       };
     case "object": {
       const props = (schema.properties ?? {}) as Record<string, Json>;
@@ -61,6 +66,24 @@ export function grammarOf(schema: Json, cap = ARG_CHARS): Json {
   }
 }
 
+/** How many strings a schema can hold at most (arrays count their items), to share a length budget among them. */
+function stringSlots(schema: Json): number {
+  if ("const" in schema || Array.isArray(schema.enum)) return 0;
+  const alternatives = (schema.anyOf ?? schema.oneOf) as Json[] | undefined;
+  if (alternatives) return Math.max(0, ...alternatives.map(stringSlots));
+  if (schema.type === "string" || (Array.isArray(schema.type) && schema.type.includes("string"))) return 1;
+  if (schema.type === "array")
+    return (
+      Math.min(Number(schema.maxItems ?? MAX_ITEMS), MAX_ITEMS) * stringSlots((schema.items as Json) ?? {})
+    );
+  if (schema.type === "object")
+    return Object.values((schema.properties ?? {}) as Record<string, Json>).reduce(
+      (n, p) => n + stringSlots(p),
+      0,
+    );
+  return 0;
+}
+
 /** What the model may do at one step. */
 export interface Offer {
   tools: ToolDef[];
@@ -70,19 +93,26 @@ export interface Offer {
   refs: number[];
   /** Longest answer, in characters. */
   answerChars: number;
+  /** Characters all string arguments of one tool call share (so a call finishes within its tokens). */
+  argChars: number;
+  /** The answer must cite at least one passage (grounded runs that found some). */
+  requireCitation?: boolean;
 }
 
 /** The JSON schema of one step's decision: one of the offered tools with its arguments, or the answer. */
 export function decisionSchema(offer: Offer): Json {
-  const options: Json[] = offer.tools.map((t) => ({
-    type: "object",
-    properties: {
-      action: { const: "tool" },
-      tool: { const: t.name },
-      arguments: grammarOf(z.toJSONSchema(t.input, { io: "input" }) as Json),
-    },
-    required: ["action", "tool", "arguments"],
-  }));
+  const options: Json[] = offer.tools.map((t) => {
+    const input = z.toJSONSchema(t.input, { io: "input" }) as Json;
+    const cap = Math.max(
+      8,
+      Math.min(ARG_CHARS, Math.floor(offer.argChars / Math.max(1, stringSlots(input)))),
+    );
+    return {
+      type: "object",
+      properties: { action: { const: "tool" }, tool: { const: t.name }, arguments: grammarOf(input, cap) },
+      required: ["action", "tool", "arguments"],
+    };
+  });
   if (offer.answer) {
     // The answer comes before its citations so it can stream while it is written.
     options.push({
@@ -91,7 +121,14 @@ export function decisionSchema(offer: Offer): Json {
         action: { const: "answer" },
         answer: { type: "string", minLength: 1, maxLength: offer.answerChars },
         ...(offer.refs.length
-          ? { citations: { type: "array", items: { enum: offer.refs }, maxItems: offer.refs.length } }
+          ? {
+              citations: {
+                type: "array",
+                items: { enum: offer.refs },
+                ...(offer.requireCitation ? { minItems: 1 } : {}),
+                maxItems: offer.refs.length,
+              },
+            }
           : {}),
       },
       required: ["action", "answer", ...(offer.refs.length ? ["citations"] : [])],
