@@ -14,7 +14,14 @@ export interface ModuleEntry {
 
 /** Every module of the product, in navigation order. */
 export const MODULES: ModuleEntry[] = [
-  { id: "assistant", label: "module.assistant", description: "module.assistant.desc", section: "ai" },
+  {
+    id: "assistant",
+    label: "module.assistant",
+    description: "module.assistant.desc",
+    section: "ai",
+    href: "/assistant",
+    permission: "assistant.use",
+  },
   {
     id: "kb",
     label: "module.kb",

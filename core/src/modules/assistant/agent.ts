@@ -168,7 +168,8 @@ function observe(state: RunState, def: ToolDef | undefined, name: string, r: Too
   if (r.status === "ok") {
     if (def?.citable && Array.isArray(r.output)) {
       const passages = r.output as Passage[];
-      return [untrusted(`tool:${name}`, addPassages(state, passages)), `${passages.length} passages`];
+      const n = passages.length;
+      return [untrusted(`tool:${name}`, addPassages(state, passages)), `${n} passage${n === 1 ? "" : "s"}`];
     }
     const json = JSON.stringify(r.output ?? null);
     const max = state.passageChars * 4;

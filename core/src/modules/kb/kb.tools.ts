@@ -17,18 +17,16 @@ export function registerKbTools(tools: ToolRegistry, deps: kb.KbDeps): void {
     }),
     run: async (ctx, input) => {
       const hits = await kb.search(ctx, deps, { query: input.query, limit: input.limit, mode: "hybrid" });
-      return hits.map(
-        (h, i): Passage => ({
-          ref: i + 1,
-          text: h.text,
-          document: h.citation.documentName,
-          documentId: h.citation.documentId,
-          collection: h.citation.collectionName,
-          chunkIndex: h.citation.chunkIndex,
-          page: h.citation.page,
-          heading: h.citation.heading.join(" › "),
-        }),
-      );
+      return hits.map((h, i): Passage => ({
+        ref: i + 1,
+        text: h.text,
+        document: h.citation.documentName,
+        documentId: h.citation.documentId,
+        collection: h.citation.collectionName,
+        chunkIndex: h.citation.chunkIndex,
+        page: h.citation.page,
+        heading: h.citation.heading.join(" › "),
+      }));
     },
   });
 }

@@ -1,5 +1,3 @@
-import DOMPurify from "dompurify";
-import { marked } from "marked";
 import { merge } from "node-diff3";
 import { api, unwrap } from "$lib/api/client";
 import type { components } from "$lib/api/schema";
@@ -31,21 +29,6 @@ export function folderTree(folders: NoteFolder[]): FolderNode[] {
   };
   walk(null, 0);
   return out;
-}
-
-// Markdown from notes may name outside images; loading one would reach outside the site, so only
-// same-origin and inline images are kept (the page's CSP would block the rest anyway).
-DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-  if (node.tagName === "IMG") {
-    const src = node.getAttribute("src") ?? "";
-    if (!/^(data:image\/|blob:|\/(?!\/))/.test(src)) node.removeAttribute("src");
-  }
-  if (node.tagName === "A") node.setAttribute("rel", "noopener noreferrer");
-});
-
-/** Renders a note's Markdown to sanitized HTML. */
-export function renderMarkdown(source: string): string {
-  return DOMPurify.sanitize(marked.parse(source, { async: false, gfm: true }));
 }
 
 /** The result of merging two people's edits of the same text. */
