@@ -586,6 +586,24 @@ describe("conversations, memory and bad input", () => {
     await member.client.json("DELETE", `/api/assistant/memories/${fact.id}`, undefined, 204);
   });
 
+  it("fits long conversations into the context and summarizes the turns left out", async () => {
+    const long = (n: number) =>
+      `Turn ${n}: ${"the ward handover covers beds, staffing and medication. ".repeat(40)}`;
+    engine.script = (s) =>
+      s.prompt.includes("Add these turns to the summary")
+        ? { summary: "SUMMARY: the ward handover was discussed at length." }
+        : { action: "answer", answer: `Answer to ${s.prompt.slice(0, 7)}` };
+    const conv = await conversation(member.client);
+    for (let i = 1; i <= 4; i++) await ask(member.client, conv, long(i));
+    const row = await rows(org.orgId, (trx) => trx("ai_conversations").where({ id: conv }).first());
+    expect(row.summary).toContain("SUMMARY");
+    expect(row.summary_upto).toBeGreaterThan(0);
+    // The next run carries the summary and only the newer turns.
+    await ask(member.client, conv, "And now?");
+    const last = engine.prompts.filter((p) => !p.prompt.includes("Add these turns")).at(-1);
+    expect(last?.system).toContain("SUMMARY: the ward handover");
+  });
+
   it("answers bad input with clear 4xx errors", async () => {
     const conv = await conversation(member.client);
     const bad = async (method: string, p: string, body: unknown, status: number, code?: string) => {

@@ -3,6 +3,7 @@ import pg from "pg";
 import { getTestServer, type TestServer } from "../support/server.js";
 import { createMember, createTestOrg, PASSWORD, signIn, type TestOrg } from "../support/identity.js";
 import { fill, operations } from "../support/openapi.js";
+import { withOrg } from "../../core/src/platform/db/tenant.js";
 
 let srv: TestServer;
 let a: TestOrg;
@@ -131,6 +132,51 @@ beforeAll(async () => {
   const chatDirect = await b.owner.json<{ data: { id: string } }>("POST", "/api/chat/direct", {
     userIds: [member.id],
   });
+  // B's assistant: a conversation with a message, a memory fact, and a run waiting for approval.
+  const conversation = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/assistant/conversations",
+    { title: `Conversation ${b.marker}` },
+    201,
+  );
+  const memory = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/assistant/memories",
+    { text: `Fact ${b.marker}` },
+    201,
+  );
+  const assistantRun = await withOrg(srv.db.knex, b.orgId, async (trx) => {
+    await trx("ai_messages").insert({
+      org_id: b.orgId,
+      conversation_id: conversation.data.id,
+      seq: 1,
+      role: "user",
+      content: `Question ${b.marker}`,
+    });
+    const [run] = (await trx("ai_runs")
+      .insert({
+        org_id: b.orgId,
+        user_id: b.ownerId,
+        conversation_id: conversation.data.id,
+        status: "awaiting_approval",
+        model: "none",
+        question: `Question ${b.marker}`,
+      })
+      .returning("id")) as { id: string }[];
+    const [approval] = (await trx("ai_approvals")
+      .insert({
+        org_id: b.orgId,
+        user_id: b.ownerId,
+        run_id: run?.id,
+        tool: "notes.create",
+        arguments: JSON.stringify({ title: b.marker }),
+        args_hash: "0".repeat(64),
+        summary: `Create ${b.marker}`,
+        expires_at: trx.raw("now() + interval '1 day'"),
+      })
+      .returning("id")) as { id: string }[];
+    return { run: run?.id as string, approval: approval?.id as string };
+  });
   const sessions = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/auth/sessions")).data;
   const audit = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/audit?limit=200")).data;
   Object.assign(bIds, {
@@ -149,6 +195,10 @@ beforeAll(async () => {
     audit: audit.map((x) => x.id),
     chatChannel: [chatRoom.data.id, chatDirect.data.id],
     chatMessage: [chatMessage.data.id],
+    assistantConversation: [conversation.data.id],
+    assistantMemory: [memory.data.id],
+    assistantRun: [assistantRun.run],
+    assistantApproval: [assistantRun.approval],
   });
   // B's single sign-on settings (A's GET /api/sso must show none of them).
   await b.owner.json("PUT", "/api/sso/ldap", {
@@ -207,6 +257,13 @@ function bodyFor(operationId: string, id: string): unknown {
     editChatMessage: { body: "pwned" },
     reactToChatMessage: { emoji: "👍", on: true },
     markChatRead: { seq: 1 },
+    renameAssistantConversation: { title: "pwned" },
+    askAssistant: { content: "pwned", grounded: false },
+    regenerateAssistantAnswer: { content: "pwned" },
+    decideAssistantAction: { decision: "approve" },
+    updateAssistantMemory: { text: "pwned" },
+    createAssistantConversation: { title: "pwned" },
+    addAssistantMemory: { text: "pwned" },
   };
   return bodies[operationId] ?? {};
 }

@@ -67,8 +67,15 @@ export class ScriptedEngine implements Engine {
         if (opts.signal?.aborted)
           return { text: "", promptTokens: 1, completionTokens: 0, finishReason: "cancelled" };
         for (let i = 0; i < out.length; i += 7) opts.onToken?.(out.slice(i, i + 7));
+        let json: unknown;
+        try {
+          json = opts.jsonSchema ? (JSON.parse(out) as unknown) : undefined;
+        } catch {
+          json = undefined;
+        }
         return {
           text: out,
+          json,
           promptTokens: extra?.promptTokens ?? Math.ceil(text.length / 4),
           completionTokens: Math.ceil(out.length / 4),
           finishReason: "stop",

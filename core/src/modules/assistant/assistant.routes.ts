@@ -105,6 +105,7 @@ export function registerAssistantRoutes(
     input: { mode: "new" | "regenerate" | "edit"; content?: string; grounded: boolean; tool?: string },
   ) {
     const agent = need();
+    await svc.ownConversation(scope, id);
     const model = await chatModel(scope);
     await checkToolChoice(scope, input.tool);
     await admitAiRequest(scope);
