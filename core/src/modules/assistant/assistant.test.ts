@@ -66,7 +66,7 @@ describe("decision grammar", () => {
       argChars: 90,
       requireCitation: true,
     });
-    const options = both.oneOf as Record<string, { properties: Record<string, unknown> }>[];
+    const options = both.oneOf as { properties: Record<string, unknown> }[];
     expect(options).toHaveLength(2);
     expect(options[1]?.properties.citations).toEqual({
       type: "array",
