@@ -30,7 +30,8 @@ import { registerChatRoutes } from "./modules/chat/chat.routes.js";
 import { ChatHub } from "./modules/chat/chat.socket.js";
 import { registerAssistantRoutes } from "./modules/assistant/assistant.routes.js";
 import { registerAssistantTools } from "./modules/assistant/assistant.tools.js";
-import { llamaEngine, type Engine } from "./modules/assistant/agent.js";
+import { llamaEngine, type AgentDeps, type Engine } from "./modules/assistant/agent.js";
+import { chatSink } from "./modules/chat/chat.assistant.js";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 
@@ -118,7 +119,14 @@ export function buildApp(deps: AppDeps): BuiltApp {
           log: log.child({ module: "chat" }),
         })
       : null;
-  registerChatRoutes(api, chatHub ? chatHub.notify : () => undefined, { knex: deps.knex, config });
+  // The assistant answers @assistant in chat; its loop is wired below, once every tool is registered.
+  let chatAgent: AgentDeps | null = null;
+  registerChatRoutes(api, chatHub ? chatHub.notify : () => undefined, {
+    knex: deps.knex,
+    config,
+    agent: () => chatAgent,
+    log: log.child({ module: "chat" }),
+  });
   const kbDeps = {
     config,
     knex: deps.knex,
@@ -142,13 +150,21 @@ export function buildApp(deps: AppDeps): BuiltApp {
   registerKbTools(tools, kbDeps);
   registerAssistantTools(tools);
   registerToolRoutes(api, tools);
-  registerAssistantRoutes(api, {
-    knex: deps.knex,
-    config,
-    tools,
-    engine: deps.assistantEngine ?? (deps.ai ? llamaEngine(deps.ai, config) : null),
-    log: log.child({ module: "assistant" }),
-  });
+  const engine = deps.assistantEngine ?? (deps.ai ? llamaEngine(deps.ai, config) : null);
+  const assistantLog = log.child({ module: "assistant" });
+  const agent: AgentDeps | null =
+    deps.knex && engine
+      ? {
+          knex: deps.knex,
+          config,
+          tools,
+          engine,
+          log: assistantLog,
+          sinkFor: chatHub ? chatSink(deps.knex, chatHub.notify) : undefined,
+        }
+      : null;
+  chatAgent = agent;
+  registerAssistantRoutes(api, { config, tools, agent, log: assistantLog });
 
   for (const register of deps.routes ?? []) register(api);
   app.use(api.middleware());

@@ -1,14 +1,19 @@
 // Chat in the browser with two people in two browser contexts: a direct message arrives live, the typing
-// indicator and the read receipt show, and a public channel can be created and joined.
+// indicator and the read receipt show, a file is shared, @assistant answers in the thread (real inference on
+// the generated model), and a public channel can be created and joined.
+import { execFile } from "node:child_process";
 import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
 import { addPerson, setUpInstallation, spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
 import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
+import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 
+const BIN = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname;
 const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
 const ADA = {
   organizationName: "Harbor Ward",
@@ -23,15 +28,35 @@ let browser: Browser;
 
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
-  core = spawnCore({
+  const env = {
     WORKSYNAPSE_DATA_DIR: mkdtempSync(path.join(tmpdir(), "ws-e2e-chat-")),
     NATS_URL,
     WORKSYNAPSE_NATS_PREFIX: `e2echat${process.pid}`,
+    WORKSYNAPSE_AI_THREADS: "1",
+    WORKSYNAPSE_ASSISTANT_ANSWER_TOKENS: "200",
+    WORKSYNAPSE_ASSISTANT_STEP_TOKENS: "200",
+    WORKSYNAPSE_ASSISTANT_MAX_STEPS: "3",
+  };
+  // A local model for @assistant, sideloaded as an admin does.
+  const model = path.join(env.WORKSYNAPSE_DATA_DIR, "tiny.gguf");
+  makeTinyModel(model);
+  await promisify(execFile)(process.execPath, [BIN, "models", "import", model, "--name", "tiny"], {
+    env: { ...process.env, ...env },
   });
+  core = spawnCore(env);
   url = await core.url;
   await waitForOk(`${url}/readyz`);
   const cookie = await setUpInstallation(url, ADA);
   await addPerson(url, cookie, BOB);
+  // The toy model's answer should end in text, not in a request to approve a write: writes are off here.
+  for (const tool of ["notes.create", "assistant.remember"]) {
+    const r = await fetch(`${url}/api/assistant/policies`, {
+      method: "PUT",
+      headers: { "content-type": "application/json", "x-requested-with": "worksynapse", origin: url, cookie },
+      body: JSON.stringify({ tool, policy: "deny" }),
+    });
+    expect(r.status).toBe(204);
+  }
   browser = await launchBrowser();
 }, 120_000);
 afterAll(async () => {
@@ -122,6 +147,26 @@ describe("chat in the browser", () => {
     const file = await bob.page.request.get(`${url}${href}`);
     expect(file.status()).toBe(200);
     expect(await file.text()).toBe("Bed 4: stable. Bed 5: watch.");
+    // Ada asks the assistant in the conversation: its answer arrives in the thread of her question.
+    await composer.fill("@assistant what is on the handover?");
+    await composer.press("Enter");
+    const question = ada.page
+      .getByRole("article", { name: "Message from Ada Admin" })
+      .filter({ hasText: "what is on the handover" });
+    await question.getByRole("button", { name: "1 replies" }).click({ timeout: 30_000 });
+    const answer = ada.page
+      .getByRole("region", { name: "Thread" })
+      .getByRole("article", { name: "Message from Assistant" });
+    await answer.waitFor();
+    await expect
+      .poll(async () => (await answer.locator(".chat-body").textContent())?.trim() ?? "", { timeout: 60_000 })
+      .not.toMatch(/^(…)?$/);
+    // Bob, in the same conversation, sees the reply count of Ada's question live.
+    await bob.page
+      .getByRole("article", { name: "Message from Ada Admin" })
+      .filter({ hasText: "what is on the handover" })
+      .getByRole("button", { name: "1 replies" })
+      .waitFor();
     await ada.page.screenshot({ path: `${SHOTS}chat.png`, fullPage: true });
     expect(await axeViolations(ada.page)).toEqual([]);
 

@@ -486,6 +486,93 @@ describe("assistant agent loop (scripted model)", () => {
   });
 });
 
+describe("@assistant in chat", () => {
+  interface ChatMsg {
+    id: string;
+    body: string;
+    author: string;
+    askedBy: string | null;
+    parentId: string | null;
+    pendingAction: { id: string; tool: string } | null;
+  }
+  const thread = async (c: Client, channel: string, id: string) =>
+    (await c.json<Data<ChatMsg[]>>("GET", `/api/chat/channels/${channel}/messages?thread=${id}`)).data;
+  async function replyWhen(c: Client, channel: string, id: string, ok: (m: ChatMsg) => boolean) {
+    for (let i = 0; i < 100; i++) {
+      const reply = (await thread(c, channel, id)).find((m) => m.author === "assistant");
+      if (reply && ok(reply)) return reply;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`no such reply: ${JSON.stringify(await thread(c, channel, id))}`);
+  }
+
+  it("answers in the thread, as the asker, and asks the asker (not the channel) to approve", async () => {
+    const channel = (
+      await member.client.json<Data<{ id: string }>>(
+        "POST",
+        "/api/chat/channels",
+        { kind: "public", name: `ask-${org.marker.toLowerCase()}`, memberIds: [org.ownerId] },
+        201,
+      )
+    ).data.id;
+    engine.script = () => ({ action: "answer", answer: "Visiting hours are two to eight." });
+    const q = (
+      await member.client.json<Data<{ id: string }>>(
+        "POST",
+        `/api/chat/channels/${channel}/messages`,
+        { body: "@assistant when are visiting hours?" },
+        201,
+      )
+    ).data;
+    const reply = await replyWhen(member.client, channel, q.id, (m) => m.body.includes("two to eight"));
+    expect(reply).toMatchObject({
+      author: "assistant",
+      askedBy: member.id,
+      parentId: q.id,
+      pendingAction: null,
+    });
+    // The question went to the model without the mention, and the run is the asker's.
+    expect(engine.prompts.at(-1)?.prompt).toBe("when are visiting hours?");
+    const runs = (
+      await auditor.client.json<{ data: { userId: string; question: string }[] }>(
+        "GET",
+        "/api/assistant/runs?limit=5",
+      )
+    ).data;
+    expect(runs[0]).toMatchObject({ userId: member.id, question: "when are visiting hours?" });
+
+    // A write: the reply waits for the asker's approval; a colleague in the channel cannot give it.
+    const title = `From chat ${org.marker}`;
+    let calls = 0;
+    engine.script = () =>
+      ++calls === 1
+        ? { action: "tool", tool: "notes.create", arguments: { title, body: "b" } }
+        : { action: "answer", answer: "The note is made." };
+    const q2 = (
+      await member.client.json<Data<{ id: string }>>(
+        "POST",
+        `/api/chat/channels/${channel}/messages`,
+        { body: "@assistant make a note of it" },
+        201,
+      )
+    ).data;
+    const waiting = await replyWhen(member.client, channel, q2.id, (m) => m.pendingAction !== null);
+    expect(waiting.pendingAction?.tool).toBe("notes.create");
+    expect(waiting.body).toContain("Waiting for approval");
+    expect(await noteCount(org.orgId, title)).toBe(0);
+    const other = await org.owner.request("POST", `/api/assistant/approvals/${waiting.pendingAction?.id}`, {
+      decision: "approve",
+    });
+    expect(other.status).toBe(404);
+    await decide(member.client, waiting.pendingAction?.id as string, "approve");
+    const answered = await replyWhen(member.client, channel, q2.id, (m) =>
+      m.body.includes("The note is made."),
+    );
+    expect(answered.pendingAction).toBeNull();
+    expect(await noteCount(org.orgId, title)).toBe(1);
+  });
+});
+
 describe("conversations, memory and bad input", () => {
   it("lists, searches, renames, exports and deletes conversations (owner only)", async () => {
     engine.script = () => ({ action: "answer", answer: "The capital of Freedonia is Fredville." });

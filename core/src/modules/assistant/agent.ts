@@ -47,6 +47,19 @@ export interface AgentDeps {
   tools: ToolRegistry;
   engine: Engine;
   log: Pick<Logger, "error" | "warn">;
+  /** Where a run started elsewhere (a chat thread) also reports, whichever request drives it. */
+  sinkFor?: (caller: Caller, target: NonNullable<RunState["chat"]>) => Emit;
+}
+
+/** Reports to the request's stream and, for a run started in chat, to its chat reply too. */
+function outputs(deps: AgentDeps, caller: Caller, state: RunState, emit: Emit): Emit {
+  const sink = state.chat && deps.sinkFor?.(caller, state.chat);
+  return sink
+    ? (event, data) => {
+        emit(event, data);
+        sink(event, data);
+      }
+    : emit;
 }
 
 /** How the loop reports progress to the browser (server-sent events). */
@@ -78,6 +91,8 @@ export interface RunState {
   /** Turns of the history left out (a summary of them is written after the run). */
   droppedUpto: number;
   pending?: { approvalId: string; tool: string; arguments: unknown; hash: string };
+  /** The chat reply the run writes into (an @assistant question). */
+  chat?: { channelId: string; messageId: string };
 }
 
 /** The answer to show for a run that ended without one. */
@@ -252,8 +267,9 @@ export async function startRun(
     model: ModelRow;
     grounded: boolean;
     toolChoice?: string;
+    chat?: RunState["chat"];
   },
-  emit: Emit,
+  requestEmit: Emit,
   signal: AbortSignal,
 ): Promise<void> {
   const { knex } = deps;
@@ -292,7 +308,9 @@ export async function startRun(
     grounded: input.grounded,
     passageChars: 700,
     droppedUpto: 0,
+    chat: input.chat,
   };
+  const emit = outputs(deps, caller, state, requestEmit);
   // The context holds the prompt and the history; the answer needs its own room on top.
   const budget = Math.max(256, deps.engine.contextSize(input.model) - deps.config.assistant.answerTokens);
   // Five passages share about 40% of it.
@@ -355,10 +373,11 @@ export async function resumeRun(
   caller: Caller,
   run: { id: string; state: RunState; model: ModelRow },
   decision: "approve" | "deny",
-  emit: Emit,
+  requestEmit: Emit,
   signal: AbortSignal,
 ): Promise<void> {
   const state = run.state;
+  const emit = outputs(deps, caller, state, requestEmit);
   const pending = state.pending as NonNullable<RunState["pending"]>;
   state.pending = undefined;
   const def = deps.tools.get(pending.tool);

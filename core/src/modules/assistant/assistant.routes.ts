@@ -1,5 +1,4 @@
 import type { Context } from "koa";
-import type { Knex } from "knex";
 import { z } from "zod";
 import type { Config } from "../../config/schema.js";
 import { can } from "../../platform/auth/caller.js";
@@ -11,7 +10,7 @@ import type { Logger } from "../../platform/log.js";
 import type { ToolRegistry } from "../../platform/tools/registry.js";
 import { admitAiRequest } from "../identity/org.service.js";
 import { listModels, orgModels, type ModelRow } from "../ai/models.service.js";
-import { resumeRun, startRun, type Engine } from "./agent.js";
+import { resumeRun, startRun, type AgentDeps } from "./agent.js";
 import * as svc from "./assistant.service.js";
 import {
   askBody,
@@ -37,25 +36,18 @@ const RUN_EVENTS =
 export function registerAssistantRoutes(
   api: Api,
   deps: {
-    knex: Knex | null;
     config: Config;
     tools: ToolRegistry;
-    engine: Engine | null;
+    /** The loop's dependencies; null on a process without a database or inference (answers 503). */
+    agent: AgentDeps | null;
     log: Pick<Logger, "error" | "warn">;
   },
 ): void {
   const tags = ["assistant"];
   const use = "assistant.use";
-  const need = () => {
-    if (!deps.knex || !deps.engine)
-      throw AppError.unavailable("The assistant is not running on this process.");
-    return {
-      knex: deps.knex,
-      engine: deps.engine,
-      config: deps.config,
-      tools: deps.tools,
-      log: deps.log,
-    };
+  const need = (): AgentDeps => {
+    if (!deps.agent) throw AppError.unavailable("The assistant is not running on this process.");
+    return deps.agent;
   };
 
   async function chatModel(scope: Scope): Promise<ModelRow> {

@@ -10,6 +10,10 @@ import { withOrg } from "../../platform/db/tenant.js";
 import { AppError } from "../../platform/http/errors.js";
 import { receiveFiles } from "../../platform/http/uploads.js";
 import * as chat from "./chat.service.js";
+import { askInChat, MENTION } from "./chat.assistant.js";
+import type { AgentDeps } from "../assistant/agent.js";
+import type { Caller } from "../../platform/auth/caller.js";
+import type { Logger } from "../../platform/log.js";
 import * as s from "./chat.schemas.js";
 
 const tags = ["chat"];
@@ -18,8 +22,22 @@ const tags = ["chat"];
 export function registerChatRoutes(
   api: Api,
   notify: chat.ChatNotifier,
-  deps: { knex: Knex | null; config: Config },
+  deps: {
+    knex: Knex | null;
+    config: Config;
+    /** The assistant's loop, for @assistant questions (null: no assistant on this process). */
+    agent: () => AgentDeps | null;
+    log: Pick<Logger, "error">;
+  },
 ): void {
+  /** After the question's transaction commits, the assistant answers in its thread. */
+  const maybeAsk = (scope: { caller: Caller; trx: Knex.Transaction }, message: chat.ChatMessage) => {
+    const agent = deps.agent();
+    if (!agent || !MENTION.test(message.body)) return;
+    scope.trx.executionPromise
+      .then(() => askInChat(agent, notify, scope.caller, message))
+      .catch((err: unknown) => deps.log.error({ err }, "the assistant could not answer in chat"));
+  };
   const knex = () => {
     if (!deps.knex) throw AppError.unavailable("Chat is not configured on this process.");
     return deps.knex;
@@ -168,9 +186,11 @@ export function registerChatRoutes(
     status: 201,
     response: dataOf(s.messageSchema),
     errors: [404, 409],
-    handler: async (_ctx, { params, body }, scope) => ({
-      data: await chat.postMessage(scope, notify, params.id, body.body, body.parentId),
-    }),
+    handler: async (_ctx, { params, body }, scope) => {
+      const message = await chat.postMessage(scope, notify, params.id, body.body, body.parentId);
+      maybeAsk(scope, message);
+      return { data: message };
+    },
   });
   api.route({
     method: "patch",

@@ -50,6 +50,14 @@ export const messageSchema = z
     replyCount: z.number(),
     reactions: z.array(z.object({ emoji: z.string(), userIds: z.array(id) })),
     attachments: z.array(z.object({ id, name: z.string(), mime: z.string(), size: z.number() })),
+    /** "assistant" for the assistant's replies to an @assistant question. */
+    author: z.enum(["user", "assistant"]),
+    /** Who asked the assistant (only they may approve its actions). */
+    askedBy: id.nullable(),
+    /** The action the assistant waits for the asker to approve. */
+    pendingAction: z
+      .object({ id, tool: z.string(), summary: z.string(), arguments: z.unknown(), expiresAt: z.string() })
+      .nullable(),
   })
   .meta({ id: "ChatMessage" });
 

@@ -35,7 +35,7 @@ const presentMessage = (r: Record<string, unknown>): ChatMessage => ({
   channelId: r.channel_id as string,
   seq: Number(r.seq),
   userId: (r.user_id as string | null) ?? null,
-  authorName: (r.author_name as string | null) ?? "",
+  authorName: r.author_kind === "assistant" ? "Assistant" : ((r.author_name as string | null) ?? ""),
   body: r.deleted_at ? "" : (r.body as string),
   editedAt: iso(r.edited_at as Date | null),
   deleted: !!r.deleted_at,
@@ -46,6 +46,9 @@ const presentMessage = (r: Record<string, unknown>): ChatMessage => ({
   attachments: r.deleted_at
     ? []
     : ((r.attachments as { id: string; name: string; mime: string; size: number }[] | null) ?? []),
+  author: r.author_kind === "assistant" ? "assistant" : "user",
+  askedBy: (r.asked_by as string | null) ?? null,
+  pendingAction: (r.ai_pending as ChatMessage["pendingAction"] | null) ?? null,
 });
 
 /** Runs `fn` once the transaction has committed (never for a rolled-back one). */
@@ -74,7 +77,7 @@ async function asMember(trx: Knex.Transaction, userId: string, channelId: string
   return row;
 }
 
-const audienceOf = async (trx: Knex.Transaction, channelId: string) =>
+export const audienceOf = async (trx: Knex.Transaction, channelId: string) =>
   (await trx("chat_members").where({ channel_id: channelId }).pluck("user_id")) as string[];
 
 /** Channels the caller belongs to, and public ones to browse, with unread counts. */
@@ -293,6 +296,9 @@ const messageColumns = (trx: Knex.Transaction) => [
   "m.deleted_at",
   "m.created_at",
   "m.parent_id",
+  "m.author_kind",
+  "m.asked_by",
+  "m.ai_pending",
   "u.display_name as author_name",
   trx.raw(
     "(select count(*) from chat_messages r where r.parent_id = m.id and r.deleted_at is null) as reply_count",
@@ -341,7 +347,7 @@ export async function listMessages(
   return rows.reverse().map(presentMessage);
 }
 
-async function messageById(
+export async function messageById(
   trx: Knex.Transaction,
   channelId: string,
   messageId: string,

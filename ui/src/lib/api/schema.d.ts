@@ -2503,6 +2503,17 @@ export interface components {
                 mime: string;
                 size: number;
             }[];
+            /** @enum {string} */
+            author: "user" | "assistant";
+            askedBy: string | null;
+            pendingAction: {
+                /** Format: uuid */
+                id: string;
+                tool: string;
+                summary: string;
+                arguments: unknown;
+                expiresAt: string;
+            } | null;
         };
         KbCollection: {
             /** Format: uuid */

@@ -439,6 +439,7 @@ export const en = {
   "kb.stage.embedding": "Embedding",
   "kb.stage.indexed": "Indexed",
   "kb.stage.failed": "Failed",
+  "chat.waitingFor": "Waiting for {name} to approve.",
   "assistant.conversations": "Conversations",
   "assistant.new": "New conversation",
   "assistant.search": "Search conversations",
