@@ -17,6 +17,7 @@ import { registerToolRoutes } from "./modules/ai/tools.routes.js";
 import { PERMISSIONS } from "./modules/catalog.js";
 import { registerNotesRoutes } from "./modules/notes/notes.routes.js";
 import { registerNotesTools } from "./modules/notes/notes.tools.js";
+import { registerNotificationRoutes } from "./modules/notifications/notifications.routes.js";
 import { ToolRegistry } from "./platform/tools/registry.js";
 import { actorOf, audit } from "./modules/identity/audit.js";
 import type { Bus } from "./platform/bus/bus.js";
@@ -108,6 +109,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
   });
   registerAiRoutes(api, { knex: deps.knex, config, runtime: deps.ai ?? null });
   registerNotesRoutes(api);
+  registerNotificationRoutes(api);
   const chatHub =
     deps.knex && deps.bus && authenticator
       ? new ChatHub({

@@ -147,6 +147,22 @@ describe("chat in the browser", () => {
     const file = await bob.page.request.get(`${url}${href}`);
     expect(file.status()).toBe(200);
     expect(await file.text()).toBe("Bed 4: stable. Bed 5: watch.");
+    // Ada mentions Bob: his notification bell counts it; the notification opens the conversation.
+    await composer.fill("@bob please sign the handover");
+    await composer.press("Enter");
+    const bell = bob.page.getByRole("button", { name: /Notifications/ });
+    await bell.getByLabel("1 unread").waitFor({ timeout: 30_000 });
+    await bell.click();
+    const panel = bob.page.getByRole("region", { name: "Notifications" });
+    const note = panel.getByRole("link", { name: "Ada Admin mentioned you in a direct message" });
+    await note.waitFor();
+    expect(await panel.textContent()).toContain("please sign the handover");
+    expect(await axeViolations(bob.page)).toEqual([]);
+    await note.click();
+    await bob.page.waitForURL(/\/chat\?channel=/);
+    await bob.page.getByRole("heading", { name: "Ada Admin", level: 2 }).waitFor();
+    await expect.poll(() => bell.getByLabel("1 unread").count()).toBe(0);
+
     // Ada asks the assistant in the conversation: its answer arrives in the thread of her question.
     await composer.fill("@assistant what is on the handover?");
     await composer.press("Enter");

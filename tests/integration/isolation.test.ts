@@ -126,7 +126,8 @@ beforeAll(async () => {
   const chatMessage = await b.owner.json<{ data: { id: string } }>(
     "POST",
     `/api/chat/channels/${chatRoom.data.id}/messages`,
-    { body: `Chat ${b.marker}` },
+    // @channel: B's member gets a notification, which A must never see nor mark read.
+    { body: `Chat ${b.marker} @channel` },
     201,
   );
   const chatDirect = await b.owner.json<{ data: { id: string } }>("POST", "/api/chat/direct", {
@@ -177,6 +178,8 @@ beforeAll(async () => {
       .returning("id")) as { id: string }[];
     return { run: run?.id as string, approval: approval?.id as string };
   });
+  const notifications = await withOrg(srv.db.knex, b.orgId, (trx) => trx("notifications").pluck("id"));
+  expect(notifications.length).toBe(1);
   const sessions = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/auth/sessions")).data;
   const audit = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/audit?limit=200")).data;
   Object.assign(bIds, {
@@ -199,6 +202,7 @@ beforeAll(async () => {
     assistantMemory: [memory.data.id],
     assistantRun: [assistantRun.run],
     assistantApproval: [assistantRun.approval],
+    notification: notifications as string[],
   });
   // B's single sign-on settings (A's GET /api/sso must show none of them).
   await b.owner.json("PUT", "/api/sso/ldap", {
@@ -264,6 +268,7 @@ function bodyFor(operationId: string, id: string): unknown {
     updateAssistantMemory: { text: "pwned" },
     createAssistantConversation: { title: "pwned" },
     addAssistantMemory: { text: "pwned" },
+    markNotificationsRead: { ids: [id] },
   };
   return bodies[operationId] ?? {};
 }

@@ -9,6 +9,7 @@ import type { Scope } from "../../platform/http/api.js";
 import { fsyncDir, type Received } from "../../platform/http/uploads.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
+import { addNotifications } from "../notifications/notifications.service.js";
 import type { messageSchema } from "./chat.schemas.js";
 
 /** What happened in a channel, as sent to the members' sockets after the transaction commits. */
@@ -360,6 +361,34 @@ export async function messageById(
   return presentMessage(row as Record<string, unknown>);
 }
 
+/**
+ * Members a message mentions: `@` followed by someone's address before the @, their display name without
+ * spaces, or their first name; `@channel` is everyone. Never the author, never anyone outside the channel.
+ */
+async function mentionedMembers(trx: Knex.Transaction, channelId: string, body: string, authorId: string) {
+  const tokens = [...body.matchAll(/(^|[\s(])@([\p{L}\p{N}._-]{2,64})/gu)].map((m) =>
+    (m[2] as string).toLowerCase(),
+  );
+  if (!tokens.length) return [];
+  const members = (await trx("chat_members as m")
+    .join("users as u", "u.id", "m.user_id")
+    .where("m.channel_id", channelId)
+    .select("u.id", "u.email", "u.display_name")) as { id: string; email: string; display_name: string }[];
+  const all = tokens.includes("channel");
+  return members
+    .filter((u) => {
+      if (u.id === authorId) return false;
+      if (all) return true;
+      const names = [
+        (u.email.split("@")[0] ?? "").toLowerCase(),
+        u.display_name.replace(/\s+/g, "").toLowerCase(),
+        (u.display_name.split(/\s+/)[0] ?? "").toLowerCase(),
+      ];
+      return tokens.some((t) => names.includes(t));
+    })
+    .map((u) => u.id);
+}
+
 /** Posts a message: the next number of the channel, under its row lock; the author has read it. */
 export async function postMessage(
   { caller, trx }: Scope,
@@ -370,7 +399,7 @@ export async function postMessage(
   /** Runs after the message row exists, before it is announced (attachments). */
   withMessage?: (messageId: string) => Promise<void>,
 ) {
-  await asMember(trx, caller.userId, id);
+  const channel = await asMember(trx, caller.userId, id);
   if (parentId) {
     const parent = await trx("chat_messages")
       .where({ id: parentId, channel_id: id })
@@ -402,6 +431,22 @@ export async function postMessage(
   const message = await messageById(trx, id, messageId);
   const audience = await audienceOf(trx, id);
   const parent = parentId ? await messageById(trx, id, parentId) : undefined;
+  // Mentioned members are notified in the same transaction: a mention exists exactly when its message does.
+  const mentioned = await mentionedMembers(trx, id, body, caller.userId);
+  await addNotifications(
+    trx,
+    caller.orgId,
+    mentioned.map((userId) => ({
+      userId,
+      kind: "chat.mention",
+      title: `${message.authorName} mentioned you ${channel.kind === "direct" ? "in a direct message" : `in #${channel.name as string}`}`,
+      body: body.slice(0, 200),
+      link: `/chat?channel=${id}`,
+      actorId: caller.userId,
+      sourceType: "chat_message",
+      sourceId: messageId,
+    })),
+  );
   afterCommit(trx, () => {
     notify(caller.orgId, { type: "message", channelId: id, audience, message });
     // The thread's first message shows its new reply count.
