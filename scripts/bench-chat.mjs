@@ -1,6 +1,7 @@
 // npm run bench:chat — chat fan-out through WorkSynapse vs a bare `ws` broadcast loop, in the same run:
-// N WebSocket clients (default 500) in M channels (default 10); K messages (default 300) posted by one member
-// of each channel in turn, 4 in flight. Figures: deliveries per CPU-second of the serving process (core, or
+// N WebSocket clients (default 500) in M channels (default 10); K messages (default 300) posted round robin
+// over the channels, each by the channel's next member, 4 in flight: over the socket (as the web UI posts)
+// and, second, over HTTP (as integrations post). Figures: deliveries per CPU-second of the serving process (core, or
 // the bare loop; PostgreSQL's and NATS's CPU are not counted) and delivery latency p50/p99 (post to receipt,
 // measured by this process), each as ours / bare.
 import { execFile, execFileSync, fork } from "node:child_process";
@@ -60,7 +61,7 @@ async function measure(pid, sockets, post, perChannel) {
     ws.on("message", (d) => {
       const e = JSON.parse(d.toString());
       if (e.type !== "message") return;
-      const tag = /#(\d+)@([\d.]+)/.exec(e.message.body);
+      const tag = /#(\d+) t=([\d.]+)/.exec(e.message.body);
       if (!tag) return;
       latencies.push(performance.now() - Number(tag[2]));
       delivered++;
@@ -78,7 +79,7 @@ async function measure(pid, sockets, post, perChannel) {
     while (next < K) {
       const i = next++;
       const done = new Promise((resolve) => pending.set(String(i), { left: perChannel, resolve }));
-      await post(i % M, `message #${i}@${performance.now()}`);
+      await post(i % M, `message #${i} t=${performance.now()}`);
       await done;
     }
   };
@@ -168,11 +169,27 @@ try {
     (i) => ({ cookie: cookie(i), origin: url }),
     true,
   );
-  const post = async (channel, body) => {
+  // Posts come from the channel's members in turn (member k of channel c is user c + M * k).
+  const perChannel = N / M;
+  const posterOf = (channel, i) => channel + M * (Math.floor(i / M) % perChannel);
+  let sent = 0;
+  // Over the socket, as the web UI posts: a "post" frame; the server answers "posted" (or an error).
+  for (const ws of sockets)
+    ws.on("message", (d) => {
+      const e = JSON.parse(d.toString());
+      if (e.type === "error") throw new Error(`post refused: ${JSON.stringify(e)}`);
+    });
+  const postWs = async (channel, body) => {
+    sockets[posterOf(channel, sent++)].send(
+      JSON.stringify({ type: "post", channelId: channelIds[channel], body }),
+    );
+  };
+  // Over HTTP, as integrations and bots post: POST /api/chat/channels/{id}/messages.
+  const postHttp = async (channel, body) => {
     const r = await fetch(`${url}/api/chat/channels/${channelIds[channel]}/messages`, {
       method: "POST",
       headers: {
-        cookie: cookie(channel),
+        cookie: cookie(posterOf(channel, sent++)),
         origin: url,
         "x-requested-with": "worksynapse",
         "content-type": "application/json",
@@ -181,8 +198,10 @@ try {
     });
     if (r.status !== 201) throw new Error(`post ${r.status} ${await r.text()}`);
   };
-  await post(0, "warm-up"); // first request pays for lazy initialisation
-  const ours = await measure(server.pid, sockets, post, N / M);
+  await postHttp(0, "warm-up"); // first request pays for lazy initialisation
+  await postWs(0, "warm-up");
+  const ours = await measure(server.pid, sockets, postWs, perChannel);
+  const oursHttp = await measure(server.pid, sockets, postHttp, perChannel);
   for (const ws of sockets) ws.terminate();
 
   // ---------- bare ws ----------
@@ -222,6 +241,13 @@ try {
       p50Ms: round(bareRaw.p50, 2),
       p99Ms: round(bareRaw.p99, 2),
       cpuSeconds: round(bareRaw.cpuSeconds, 2),
+    },
+    oursOverHttp: {
+      deliveriesPerCpuSecond: round(rate(oursHttp), 0),
+      p50Ms: round(oursHttp.p50, 2),
+      p99Ms: round(oursHttp.p99, 2),
+      cpuSeconds: round(oursHttp.cpuSeconds, 2),
+      ratio: round(rate(oursHttp) / rate(bareRaw)),
     },
     ratio: {
       deliveriesPerCpuSecond: round(rate(ours) / rate(bareRaw)),

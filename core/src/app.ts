@@ -32,7 +32,7 @@ import { ChatHub } from "./modules/chat/chat.socket.js";
 import { registerAssistantRoutes } from "./modules/assistant/assistant.routes.js";
 import { registerAssistantTools } from "./modules/assistant/assistant.tools.js";
 import { llamaEngine, type AgentDeps, type Engine } from "./modules/assistant/agent.js";
-import { chatSink } from "./modules/chat/chat.assistant.js";
+import { assistantOnMention, chatSink } from "./modules/chat/chat.assistant.js";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 
@@ -123,12 +123,10 @@ export function buildApp(deps: AppDeps): BuiltApp {
       : null;
   // The assistant answers @assistant in chat; its loop is wired below, once every tool is registered.
   let chatAgent: AgentDeps | null = null;
-  registerChatRoutes(api, chatHub ? chatHub.notify : () => undefined, {
-    knex: deps.knex,
-    config,
-    agent: () => chatAgent,
-    log: log.child({ module: "chat" }),
-  });
+  const chatNotify = chatHub ? chatHub.notify : () => undefined;
+  const chatLog = log.child({ module: "chat" });
+  registerChatRoutes(api, chatNotify, { knex: deps.knex, config, agent: () => chatAgent, log: chatLog });
+  if (chatHub) chatHub.afterPost = assistantOnMention(() => chatAgent, chatNotify, chatLog);
   const kbDeps = {
     config,
     knex: deps.knex,

@@ -513,6 +513,62 @@ describe("chat", () => {
     x.close();
   });
 
+  it("posts over the socket: stored, numbered and delivered like HTTP posts, with the same checks", async () => {
+    const channel = (
+      await alice.client.json<Data<Channel>>(
+        "POST",
+        "/api/chat/channels",
+        { kind: "public", name: `sock-${org.marker.toLowerCase()}`, memberIds: [bob.id] },
+        201,
+      )
+    ).data;
+    const a = await Live.open(srv.url, alice);
+    const b = await Live.open(node2.url as string, bob);
+    const c = await Live.open(srv.url, carol);
+    a.send({ type: "post", channelId: channel.id, body: "over the socket", ref: "r1" });
+    const [posted] = await a.waitFor("posted");
+    expect(posted).toMatchObject({
+      ref: "r1",
+      message: { body: "over the socket", seq: 1, userId: alice.id },
+    });
+    const id = (posted?.message as Message).id;
+    // Bob, on the other node, receives it; the stored message is the same.
+    for (let i = 0; i < 200 && !b.messages(channel.id).length; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(b.messages(channel.id).map((m) => m.id)).toEqual([id]);
+    const listed = (
+      await bob.client.json<Data<Message[]>>("GET", `/api/chat/channels/${channel.id}/messages`)
+    ).data;
+    expect(listed.map((m) => [m.id, m.seq])).toEqual([[id, 1]]);
+    // A reply in its thread; and an HTTP post right after gets the next number.
+    a.send({ type: "post", channelId: channel.id, body: "a reply", parentId: id, ref: "r2" });
+    await a.waitFor("posted", 2);
+    expect((await post(alice, channel.id, "over http")).data.seq).toBe(3);
+    // The same refusals as over HTTP, answered to the frame's ref; nothing is stored.
+    a.send({ type: "post", channelId: channel.id, body: "x", parentId: crypto.randomUUID(), ref: "r3" });
+    c.send({ type: "post", channelId: channel.id, body: "not a member", ref: "r4" });
+    a.send({ type: "post", channelId: crypto.randomUUID(), body: "nowhere", ref: "r5" });
+    const errors = [...(await a.waitFor("error", 2)), ...(await c.waitFor("error", 1))];
+    expect(errors.map((e) => [e.ref, e.code]).sort()).toEqual([
+      ["r3", "not_found"],
+      ["r4", "forbidden"],
+      ["r5", "not_found"],
+    ]);
+    a.send({ type: "post", channelId: channel.id, body: "", ref: "r6" });
+    a.send({ type: "post", channelId: channel.id, body: "x".repeat(12_000), ref: "r7" });
+    expect((await a.waitFor("error", 4)).slice(2).map((e) => e.code)).toEqual(["bad_frame", "bad_frame"]);
+    // A mention takes the transactional path: Bob is notified.
+    const bobName = bob.email.split("@")[0] as string;
+    a.send({ type: "post", channelId: channel.id, body: `@${bobName} look`, ref: "r8" });
+    await a.waitFor("posted", 3);
+    const inbox = await bob.client.json<{ unread: number }>("GET", "/api/notifications?unread=true");
+    expect(inbox.unread).toBeGreaterThan(0);
+    const all = (await alice.client.json<Data<Message[]>>("GET", `/api/chat/channels/${channel.id}/messages`))
+      .data;
+    expect(all.map((m) => m.body)).toEqual(["over the socket", "over http", `@${bobName} look`]);
+    for (const l of [a, b, c]) l.close();
+  });
+
   it("the handshake refuses other sites, strangers and bad frames; floods are cut off; the server stays up", async () => {
     await expect(Live.open(srv.url, alice, "https://evil.example")).rejects.toThrow("handshake 403");
     await expect(Live.open(srv.url, null)).rejects.toThrow("handshake 401");

@@ -185,3 +185,21 @@ export async function askInChat(
     new AbortController().signal,
   );
 }
+
+/** What a post does after it is stored: an @assistant question starts the answer once the post commits. */
+export type AfterPost = (scope: { caller: Caller; trx: Knex.Transaction }, message: ChatMessage) => void;
+
+/** The after-post hook shared by the HTTP route and the socket's post frame. */
+export function assistantOnMention(
+  agent: () => AgentDeps | null,
+  notify: ChatNotifier,
+  log: { error: (o: object, m: string) => void },
+): AfterPost {
+  return (scope, message) => {
+    const deps = agent();
+    if (!deps || !MENTION.test(message.body)) return;
+    scope.trx.executionPromise
+      .then(() => askInChat(deps, notify, scope.caller, message))
+      .catch((err: unknown) => log.error({ err }, "the assistant could not answer in chat"));
+  };
+}

@@ -10,9 +10,8 @@ import { withOrg } from "../../platform/db/tenant.js";
 import { AppError } from "../../platform/http/errors.js";
 import { receiveFiles } from "../../platform/http/uploads.js";
 import * as chat from "./chat.service.js";
-import { askInChat, MENTION } from "./chat.assistant.js";
+import { assistantOnMention } from "./chat.assistant.js";
 import type { AgentDeps } from "../assistant/agent.js";
-import type { Caller } from "../../platform/auth/caller.js";
 import type { Logger } from "../../platform/log.js";
 import * as s from "./chat.schemas.js";
 
@@ -31,13 +30,7 @@ export function registerChatRoutes(
   },
 ): void {
   /** After the question's transaction commits, the assistant answers in its thread. */
-  const maybeAsk = (scope: { caller: Caller; trx: Knex.Transaction }, message: chat.ChatMessage) => {
-    const agent = deps.agent();
-    if (!agent || !MENTION.test(message.body)) return;
-    scope.trx.executionPromise
-      .then(() => askInChat(agent, notify, scope.caller, message))
-      .catch((err: unknown) => deps.log.error({ err }, "the assistant could not answer in chat"));
-  };
+  const maybeAsk = assistantOnMention(deps.agent, notify, deps.log);
   const knex = () => {
     if (!deps.knex) throw AppError.unavailable("Chat is not configured on this process.");
     return deps.knex;

@@ -11,7 +11,7 @@ const channelName = z
   .max(80)
   // eslint-disable-next-line no-control-regex
   .regex(/^[^\u0000-\u001f]+$/, "No control characters");
-const body = z
+export const messageBody = z
   .string()
   .max(MAX_MESSAGE_CHARS, `At most ${MAX_MESSAGE_CHARS} characters`)
   .refine((b) => b.trim().length > 0, "Write something");
@@ -83,9 +83,9 @@ export const membersBody = z
   .strictObject({ userIds: z.array(id).min(1).max(500) })
   .meta({ id: "AddChatMembersRequest" });
 export const postBody = z
-  .strictObject({ body, parentId: id.optional() })
+  .strictObject({ body: messageBody, parentId: id.optional() })
   .meta({ id: "PostChatMessageRequest" });
-export const editBody = z.strictObject({ body }).meta({ id: "EditChatMessageRequest" });
+export const editBody = z.strictObject({ body: messageBody }).meta({ id: "EditChatMessageRequest" });
 export const reactBody = z
   .strictObject({
     // One emoji (a few code points with joiners and modifiers) or a short :name:.

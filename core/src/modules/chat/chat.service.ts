@@ -6,6 +6,8 @@ import type { Knex } from "knex";
 import type { z } from "zod";
 import type { Config } from "../../config/schema.js";
 import type { Scope } from "../../platform/http/api.js";
+import type { Caller } from "../../platform/auth/caller.js";
+import { withOrg } from "../../platform/db/tenant.js";
 import { fsyncDir, type Received } from "../../platform/http/uploads.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
@@ -58,21 +60,28 @@ function afterCommit(trx: Knex.Transaction, fn: () => void): void {
 }
 
 /** The channel if the caller may read it: a member, or any colleague for a public channel; else 404. */
-async function readable(trx: Knex.Transaction, userId: string, channelId: string) {
+async function readable(trx: Knex.Transaction, userId: string, channelId: string, withAudience = false) {
   const row = (await trx("chat_channels as c")
     .leftJoin("chat_members as m", function () {
       this.on("m.channel_id", "c.id").andOn("m.user_id", trx.raw("?", [userId]));
     })
     .where("c.id", channelId)
-    .first("c.*", "m.user_id as member", "m.role as member_role", "m.last_read_seq")) as
-    Record<string, unknown> | undefined;
+    .first(
+      "c.*",
+      "m.user_id as member",
+      "m.role as member_role",
+      "m.last_read_seq",
+      ...(withAudience
+        ? [trx.raw("array(select a.user_id from chat_members a where a.channel_id = c.id) as audience")]
+        : []),
+    )) as Record<string, unknown> | undefined;
   if (!row || (row.kind !== "public" && !row.member)) throw AppError.notFound("No such channel.");
   return row;
 }
 
 /** The channel if the caller is a member (writing needs membership); else 404 or 403. */
-async function asMember(trx: Knex.Transaction, userId: string, channelId: string) {
-  const row = await readable(trx, userId, channelId);
+async function asMember(trx: Knex.Transaction, userId: string, channelId: string, withAudience = false) {
+  const row = await readable(trx, userId, channelId, withAudience);
   if (!row.member) throw AppError.forbidden("Join the channel first.");
   if (row.archived_at) throw new AppError(409, "archived", "The channel is archived.");
   return row;
@@ -366,7 +375,7 @@ export async function messageById(
  * spaces, or their first name; `@channel` is everyone. Never the author, never anyone outside the channel.
  */
 async function mentionedMembers(trx: Knex.Transaction, channelId: string, body: string, authorId: string) {
-  const tokens = [...body.matchAll(/(^|[\s(])@([\p{L}\p{N}._-]{2,64})/gu)].map((m) =>
+  const tokens = [...body.matchAll(/(^|[\s(])@(\p{L}[\p{L}\p{N}._-]{1,63})/gu)].map((m) =>
     (m[2] as string).toLowerCase(),
   );
   if (!tokens.length) return [];
@@ -399,7 +408,7 @@ export async function postMessage(
   /** Runs after the message row exists, before it is announced (attachments). */
   withMessage?: (messageId: string) => Promise<void>,
 ) {
-  const channel = await asMember(trx, caller.userId, id);
+  const channel = await asMember(trx, caller.userId, id, true);
   if (parentId) {
     const parent = await trx("chat_messages")
       .where({ id: parentId, channel_id: id })
@@ -407,32 +416,44 @@ export async function postMessage(
     if (!parent) throw AppError.notFound("No such message to reply to.");
     if (parent.parent_id) throw AppError.badRequest("Reply to the thread's first message.");
   }
-  // The channel row's lock orders concurrent posts: each gets the next number, none is skipped.
-  const bumped = (await trx("chat_channels")
-    .where({ id })
-    .increment("last_seq", 1)
-    .returning("last_seq")) as {
-    last_seq: string;
-  }[];
-  const seq = Number(bumped[0]?.last_seq);
-  const rows = await trx("chat_messages")
-    .insert({
-      org_id: caller.orgId,
+  // One statement: the channel row's lock orders concurrent posts (each gets the next number, none is
+  // skipped), the message is stored, and the author has read it.
+  const stored = (
+    await trx.raw(
+      `with bumped as (update chat_channels set last_seq = last_seq + 1 where id = ? returning last_seq),
+       inserted as (
+         insert into chat_messages (org_id, channel_id, seq, user_id, body, parent_id)
+         select ?, ?, last_seq, ?, ?, ? from bumped returning id, seq, created_at),
+       read as (
+         update chat_members set last_read_seq = (select seq from inserted) where channel_id = ? and user_id = ?)
+       select i.id, i.seq, i.created_at, (select display_name from users where id = ?) as author_name
+       from inserted i`,
+      [id, caller.orgId, id, caller.userId, body, parentId ?? null, id, caller.userId, caller.userId],
+    )
+  ).rows[0] as { id: string; seq: string; created_at: Date; author_name: string };
+  const messageId = stored.id;
+  let message: ChatMessage;
+  if (withMessage) {
+    await withMessage(messageId);
+    message = await messageById(trx, id, messageId);
+  } else {
+    // A new message has no replies, reactions or files yet: no need to read it back.
+    message = presentMessage({
+      id: messageId,
       channel_id: id,
-      seq,
+      seq: stored.seq,
       user_id: caller.userId,
+      author_name: stored.author_name,
       body,
+      created_at: stored.created_at,
       parent_id: parentId ?? null,
-    })
-    .returning("id");
-  await trx("chat_members").where({ channel_id: id, user_id: caller.userId }).update({ last_read_seq: seq });
-  const messageId = (rows[0] as { id: string }).id;
-  if (withMessage) await withMessage(messageId);
-  const message = await messageById(trx, id, messageId);
-  const audience = await audienceOf(trx, id);
+      author_kind: "user",
+    });
+  }
+  const audience = channel.audience as string[];
   const parent = parentId ? await messageById(trx, id, parentId) : undefined;
   // Mentioned members are notified in the same transaction: a mention exists exactly when its message does.
-  const mentioned = await mentionedMembers(trx, id, body, caller.userId);
+  const mentioned = body.includes("@") ? await mentionedMembers(trx, id, body, caller.userId) : [];
   await addNotifications(
     trx,
     caller.orgId,
@@ -452,6 +473,67 @@ export async function postMessage(
     // The thread's first message shows its new reply count.
     if (parent) notify(caller.orgId, { type: "message.edited", channelId: id, audience, message: parent });
   });
+  return message;
+}
+
+/**
+ * Posts a plain message in one statement outside any transaction (chat_post): the socket's path for text
+ * without mentions. Same checks, numbering and announcement as postMessage; the caller's permission is the
+ * socket's to check.
+ */
+export async function postQuick(
+  knex: Knex,
+  caller: Caller,
+  notify: ChatNotifier,
+  id: string,
+  body: string,
+  parentId?: string,
+): Promise<ChatMessage> {
+  const row = (
+    await knex.raw("select * from chat_post(?, ?, ?, ?, ?)", [
+      caller.orgId,
+      caller.userId,
+      id,
+      body,
+      parentId ?? null,
+    ])
+  ).rows[0] as {
+    id: string;
+    seq: string;
+    created_at: Date;
+    author_name: string;
+    audience: string[];
+    failure: string | null;
+  };
+  switch (row.failure) {
+    case "not_found":
+      throw AppError.notFound("No such channel.");
+    case "not_member":
+      throw AppError.forbidden("Join the channel first.");
+    case "archived":
+      throw new AppError(409, "archived", "The channel is archived.");
+    case "no_parent":
+      throw AppError.notFound("No such message to reply to.");
+    case "nested":
+      throw AppError.badRequest("Reply to the thread's first message.");
+  }
+  const message = presentMessage({
+    id: row.id,
+    channel_id: id,
+    seq: row.seq,
+    user_id: caller.userId,
+    author_name: row.author_name,
+    body,
+    created_at: row.created_at,
+    parent_id: parentId ?? null,
+    author_kind: "user",
+  });
+  notify(caller.orgId, { type: "message", channelId: id, audience: row.audience, message });
+  if (parentId) {
+    // The thread's first message shows its new reply count.
+    const parent = await withOrg(knex, caller.orgId, (trx) => messageById(trx, id, parentId));
+    notify(caller.orgId, { type: "message.edited", channelId: id, audience: row.audience, message: parent });
+  }
   return message;
 }
 

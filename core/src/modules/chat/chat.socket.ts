@@ -11,12 +11,22 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { z } from "zod";
 import type { Config } from "../../config/schema.js";
 import type { Caller } from "../../platform/auth/caller.js";
-import { can } from "../../platform/auth/caller.js";
+import { can, requirePermission } from "../../platform/auth/caller.js";
 import type { Bus } from "../../platform/bus/bus.js";
 import { withOrg } from "../../platform/db/tenant.js";
 import type { Logger } from "../../platform/log.js";
 import type { Authenticator } from "../identity/auth.js";
-import { listMessages, memberChannels, type ChatEvent, type ChatNotifier } from "./chat.service.js";
+import { AppError } from "../../platform/http/errors.js";
+import type { AfterPost } from "./chat.assistant.js";
+import { messageBody } from "./chat.schemas.js";
+import {
+  listMessages,
+  memberChannels,
+  postMessage,
+  postQuick,
+  type ChatEvent,
+  type ChatNotifier,
+} from "./chat.service.js";
 
 /** The NATS subject of one organization's chat events. */
 export const chatSubject = (prefix: string, orgId: string) => `${prefix}.chat.${orgId}`;
@@ -42,6 +52,14 @@ const frameSchema = z.discriminatedUnion("type", [
     cursors: z.record(z.uuid(), z.number().int().min(0)).refine((c) => Object.keys(c).length <= 1000),
   }),
   z.strictObject({ type: z.literal("typing"), channelId: z.uuid() }),
+  z.strictObject({
+    type: z.literal("post"),
+    channelId: z.uuid(),
+    body: messageBody,
+    parentId: z.uuid().optional(),
+    /** Echoed in the answer, so the client knows which post it is. */
+    ref: z.string().max(64).optional(),
+  }),
 ]);
 
 interface Client {
@@ -53,6 +71,8 @@ interface Client {
   alive: boolean;
   frames: number[];
   load: (trx: Knex.Transaction) => Promise<Caller>;
+  /** The caller as last loaded; posts reuse it until the next revalidation. */
+  caller?: Caller;
 }
 
 /** Accepts chat sockets on an HTTP server and fans events out to them. */
@@ -67,6 +87,8 @@ export class ChatHub {
   private readonly presence = new Map<string, Map<string, { users: Set<string>; at: number }>>();
   private readonly lastOnline = new Map<string, string>();
   private announceTimer: NodeJS.Timeout | undefined;
+  /** Runs after a post over the socket is stored (the @assistant hook, as for posts over HTTP). */
+  afterPost?: AfterPost;
 
   constructor(
     private readonly deps: {
@@ -167,6 +189,7 @@ export class ChatHub {
             alive: true,
             frames: [],
             load: identity.load,
+            caller,
           },
           channels,
         ),
@@ -265,11 +288,12 @@ export class ChatHub {
       this.send(client, {
         type: "error",
         code: "bad_frame",
-        message: "Frames are JSON: ping, resume or typing.",
+        message: "Frames are JSON: ping, resume, typing or post.",
       });
       return;
     }
     if (frame.type === "ping") return this.send(client, { type: "pong" });
+    if (frame.type === "post") return this.post(client, frame);
     if (frame.type === "typing") {
       if (!client.channels.has(frame.channelId)) return;
       this.deps.bus.notify(chatSubject(this.deps.bus.prefix, client.orgId), {
@@ -303,6 +327,60 @@ export class ChatHub {
     }
   }
 
+  /**
+   * A message posted over the socket: the same checks and storage as over HTTP, without a request per
+   * message. The socket's caller is reused until the next revalidation (at most a minute), as its channel
+   * list is.
+   */
+  private async post(
+    client: Client,
+    frame: { channelId: string; body: string; parentId?: string; ref?: string },
+  ): Promise<void> {
+    const ref = frame.ref ?? null;
+    try {
+      // Plain text from a socket whose caller is known: one statement. Mentions (notifications, @assistant)
+      // take the transactional path.
+      if (client.caller && !frame.body.includes("@")) {
+        requirePermission(client.caller, "chat.write");
+        const message = await postQuick(
+          this.deps.knex,
+          client.caller,
+          this.notify,
+          frame.channelId,
+          frame.body,
+          frame.parentId,
+        );
+        return this.send(client, { type: "posted", ref, message });
+      }
+      const message = await withOrg(this.deps.knex, client.orgId, async (trx) => {
+        client.caller ??= await client.load(trx);
+        const caller = client.caller;
+        requirePermission(caller, "chat.write");
+        const m = await postMessage(
+          { caller, trx },
+          this.notify,
+          frame.channelId,
+          frame.body,
+          frame.parentId,
+        );
+        this.afterPost?.({ caller, trx }, m);
+        return m;
+      });
+      this.send(client, { type: "posted", ref, message });
+    } catch (err) {
+      const known = err instanceof AppError && err.status < 500;
+      if (!known) this.deps.log.error({ err }, "chat post over the socket failed");
+      const status = (err as { status?: number }).status;
+      if (status === 401) return client.ws.close(4001, "session ended");
+      this.send(client, {
+        type: "error",
+        ref,
+        code: known ? err.code : "internal",
+        message: known ? err.message : "The message could not be posted.",
+      });
+    }
+  }
+
   private dispatch(
     event:
       | (ChatEvent & { orgId: string })
@@ -310,16 +388,17 @@ export class ChatHub {
   ) {
     // Serialized once for every recipient (the audience and organization stay on the server).
     let text: string | undefined;
-    const audience = (event as ChatEvent).audience;
+    const list = (event as ChatEvent).audience;
+    const audience = list ? new Set(list) : undefined;
     const typist = (event as { typing?: { userId: string } }).typing?.userId;
     for (const c of this.clients) {
       if (c.orgId !== event.orgId) continue;
       if (event.type === "channel") {
         // Membership changed: the client's set follows, so later messages reach it (or stop).
-        if (!audience?.includes(c.userId)) continue;
+        if (!audience?.has(c.userId)) continue;
         c.channels.add(event.channelId);
       } else if (audience) {
-        if (!audience.includes(c.userId)) continue;
+        if (!audience.has(c.userId)) continue;
       } else if (!c.channels.has(event.channelId)) continue;
       if (typist === c.userId) continue;
       if (text === undefined) {
@@ -336,6 +415,7 @@ export class ChatHub {
         const channels = await withOrg(this.deps.knex, c.orgId, async (trx) => {
           const caller = await c.load(trx);
           if (!can(caller, "chat.read")) throw new Error("no permission");
+          c.caller = caller;
           return memberChannels(trx, caller.userId);
         });
         c.channels = new Set(channels.map((x) => x.id));

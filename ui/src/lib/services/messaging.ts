@@ -1,3 +1,4 @@
+import { ApiError } from "$lib/api/client";
 import type { components } from "$lib/api/schema";
 
 /** A chat message as the API sends it. */
@@ -19,7 +20,8 @@ export type ChatEvent =
   | { type: "channel"; channelId: string }
   | { type: "gap"; channelId: string; afterSeq: number }
   | { type: "resumed" | "pong" }
-  | { type: "error"; code: string; message: string };
+  | { type: "posted"; ref: string | null; message: ChatMessage }
+  | { type: "error"; code: string; message: string; ref?: string | null };
 
 /**
  * The live connection: reconnects with backoff and, after each reconnect, asks for what it missed (the last
@@ -32,6 +34,11 @@ export class ChatSocket {
   /** The highest message number seen per channel: the resume cursors. */
   readonly seen = new Map<string, number>();
   connected = false;
+  private nextRef = 0;
+  private readonly waiting = new Map<
+    string,
+    { resolve: (m: ChatMessage) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }
+  >();
 
   constructor(
     private readonly onEvent: (e: ChatEvent) => void,
@@ -52,6 +59,16 @@ export class ChatSocket {
         // What arrived while away: every channel the client has seen something in.
         if (this.seen.size) this.send({ type: "resume", cursors: Object.fromEntries(this.seen) });
       }
+      if (e.type === "posted" || (e.type === "error" && e.ref)) {
+        const w = this.waiting.get(e.ref ?? "");
+        if (w) {
+          this.waiting.delete(e.ref ?? "");
+          clearTimeout(w.timer);
+          if (e.type === "posted") w.resolve(e.message);
+          else w.reject(new ApiError(400, e.code, e.message));
+        }
+        return;
+      }
       if (e.type === "message") {
         const last = this.seen.get(e.channelId) ?? 0;
         if (e.message.seq <= last) return; // already shown (live and resumed can overlap)
@@ -61,6 +78,18 @@ export class ChatSocket {
     };
     ws.onclose = () => {
       this.setConnected(false);
+      // A post in flight may or may not have been stored: it shows after the resume if it was.
+      for (const [ref, w] of this.waiting) {
+        clearTimeout(w.timer);
+        w.reject(
+          new ApiError(
+            503,
+            "connection_lost",
+            "The connection dropped while sending; check that the message arrived.",
+          ),
+        );
+        this.waiting.delete(ref);
+      }
       if (this.stopped) return;
       const delay = Math.min(10_000, 250 * 2 ** this.attempts++) * (0.5 + Math.random() / 2);
       setTimeout(() => !this.stopped && this.start(), delay);
@@ -75,6 +104,26 @@ export class ChatSocket {
   /** Sends a frame when connected (typing indicators are best effort). */
   send(frame: unknown): void {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  /** Whether a post can go over the socket now (else over HTTP). */
+  get open(): boolean {
+    return this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  /** Posts a message over the socket; resolves with the stored message (the server answers "posted"). */
+  post(channelId: string, body: string, parentId?: string): Promise<ChatMessage> {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error("not connected"));
+    const ref = `p${++this.nextRef}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(ref);
+        reject(new ApiError(504, "timeout", "Sending took too long; check that the message arrived."));
+      }, 15_000);
+      this.waiting.set(ref, { resolve, reject, timer });
+      ws.send(JSON.stringify({ type: "post", channelId, body, ...(parentId ? { parentId } : {}), ref }));
+    });
   }
 
   /** Closes for good (leaving the page). */
