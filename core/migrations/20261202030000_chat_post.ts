@@ -18,6 +18,11 @@ export async function up(knex: Knex): Promise<void> {
       msg record;
     begin
       perform set_config('app.org_id', p_org::text, true);
+      -- The socket's caller is reused between revalidations: a person deactivated since cannot post.
+      if not exists (select 1 from users u where u.id = p_user and u.status = 'active') then
+        return query select null::uuid, null::bigint, null::timestamptz, null::text, null::uuid[], 'inactive';
+        return;
+      end if;
       select c.kind, c.archived_at,
              exists (select 1 from chat_members m where m.channel_id = c.id and m.user_id = p_user) as member,
              array(select m.user_id from chat_members m where m.channel_id = c.id) as members

@@ -506,6 +506,8 @@ export async function postQuick(
     failure: string | null;
   };
   switch (row.failure) {
+    case "inactive":
+      throw AppError.unauthenticated("Your account is no longer active.");
     case "not_found":
       throw AppError.notFound("No such channel.");
     case "not_member":
