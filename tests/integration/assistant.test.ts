@@ -71,6 +71,9 @@ const steps = (ev: Ev[]) =>
 /** Rows of the organization, read as the application (row-level security applies). */
 const rows = <T>(orgId: string, fn: (trx: import("knex").Knex.Transaction) => Promise<T>) =>
   withOrg(srv.db.knex, orgId, fn);
+/** The outcomes of a run's logged steps, in order. */
+const outcomes = (runId: string) =>
+  rows(org.orgId, (trx) => trx("ai_run_steps").where({ run_id: runId }).orderBy("n").pluck("outcome"));
 const noteCount = (orgId: string, title: string) =>
   rows(orgId, async (trx) =>
     Number(((await trx("notes").where({ title }).count({ n: "*" })) as [{ n: string }])[0].n),
@@ -173,12 +176,7 @@ describe("assistant agent loop (scripted model)", () => {
         .select("tool", "status"),
     );
     expect(calls).toEqual([]);
-    const log = await rows(org.orgId, (trx) =>
-      trx("ai_run_steps")
-        .where({ run_id: done(ev).run.id })
-        .orderBy("n")
-        .pluck("outcome"),
-    );
+    const log = await outcomes(done(ev).run.id);
     expect(log).toEqual(["blocked", "blocked", "answered"]);
     // An administrator has the permission: for them the same tool runs.
     step = 1;
@@ -202,12 +200,7 @@ describe("assistant agent loop (scripted model)", () => {
     expect(s[0]?.summary).toContain("Invalid arguments");
     const calls = await rows(org.orgId, (trx) => trx("ai_tool_calls").where({ run_id: done(ev).run.id }));
     expect(calls).toEqual([]);
-    const log = await rows(org.orgId, (trx) =>
-      trx("ai_run_steps")
-        .where({ run_id: done(ev).run.id })
-        .orderBy("n")
-        .pluck("outcome"),
-    );
+    const log = await outcomes(done(ev).run.id);
     expect(log).toEqual(["invalid_arguments", "invalid_arguments", "answered"]);
   });
 
@@ -384,12 +377,7 @@ describe("assistant agent loop (scripted model)", () => {
     const conv = await conversation(member.client);
     const ev = await ask(member.client, conv, "garbage first");
     expect(done(ev).message.content).toBe("recovered");
-    const log = await rows(org.orgId, (trx) =>
-      trx("ai_run_steps")
-        .where({ run_id: done(ev).run.id })
-        .orderBy("n")
-        .pluck("outcome"),
-    );
+    const log = await outcomes(done(ev).run.id);
     expect(log).toEqual(["invalid", "answered"]);
 
     engine.script = () => ({ decision: { action: "answer", answer: "never" }, delayMs: 3000 });
@@ -471,12 +459,7 @@ describe("assistant agent loop (scripted model)", () => {
     const first = engine.prompts.at(-2) as { schema: Record<string, unknown> };
     expect(JSON.stringify(first.schema)).toContain('"notes.search"');
     expect(JSON.stringify(first.schema)).not.toContain('"answer"');
-    const log = await rows(org.orgId, (trx) =>
-      trx("ai_run_steps")
-        .where({ run_id: done(ev).run.id })
-        .orderBy("n")
-        .pluck("outcome"),
-    );
+    const log = await outcomes(done(ev).run.id);
     expect(log).toEqual(["invalid", "answered"]);
     const r = await member.client.request("POST", `/api/assistant/conversations/${conv}/messages`, {
       content: "x",

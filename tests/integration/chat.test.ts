@@ -566,6 +566,18 @@ describe("chat", () => {
     const all = (await alice.client.json<Data<Message[]>>("GET", `/api/chat/channels/${channel.id}/messages`))
       .data;
     expect(all.map((m) => m.body)).toEqual(["over the socket", "over http", `@${bobName} look`]);
+    // Someone deactivated while their socket is open cannot post through it (before the revalidation).
+    const dora = await createMember(org, ["member"], "dora");
+    await alice.client.json("POST", `/api/chat/channels/${channel.id}/members`, { userIds: [dora.id] });
+    const d = await Live.open(srv.url, dora);
+    await org.owner.json("PATCH", `/api/users/${dora.id}`, { status: "deactivated" });
+    d.send({ type: "post", channelId: channel.id, body: "after deactivation", ref: "d1" });
+    for (let i = 0; i < 300 && !d.closed; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(d.closed?.code).toBe(4001);
+    const bodies = (
+      await alice.client.json<Data<Message[]>>("GET", `/api/chat/channels/${channel.id}/messages`)
+    ).data.map((m) => m.body);
+    expect(bodies).not.toContain("after deactivation");
     for (const l of [a, b, c]) l.close();
   });
 
