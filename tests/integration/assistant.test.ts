@@ -404,6 +404,23 @@ describe("assistant agent loop (scripted model)", () => {
     expect(status).toBe("cancelled");
   });
 
+  it("ends a run that cannot get the model (busy) as failed, with the reason, instead of leaving it running", async () => {
+    engine.failOpen = AppError.unavailable("The AI is busy. Try again in a few seconds.", 2);
+    const conv = await conversation(member.client);
+    const ev = await ask(member.client, conv, "are you there?");
+    expect(done(ev).run.status).toBe("failed");
+    expect(
+      (ev.find((e) => e.event === "error")?.data as { error: { message: string } }).error.message,
+    ).toContain("busy");
+    const run = (
+      await auditor.client.json<Data<{ status: string; error: string }>>(
+        "GET",
+        `/api/assistant/runs/${done(ev).run.id}`,
+      )
+    ).data;
+    expect(run).toMatchObject({ status: "failed", error: "The AI is busy. Try again in a few seconds." });
+  });
+
   it("applies organization policies: deny hides a tool, allow runs a write without asking (audited)", async () => {
     await org.owner.json("PUT", "/api/assistant/policies", { tool: "notes.search", policy: "deny" }, 204);
     await org.owner.json("PUT", "/api/assistant/policies", { tool: "notes.create", policy: "allow" }, 204);

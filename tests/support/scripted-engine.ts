@@ -25,7 +25,13 @@ export class ScriptedEngine implements Engine {
   /** Every prompt the loop sent, in order. */
   readonly prompts: ScriptStep[] = [];
 
+  /** When set, the next open fails with it (no free sequence, a model that will not load). */
+  failOpen: Error | null = null;
+
   async open(req: { system?: string }): Promise<ChatHandle> {
+    const fail = this.failOpen;
+    this.failOpen = null;
+    if (fail) throw fail;
     let step = 0;
     return {
       contextSize: 2048,

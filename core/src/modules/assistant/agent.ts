@@ -511,13 +511,25 @@ async function loop(
     emit("done", { message, run: { id: runId, status, steps: state.step, tokens: state.tokens } });
   };
 
-  const engine = await deps.engine.open({
-    orgId: caller.orgId,
-    model,
-    system: state.system,
-    history: [...state.history, ...state.transcript],
-    signal: sig,
-  });
+  let engine: ChatHandle;
+  try {
+    engine = await deps.engine.open({
+      orgId: caller.orgId,
+      model,
+      system: state.system,
+      history: [...state.history, ...state.transcript],
+      signal: sig,
+    });
+  } catch (err) {
+    // No sequence (the AI is busy), the model would not load, or the person left while waiting: the run
+    // ends here, recorded, rather than staying "running".
+    const message = err instanceof AppError ? err.message : "The model could not be started.";
+    if (!(err instanceof AppError)) deps.log.error({ err, runId }, "assistant run could not start");
+    await finish(signal.aborted ? "cancelled" : "failed", "", null, message);
+    if (!signal.aborted)
+      emit("error", { error: { code: err instanceof AppError ? err.code : "assistant_failed", message } });
+    return;
+  }
   let prompt = firstPrompt;
   try {
     for (;;) {
