@@ -205,7 +205,12 @@ export function registerAssistantRoutes(
     response: z.string(),
     responseType: "text/markdown",
     handler: async (ctx, { params, query }, scope) => {
-      const body = await svc.exportConversation(scope, params.id, query.format);
+      const body = await svc.exportConversation(
+        scope,
+        params.id,
+        query.format,
+        deps.config.assistant.maxRunMs,
+      );
       ctx.type = query.format === "json" ? "application/json" : "text/markdown; charset=utf-8";
       ctx.set(
         "Content-Disposition",

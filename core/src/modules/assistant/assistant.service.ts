@@ -269,8 +269,13 @@ export async function getConversation(svc: Svc, id: string, maxRunMs: number) {
 }
 
 /** A conversation as Markdown or JSON, for download. */
-export async function exportConversation(svc: Svc, id: string, format: "markdown" | "json") {
-  const { conversation, messages } = await getConversation(svc, id, Number.MAX_SAFE_INTEGER / 2000);
+export async function exportConversation(
+  svc: Svc,
+  id: string,
+  format: "markdown" | "json",
+  maxRunMs: number,
+) {
+  const { conversation, messages } = await getConversation(svc, id, maxRunMs);
   if (format === "json") return JSON.stringify({ conversation, messages }, null, 2);
   const lines = [`# ${conversation.title}`, "", `Exported ${new Date().toISOString()}`, ""];
   for (const m of messages) {
