@@ -1,19 +1,14 @@
-import { execFile } from "node:child_process";
 import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AxeBuilder } from "@axe-core/playwright";
 import type { Browser } from "playwright-core";
-import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import { spawnCore, waitForOk, type CoreProcess, sideloadTinyModel } from "../support/process.js";
 import { launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { createTestDatabase, type TestDatabase } from "../support/pg.js";
 import { NATS_URL } from "../support/env.js";
-import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 
-const run = promisify(execFile);
-const BIN = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname;
 const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
 const ADMIN = {
   organizationName: "Clinic",
@@ -30,8 +25,6 @@ beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
   pg = await createTestDatabase("e2eai");
   const dataDir = mkdtempSync(path.join(tmpdir(), "ws-e2e-ai-"));
-  const model = path.join(dataDir, "tiny.gguf");
-  makeTinyModel(model);
   const env = {
     WORKSYNAPSE_DATA_DIR: dataDir,
     DATABASE_URL: pg.url,
@@ -40,10 +33,7 @@ beforeAll(async () => {
     WORKSYNAPSE_AI_THREADS: "1",
   };
   // As an admin sideloads a model: the CLI checks and registers it; nothing is downloaded.
-  const imported = await run(process.execPath, [BIN, "models", "import", model, "--name", "tiny"], {
-    env: { ...process.env, ...env },
-  });
-  expect(imported.stdout).toContain("imported  tiny");
+  expect(await sideloadTinyModel(env)).toContain("imported  tiny");
   core = spawnCore(env);
   url = await core.url;
   await waitForOk(`${url}/readyz`);

@@ -1,21 +1,22 @@
-import { execFile } from "node:child_process";
 import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
-import { spawnCore, setUpInstallation, waitForOk, type CoreProcess } from "../support/process.js";
+import {
+  spawnCore,
+  setUpInstallation,
+  waitForOk,
+  type CoreProcess,
+  sideloadTinyModel,
+} from "../support/process.js";
 import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
-import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 
 // The assistant in a browser, on real llama.cpp inference with the generated model and the embedded
 // database: a grounded question streams an answer with a source that opens the cited passage; a write tool
 // shows an approval card; deny changes nothing, approve on a second try does it once.
 
-const run = promisify(execFile);
-const BIN = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname;
 const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
 const ADMIN = {
   organizationName: "Harbor Clinic",
@@ -53,11 +54,7 @@ beforeAll(async () => {
     WORKSYNAPSE_ASSISTANT_STEP_TOKENS: "200",
     WORKSYNAPSE_ASSISTANT_MAX_STEPS: "3",
   };
-  const model = path.join(dataDir, "tiny.gguf");
-  makeTinyModel(model);
-  await run(process.execPath, [BIN, "models", "import", model, "--name", "tiny", "--role", "chat"], {
-    env: { ...process.env, ...env },
-  });
+  await sideloadTinyModel(env);
   core = spawnCore(env);
   url = await core.url;
   await waitForOk(`${url}/readyz`);

@@ -1,19 +1,22 @@
 // Chat in the browser with two people in two browser contexts: a direct message arrives live, the typing
 // indicator and the read receipt show, a file is shared, @assistant answers in the thread (real inference on
 // the generated model), and a public channel can be created and joined.
-import { execFile } from "node:child_process";
 import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
-import { addPerson, setUpInstallation, spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import {
+  addPerson,
+  setUpInstallation,
+  spawnCore,
+  waitForOk,
+  type CoreProcess,
+  sideloadTinyModel,
+} from "../support/process.js";
 import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
-import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 
-const BIN = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname;
 const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
 const ADA = {
   organizationName: "Harbor Ward",
@@ -38,11 +41,7 @@ beforeAll(async () => {
     WORKSYNAPSE_ASSISTANT_MAX_STEPS: "3",
   };
   // A local model for @assistant, sideloaded as an admin does.
-  const model = path.join(env.WORKSYNAPSE_DATA_DIR, "tiny.gguf");
-  makeTinyModel(model);
-  await promisify(execFile)(process.execPath, [BIN, "models", "import", model, "--name", "tiny"], {
-    env: { ...process.env, ...env },
-  });
+  await sideloadTinyModel(env);
   core = spawnCore(env);
   url = await core.url;
   await waitForOk(`${url}/readyz`);

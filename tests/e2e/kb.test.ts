@@ -1,18 +1,13 @@
-import { execFile } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
-import { spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import { spawnCore, waitForOk, type CoreProcess, sideloadTinyModel } from "../support/process.js";
 import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
-import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 import { makePdf } from "../support/kb-fixtures.js";
 
-const run = promisify(execFile);
-const BIN = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname;
 const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
 const ADMIN = {
   organizationName: "County Hospital",
@@ -34,11 +29,7 @@ beforeAll(async () => {
     WORKSYNAPSE_NATS_PREFIX: `e2ekb${process.pid}`,
     WORKSYNAPSE_AI_THREADS: "1",
   };
-  const model = path.join(dataDir, "tiny.gguf");
-  makeTinyModel(model);
-  await run(process.execPath, [BIN, "models", "import", model, "--name", "tiny", "--role", "embedding"], {
-    env: { ...process.env, ...env },
-  });
+  await sideloadTinyModel(env, "embedding");
   core = spawnCore(env);
   url = await core.url;
   await waitForOk(`${url}/readyz`);

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import OpenAI from "openai";
 import { z } from "zod";
 import { getTestServer, type TestServer } from "../support/server.js";
+import { readEvents } from "../support/sse.js";
 import { Client, createTestOrg, type TestOrg } from "../support/identity.js";
 import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 import { importModel, inspectModelFile } from "../../core/src/modules/ai/models.service.js";
@@ -16,19 +17,6 @@ const TINY = path.join(dir, "tiny.gguf");
 let srv: TestServer;
 let org: TestOrg;
 let key: string;
-
-/** Reads a server-sent-event stream into its events. */
-async function events(r: Response): Promise<{ event: string; data: unknown }[]> {
-  const text = await r.text();
-  return text
-    .split("\n\n")
-    .filter(Boolean)
-    .map((block) => {
-      const event = /^event: (.*)$/m.exec(block)?.[1] ?? "message";
-      const data = /^data: (.*)$/m.exec(block)?.[1] ?? "";
-      return { event, data: data === "[DONE]" ? data : (JSON.parse(data) as unknown) };
-    });
-}
 
 beforeAll(async () => {
   makeTinyModel(TINY);
@@ -114,7 +102,7 @@ describe("chat over server-sent events", () => {
       });
       expect(r.status).toBe(200);
       expect(r.headers.get("content-type")).toContain("text/event-stream");
-      const ev = await events(r);
+      const ev = await readEvents(r);
       const tokens = ev.filter((e) => e.event === "token");
       const done = ev.find((e) => e.event === "done")?.data as {
         message: { content: string };
@@ -157,7 +145,7 @@ describe("chat over server-sent events", () => {
       await new Promise((res) => setTimeout(res, 50));
     }
     expect(busy).toBe(0);
-    const again = await events(
+    const again = await readEvents(
       await org.owner.request("POST", "/api/ai/chat", {
         model: "tiny",
         messages: [{ role: "user", content: "Hi" }],
@@ -175,7 +163,7 @@ describe("chat over server-sent events", () => {
       additionalProperties: false,
     };
     for (const model of existsSync(STORIES) ? ["tiny", "stories260K"] : ["tiny"]) {
-      const ev = await events(
+      const ev = await readEvents(
         await org.owner.request("POST", "/api/ai/chat", {
           model,
           messages: [{ role: "user", content: "A person" }],

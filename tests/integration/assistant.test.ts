@@ -719,6 +719,13 @@ describe("conversations, memory and bad input", () => {
     await bad("PUT", "/api/assistant/policies", { tool: "nope.nothing", policy: "allow" }, 403);
     await org.owner.json("PUT", "/api/assistant/policies", { tool: "nope.nothing", policy: "allow" }, 404);
     await bad("PATCH", `/api/assistant/conversations/${conv}`, { title: "" }, 400);
+    await bad("GET", `/api/assistant/conversations/${conv}/export?format=pdf`, undefined, 400);
+    await bad("GET", "/api/assistant/conversations?limit=1000", undefined, 400);
+    await bad("POST", "/api/assistant/memories", { text: "x".repeat(501) }, 400);
+    await bad("PATCH", `/api/assistant/memories/${crypto.randomUUID()}`, { text: "y" }, 404);
+    await bad("POST", "/api/assistant/approvals/not-a-uuid", { decision: "approve" }, 400);
+    const runs = await auditor.client.request("GET", "/api/assistant/runs?status=exploded");
+    expect(runs.status).toBe(400);
     // Nothing partial: the failed asks stored no message.
     const detail = (
       await member.client.json<Data<{ messages: unknown[] }>>("GET", `/api/assistant/conversations/${conv}`)

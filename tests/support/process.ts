@@ -1,9 +1,30 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { promisify } from "node:util";
+import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
 const MAIN = new URL("../../core/dist/src/main.js", import.meta.url).pathname;
+const CLI = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname;
+
+/**
+ * Writes the generated tiny model into the data directory of `env` and registers it with the CLI, as an admin
+ * sideloads a model (nothing is downloaded); returns the CLI's output.
+ */
+export async function sideloadTinyModel(
+  env: Record<string, string> & { WORKSYNAPSE_DATA_DIR: string },
+  role: "chat" | "embedding" = "chat",
+): Promise<string> {
+  const model = path.join(env.WORKSYNAPSE_DATA_DIR, "tiny.gguf");
+  makeTinyModel(model);
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [CLI, "models", "import", model, "--name", "tiny", "--role", role],
+    { env: { ...process.env, ...env } },
+  );
+  return stdout;
+}
 
 /** A core process started as an admin would start it, with its log lines collected. */
 export interface CoreProcess {

@@ -8,6 +8,7 @@ import { AppError } from "../../platform/http/errors.js";
 import { openEventStream } from "../../platform/http/sse.js";
 import type { Logger } from "../../platform/log.js";
 import type { ToolRegistry } from "../../platform/tools/registry.js";
+import { idParams, pageQuery } from "../identity/identity.schemas.js";
 import { admitAiRequest } from "../identity/org.service.js";
 import { listModels, orgModels, type ModelRow } from "../ai/models.service.js";
 import { resumeRun, startRun, type AgentDeps } from "./agent.js";
@@ -24,11 +25,6 @@ import {
   runSchema,
 } from "./assistant.schemas.js";
 
-const idParams = z.object({ id: z.uuid() });
-const page = {
-  limit: z.coerce.number().int().min(1).max(100).default(30),
-  offset: z.coerce.number().int().min(0).default(0),
-};
 const RUN_EVENTS =
   "Server-sent events: run (ids), step (a tool call card), token (answer text), approval (a pending action), done (the stored answer), error";
 
@@ -134,7 +130,7 @@ export function registerAssistantRoutes(
     summary: "Your conversations with the assistant, newest first; q searches titles and messages",
     tags,
     permission: use,
-    query: z.object({ q: z.string().trim().max(200).optional(), ...page }),
+    query: pageQuery.extend({ q: z.string().trim().max(200).optional() }),
     response: z.object({ data: z.array(conversationSchema), total: z.number() }),
     handler: (_ctx, { query }, scope) => svc.listConversations(scope, query),
   });
@@ -376,7 +372,7 @@ export function registerAssistantRoutes(
     summary: "The organization's assistant runs, newest first (administrators and auditors)",
     tags,
     permission: "assistant.runs.read",
-    query: z.object({
+    query: pageQuery.extend({
       status: z
         .enum([
           "running",
@@ -389,7 +385,6 @@ export function registerAssistantRoutes(
         ])
         .optional(),
       userId: z.uuid().optional(),
-      ...page,
     }),
     response: z.object({ data: z.array(runSchema), total: z.number() }),
     handler: (_ctx, { query }, scope) => svc.listRuns(scope, query),

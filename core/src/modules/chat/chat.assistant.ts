@@ -7,7 +7,13 @@ import { withOrg } from "../../platform/db/tenant.js";
 import { startRun, type AgentDeps, type Emit } from "../assistant/agent.js";
 import { appendMessage, createRun, type Citation } from "../assistant/assistant.service.js";
 import { orgModels } from "../ai/models.service.js";
-import { audienceOf, messageById, type ChatMessage, type ChatNotifier } from "./chat.service.js";
+import {
+  audienceOf,
+  messageById,
+  storeMessage,
+  type ChatMessage,
+  type ChatNotifier,
+} from "./chat.service.js";
 
 /** A message that asks the assistant. */
 export const MENTION = /(^|\s)@assistant\b/i;
@@ -119,22 +125,14 @@ export async function askInChat(
     const model = (await orgModels(trx, caller.orgId)).chat;
     if (!model) return null;
     const threadId = asked.parentId ?? asked.id;
-    const bumped = (await trx("chat_channels")
-      .where({ id: asked.channelId })
-      .increment("last_seq", 1)
-      .returning("last_seq")) as { last_seq: string }[];
-    const [reply] = (await trx("chat_messages")
-      .insert({
-        org_id: caller.orgId,
-        channel_id: asked.channelId,
-        seq: Number(bumped[0]?.last_seq),
-        user_id: null,
-        author_kind: "assistant",
-        asked_by: caller.userId,
-        body: "…",
-        parent_id: threadId,
-      })
-      .returning("id")) as { id: string }[];
+    const { message: reply, audience } = await storeMessage(
+      trx,
+      caller,
+      asked.channelId,
+      "…",
+      threadId,
+      true,
+    );
     const [conv] = (await trx("ai_conversations")
       .insert({ org_id: caller.orgId, user_id: caller.userId, title: `Chat: ${question.slice(0, 70)}` })
       .returning("id")) as { id: string }[];
@@ -143,15 +141,14 @@ export async function askInChat(
       { caller, trx },
       { conversationId: conv?.id as string, model: model.name, question },
     );
-    await trx("chat_messages").where({ id: reply?.id }).update({ ai_run_id: runId });
-    const audience = await audienceOf(trx, asked.channelId);
+    await trx("chat_messages").where({ id: reply.id }).update({ ai_run_id: runId });
     return {
       model,
       runId,
       conversationId: conv?.id as string,
       userMessageId: userMessage.id,
-      replyId: reply?.id as string,
-      reply: await messageById(trx, asked.channelId, reply?.id as string),
+      replyId: reply.id,
+      reply,
       parent: await messageById(trx, asked.channelId, threadId),
       audience,
     };

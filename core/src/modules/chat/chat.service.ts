@@ -60,28 +60,21 @@ function afterCommit(trx: Knex.Transaction, fn: () => void): void {
 }
 
 /** The channel if the caller may read it: a member, or any colleague for a public channel; else 404. */
-async function readable(trx: Knex.Transaction, userId: string, channelId: string, withAudience = false) {
+async function readable(trx: Knex.Transaction, userId: string, channelId: string) {
   const row = (await trx("chat_channels as c")
     .leftJoin("chat_members as m", function () {
       this.on("m.channel_id", "c.id").andOn("m.user_id", trx.raw("?", [userId]));
     })
     .where("c.id", channelId)
-    .first(
-      "c.*",
-      "m.user_id as member",
-      "m.role as member_role",
-      "m.last_read_seq",
-      ...(withAudience
-        ? [trx.raw("array(select a.user_id from chat_members a where a.channel_id = c.id) as audience")]
-        : []),
-    )) as Record<string, unknown> | undefined;
+    .first("c.*", "m.user_id as member", "m.role as member_role", "m.last_read_seq")) as
+    Record<string, unknown> | undefined;
   if (!row || (row.kind !== "public" && !row.member)) throw AppError.notFound("No such channel.");
   return row;
 }
 
 /** The channel if the caller is a member (writing needs membership); else 404 or 403. */
-async function asMember(trx: Knex.Transaction, userId: string, channelId: string, withAudience = false) {
-  const row = await readable(trx, userId, channelId, withAudience);
+async function asMember(trx: Knex.Transaction, userId: string, channelId: string) {
+  const row = await readable(trx, userId, channelId);
   if (!row.member) throw AppError.forbidden("Join the channel first.");
   if (row.archived_at) throw new AppError(409, "archived", "The channel is archived.");
   return row;
@@ -408,49 +401,14 @@ export async function postMessage(
   /** Runs after the message row exists, before it is announced (attachments). */
   withMessage?: (messageId: string) => Promise<void>,
 ) {
-  const channel = await asMember(trx, caller.userId, id, true);
-  if (parentId) {
-    const parent = await trx("chat_messages")
-      .where({ id: parentId, channel_id: id })
-      .first("parent_id", "deleted_at");
-    if (!parent) throw AppError.notFound("No such message to reply to.");
-    if (parent.parent_id) throw AppError.badRequest("Reply to the thread's first message.");
-  }
-  // One statement: the channel row's lock orders concurrent posts (each gets the next number, none is
-  // skipped), the message is stored, and the author has read it.
-  const stored = (
-    await trx.raw(
-      `with bumped as (update chat_channels set last_seq = last_seq + 1 where id = ? returning last_seq),
-       inserted as (
-         insert into chat_messages (org_id, channel_id, seq, user_id, body, parent_id)
-         select ?, ?, last_seq, ?, ?, ? from bumped returning id, seq, created_at),
-       read as (
-         update chat_members set last_read_seq = (select seq from inserted) where channel_id = ? and user_id = ?)
-       select i.id, i.seq, i.created_at, (select display_name from users where id = ?) as author_name
-       from inserted i`,
-      [id, caller.orgId, id, caller.userId, body, parentId ?? null, id, caller.userId, caller.userId],
-    )
-  ).rows[0] as { id: string; seq: string; created_at: Date; author_name: string };
-  const messageId = stored.id;
-  let message: ChatMessage;
+  const stored = await storeMessage(trx, caller, id, body, parentId);
+  let message = stored.message;
+  const messageId = message.id;
   if (withMessage) {
     await withMessage(messageId);
     message = await messageById(trx, id, messageId);
-  } else {
-    // A new message has no replies, reactions or files yet: no need to read it back.
-    message = presentMessage({
-      id: messageId,
-      channel_id: id,
-      seq: stored.seq,
-      user_id: caller.userId,
-      author_name: stored.author_name,
-      body,
-      created_at: stored.created_at,
-      parent_id: parentId ?? null,
-      author_kind: "user",
-    });
   }
-  const audience = channel.audience as string[];
+  const { audience, channel } = stored;
   const parent = parentId ? await messageById(trx, id, parentId) : undefined;
   // Mentioned members are notified in the same transaction: a mention exists exactly when its message does.
   const mentioned = body.includes("@") ? await mentionedMembers(trx, id, body, caller.userId) : [];
@@ -460,7 +418,7 @@ export async function postMessage(
     mentioned.map((userId) => ({
       userId,
       kind: "chat.mention",
-      title: `${message.authorName} mentioned you ${channel.kind === "direct" ? "in a direct message" : `in #${channel.name as string}`}`,
+      title: `${message.authorName} mentioned you ${channel.kind === "direct" ? "in a direct message" : `in #${channel.name}`}`,
       body: body.slice(0, 200),
       link: `/chat?channel=${id}`,
       actorId: caller.userId,
@@ -477,32 +435,35 @@ export async function postMessage(
 }
 
 /**
- * Posts a plain message in one statement outside any transaction (chat_post): the socket's path for text
- * without mentions. Same checks, numbering and announcement as postMessage; the caller's permission is the
- * socket's to check.
+ * Stores a message with chat_post (see its migration): the checks, the channel's next number, the message and
+ * the author's read position in one statement, on the caller's transaction or, given the pool, alone. A new
+ * message has no replies, reactions or files yet, so it is not read back.
  */
-export async function postQuick(
-  knex: Knex,
+export async function storeMessage(
+  db: Knex | Knex.Transaction,
   caller: Caller,
-  notify: ChatNotifier,
   id: string,
   body: string,
   parentId?: string,
-): Promise<ChatMessage> {
+  asAssistant = false,
+): Promise<{ message: ChatMessage; audience: string[]; channel: { kind: string; name: string | null } }> {
   const row = (
-    await knex.raw("select * from chat_post(?, ?, ?, ?, ?)", [
+    await db.raw("select * from chat_post(?, ?, ?, ?, ?, ?)", [
       caller.orgId,
       caller.userId,
       id,
       body,
       parentId ?? null,
+      asAssistant,
     ])
   ).rows[0] as {
     id: string;
     seq: string;
     created_at: Date;
-    author_name: string;
+    author_name: string | null;
     audience: string[];
+    kind: string;
+    name: string | null;
     failure: string | null;
   };
   switch (row.failure) {
@@ -523,18 +484,35 @@ export async function postQuick(
     id: row.id,
     channel_id: id,
     seq: row.seq,
-    user_id: caller.userId,
+    user_id: asAssistant ? null : caller.userId,
     author_name: row.author_name,
     body,
     created_at: row.created_at,
     parent_id: parentId ?? null,
-    author_kind: "user",
+    author_kind: asAssistant ? "assistant" : "user",
+    asked_by: asAssistant ? caller.userId : null,
   });
-  notify(caller.orgId, { type: "message", channelId: id, audience: row.audience, message });
+  return { message, audience: row.audience, channel: { kind: row.kind, name: row.name } };
+}
+
+/**
+ * Posts plain text as one statement outside any transaction: the socket's path for text without mentions
+ * (those need the transaction that writes their notifications). The socket checks the caller's permission.
+ */
+export async function postQuick(
+  knex: Knex,
+  caller: Caller,
+  notify: ChatNotifier,
+  id: string,
+  body: string,
+  parentId?: string,
+): Promise<ChatMessage> {
+  const { message, audience } = await storeMessage(knex, caller, id, body, parentId);
+  notify(caller.orgId, { type: "message", channelId: id, audience, message });
   if (parentId) {
     // The thread's first message shows its new reply count.
     const parent = await withOrg(knex, caller.orgId, (trx) => messageById(trx, id, parentId));
-    notify(caller.orgId, { type: "message.edited", channelId: id, audience: row.audience, message: parent });
+    notify(caller.orgId, { type: "message.edited", channelId: id, audience, message: parent });
   }
   return message;
 }

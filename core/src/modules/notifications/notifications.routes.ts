@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { Api } from "../../platform/http/api.js";
+import { pageQuery } from "../identity/identity.schemas.js";
 import * as svc from "./notifications.service.js";
 
 const notificationSchema = z
@@ -24,13 +25,11 @@ export function registerNotificationRoutes(api: Api): void {
     operationId: "listNotifications",
     summary: "Your notifications, newest first, with the unread count",
     tags,
-    query: z.object({
+    query: pageQuery.extend({
       unread: z
         .enum(["true", "false"])
         .transform((v) => v === "true")
         .optional(),
-      limit: z.coerce.number().int().min(1).max(100).default(20),
-      offset: z.coerce.number().int().min(0).default(0),
     }),
     response: z.object({ data: z.array(notificationSchema), unread: z.number() }),
     handler: (_ctx, { query }, scope) => svc.listNotifications(scope, query),

@@ -9669,9 +9669,9 @@ export interface operations {
     listNotifications: {
         parameters: {
             query?: {
-                unread?: "true" | "false";
                 limit?: number;
                 offset?: number;
+                unread?: "true" | "false";
             };
             header?: never;
             path?: never;
@@ -12626,9 +12626,9 @@ export interface operations {
     listAssistantConversations: {
         parameters: {
             query?: {
-                q?: string;
                 limit?: number;
                 offset?: number;
+                q?: string;
             };
             header?: never;
             path?: never;
@@ -13869,10 +13869,10 @@ export interface operations {
     listAssistantRuns: {
         parameters: {
             query?: {
-                status?: "running" | "awaiting_approval" | "completed" | "cancelled" | "failed" | "budget_exceeded" | "interrupted";
-                userId?: string;
                 limit?: number;
                 offset?: number;
+                status?: "running" | "awaiting_approval" | "completed" | "cancelled" | "failed" | "budget_exceeded" | "interrupted";
+                userId?: string;
             };
             header?: never;
             path?: never;

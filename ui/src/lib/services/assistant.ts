@@ -30,56 +30,59 @@ function dispatch(h: RunHandlers) {
   };
 }
 
+/** Follows a run's event stream to its end. */
+const follow = async (
+  call: Promise<{ data?: unknown; error?: unknown; response: Response }>,
+  h: RunHandlers,
+) => readEventStream(await call, dispatch(h));
+
 /** Asks a question in a conversation and follows the run. */
-export async function ask(
+export const ask = (
   conversationId: string,
   body: { content: string; grounded: boolean; tool?: string },
   h: RunHandlers,
   signal: AbortSignal,
-): Promise<void> {
-  await readEventStream(
-    await api.POST("/api/assistant/conversations/{id}/messages", {
+) =>
+  follow(
+    api.POST("/api/assistant/conversations/{id}/messages", {
       params: { path: { id: conversationId } },
       body,
       parseAs: "stream",
       signal,
     }),
-    dispatch(h),
+    h,
   );
-}
 
 /** Answers the last question again, or (with content) the edited last question. */
-export async function regenerate(
+export const regenerate = (
   conversationId: string,
   body: { content?: string; grounded: boolean },
   h: RunHandlers,
   signal: AbortSignal,
-): Promise<void> {
-  await readEventStream(
-    await api.POST("/api/assistant/conversations/{id}/regenerate", {
+) =>
+  follow(
+    api.POST("/api/assistant/conversations/{id}/regenerate", {
       params: { path: { id: conversationId } },
       body,
       parseAs: "stream",
       signal,
     }),
-    dispatch(h),
+    h,
   );
-}
 
 /** Approves or denies a pending action; the run continues. */
-export async function decide(
+export const decide = (
   approvalId: string,
   decision: "approve" | "deny",
   h: RunHandlers,
   signal: AbortSignal,
-): Promise<void> {
-  await readEventStream(
-    await api.POST("/api/assistant/approvals/{id}", {
+) =>
+  follow(
+    api.POST("/api/assistant/approvals/{id}", {
       params: { path: { id: approvalId } },
       body: { decision },
       parseAs: "stream",
       signal,
     }),
-    dispatch(h),
+    h,
   );
-}
