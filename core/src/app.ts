@@ -31,6 +31,8 @@ import { registerChatRoutes } from "./modules/chat/chat.routes.js";
 import { ChatHub } from "./modules/chat/chat.socket.js";
 import { registerAssistantRoutes } from "./modules/assistant/assistant.routes.js";
 import { registerAssistantTools } from "./modules/assistant/assistant.tools.js";
+import { registerProjectRoutes } from "./modules/projects/projects.routes.js";
+import { registerProjectTools } from "./modules/projects/projects.tools.js";
 import { llamaEngine, type AgentDeps, type Engine } from "./modules/assistant/agent.js";
 import { assistantOnMention, chatSink } from "./modules/chat/chat.assistant.js";
 import type { IncomingMessage } from "node:http";
@@ -149,6 +151,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
   registerNotesTools(tools);
   registerKbTools(tools, kbDeps);
   registerAssistantTools(tools);
+  registerProjectTools(tools, config);
   registerToolRoutes(api, tools);
   const engine = deps.assistantEngine ?? (deps.ai ? llamaEngine(deps.ai, config) : null);
   const assistantLog = log.child({ module: "assistant" });
@@ -165,6 +168,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
       : null;
   chatAgent = agent;
   registerAssistantRoutes(api, { config, tools, agent, log: assistantLog });
+  registerProjectRoutes(api, { config, knex: deps.knex ?? null, engine });
 
   for (const register of deps.routes ?? []) register(api);
   app.use(api.middleware());

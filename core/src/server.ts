@@ -11,6 +11,7 @@ import { handleIndexJob } from "./modules/kb/kb.ingest.js";
 import { kbDir } from "./modules/kb/kb.service.js";
 import { closeParser } from "./modules/kb/parse/parser.js";
 import { handleSyncJob, SSO_SYNC_QUEUE, startSyncScheduler } from "./modules/sso/sso.sync.js";
+import { startReminderScheduler } from "./modules/projects/projects.reminders.js";
 import type { ToolRegistry } from "./platform/tools/registry.js";
 import { ensureMasterKey } from "./platform/secrets.js";
 import { AiRuntime } from "./modules/ai/runtime.js";
@@ -96,14 +97,21 @@ export async function startServer(
     config.roles.includes("web") || config.roles.includes("worker")
       ? new AiRuntime(config, log.child({ module: "ai" }))
       : undefined;
-  let stopScheduler: (() => void) | undefined;
+  const stopSchedulers: (() => void)[] = [];
   if (config.roles.includes("worker")) {
     const ssoLog = log.child({ module: "sso" });
     const masterKey = ensureMasterKey(config, log);
     workers.push(
       await bus.work(SSO_SYNC_QUEUE, (job) => handleSyncJob({ knex: db.knex, masterKey, log: ssoLog }, job)),
     );
-    stopScheduler = startSyncScheduler({ knex: db.knex, outbox, log: ssoLog });
+    stopSchedulers.push(startSyncScheduler({ knex: db.knex, outbox, log: ssoLog }));
+    stopSchedulers.push(
+      startReminderScheduler({
+        knex: db.knex,
+        log: log.child({ module: "projects" }),
+        intervalMs: config.projects.reminderIntervalMs,
+      }),
+    );
     const kbLog = log.child({ module: "kb" });
     workers.push(
       await bus.work(KB_INDEX_QUEUE, (job) =>
@@ -168,7 +176,7 @@ export async function startServer(
       server?.closeIdleConnections();
       // Live sockets close first (1012): their clients reconnect to another node and resume.
       closeRealtime?.();
-      stopScheduler?.();
+      stopSchedulers.forEach((stopScheduler) => stopScheduler());
       await Promise.all(workers.map((w) => w.stop()));
       await relay.stop();
       const timeout = setTimeout(() => {

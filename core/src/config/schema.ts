@@ -277,6 +277,53 @@ export const configSchema = z.object({
       maxFilesPerMessage: z.coerce.number().int().min(1).default(10).describe("Files in one chat message."),
     })
     .default({ maxFileBytes: 25 * 1024 * 1024, maxFilesPerMessage: 10 }),
+  projects: z
+    .object({
+      dir: z
+        .string()
+        .optional()
+        .describe(
+          "Where task attachments live (default: <dataDir>/projects). Several nodes: a shared volume.",
+        ),
+      maxFileBytes: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(25 * 1024 * 1024)
+        .describe("Largest file attached to a task."),
+      maxFilesPerUpload: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(10)
+        .describe("Files in one attachment upload."),
+      reminderLeadHours: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(720)
+        .default(24)
+        .describe("How long before a task's due time its assignees get the due-soon reminder."),
+      reminderIntervalMs: z.coerce
+        .number()
+        .int()
+        .min(100)
+        .default(30_000)
+        .describe("How often a worker looks for reminders that are due."),
+      aiTokens: z.coerce
+        .number()
+        .int()
+        .min(256)
+        .default(4096)
+        .describe("Most tokens a goal breakdown or weekly summary may generate."),
+    })
+    .default({
+      maxFileBytes: 25 * 1024 * 1024,
+      maxFilesPerUpload: 10,
+      reminderLeadHours: 24,
+      reminderIntervalMs: 30_000,
+      aiTokens: 4096,
+    }),
   kb: z
     .object({
       dir: z

@@ -43,7 +43,7 @@ export function createLogger(opts: LogOptions = {}): Logger {
   return pino(base);
 }
 
-/** A logger that writes nothing (tests that do not look at logs). */
+/** A logger that writes nothing (tests that do not look at logs); TEST_LOG=error shows what a failing test logged. */
 export function silentLogger(): Logger {
-  return pino({ level: "silent" });
+  return pino({ level: process.env.TEST_LOG ?? "silent" });
 }
