@@ -133,6 +133,64 @@ beforeAll(async () => {
   const chatDirect = await b.owner.json<{ data: { id: string } }>("POST", "/api/chat/direct", {
     userIds: [member.id],
   });
+  // B's project: a member, a label, a milestone, a task with a due time, a comment, a file and a summary.
+  const project = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    "/api/projects",
+    { name: `Project ${b.marker}`, members: [{ userId: member.id, role: "editor" }] },
+    201,
+  );
+  const pLabel = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    `/api/projects/${project.data.id}/labels`,
+    { name: `Label ${b.marker}` },
+    201,
+  );
+  const pMilestone = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    `/api/projects/${project.data.id}/milestones`,
+    { name: `Milestone ${b.marker}`, startDate: "2026-11-01", dueDate: "2027-03-01" },
+    201,
+  );
+  const task = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    `/api/projects/${project.data.id}/tasks`,
+    {
+      title: `Task ${b.marker}`,
+      assigneeIds: [b.ownerId],
+      labelIds: [pLabel.data.id],
+      milestoneId: pMilestone.data.id,
+      dueAt: new Date(Date.now() + 30 * 86400_000).toISOString(),
+    },
+    201,
+  );
+  const taskComment = await b.owner.json<{ data: { id: string } }>(
+    "POST",
+    `/api/tasks/${task.data.id}/comments`,
+    { body: `Comment ${b.marker}` },
+    201,
+  );
+  const taskFile = new FormData();
+  taskFile.append("files", new Blob([`File ${b.marker}`]), `file-${b.marker}.txt`);
+  const taskFiles = (await (
+    await srv.fetch(`/api/tasks/${task.data.id}/attachments`, {
+      method: "POST",
+      headers: b.owner.headers(),
+      body: taskFile,
+    })
+  ).json()) as { data: { id: string }[] };
+  const pSummary = await withOrg(srv.db.knex, b.orgId, async (trx) => {
+    const [row] = (await trx("project_summaries")
+      .insert({
+        org_id: b.orgId,
+        project_id: project.data.id,
+        week_start: "2026-11-30",
+        claims: JSON.stringify([{ text: `Claim ${b.marker}`, tasks: [] }]),
+        model: "none",
+      })
+      .returning("id")) as { id: string }[];
+    return row?.id as string;
+  });
   // B's assistant: a conversation with a message, a memory fact, and a run waiting for approval.
   const conversation = await b.owner.json<{ data: { id: string } }>(
     "POST",
@@ -203,6 +261,13 @@ beforeAll(async () => {
     assistantRun: [assistantRun.run],
     assistantApproval: [assistantRun.approval],
     notification: notifications as string[],
+    project: [project.data.id],
+    projectLabel: [pLabel.data.id],
+    milestone: [pMilestone.data.id],
+    task: [task.data.id],
+    taskComment: [taskComment.data.id],
+    taskAttachment: taskFiles.data.map((f) => f.id),
+    projectSummary: [pSummary],
   });
   // B's single sign-on settings (A's GET /api/sso must show none of them).
   await b.owner.json("PUT", "/api/sso/ldap", {
@@ -269,6 +334,25 @@ function bodyFor(operationId: string, id: string): unknown {
     createAssistantConversation: { title: "pwned" },
     addAssistantMemory: { text: "pwned" },
     markNotificationsRead: { ids: [id] },
+    createProject: { name: "pwned", members: [{ userId: id, role: "editor" }] },
+    updateProject: { name: "pwned", archived: true },
+    setProjectMembers: { members: [{ userId: id, role: "owner" }] },
+    setProjectStatuses: {
+      statuses: [
+        { id, name: "pwned", category: "todo" },
+        { name: "done", category: "done" },
+      ],
+    },
+    createProjectLabel: { name: "pwned" },
+    createMilestone: { name: "pwned", startDate: "2026-01-01", dueDate: "2026-02-01" },
+    updateMilestone: { name: "pwned" },
+    createTask: { title: "pwned", assigneeIds: [id], blockedBy: [id] },
+    updateTask: { title: "pwned", assigneeIds: [id], statusId: id },
+    moveTask: { statusId: id, beforeId: id },
+    addTaskComment: { body: "pwned" },
+    setTaskReminders: { muted: true },
+    proposeBreakdown: { goal: "pwned goal" },
+    acceptBreakdown: { runId: id, tasks: [{ ref: "1", title: "pwned", assigneeId: id }] },
   };
   return bodies[operationId] ?? {};
 }
