@@ -602,7 +602,7 @@ describe("KPIs", () => {
         201,
       )
     ).data;
-    const t = [];
+    const t: Task[] = [];
     for (const [i, extra] of [
       {},
       {},

@@ -30,7 +30,14 @@ export const MODULES: ModuleEntry[] = [
     href: "/kb",
     permission: "kb.read",
   },
-  { id: "projects", label: "module.projects", description: "module.projects.desc", section: "work" },
+  {
+    id: "projects",
+    label: "module.projects",
+    description: "module.projects.desc",
+    section: "work",
+    href: "/projects",
+    permission: "projects.read",
+  },
   {
     id: "chat",
     label: "module.chat",
