@@ -199,6 +199,116 @@ describe("projects: access and settings", () => {
   });
 });
 
+describe("projects: members, milestones, deletion, and what viewers may not do", () => {
+  it("replaces members (leavers are unassigned), edits and deletes milestones, and deletes a project", async () => {
+    const p = (
+      await alice.client.json<Data<Project>>(
+        "POST",
+        "/api/projects",
+        {
+          name: "Short-lived",
+          members: [
+            { userId: bob.id, role: "editor" },
+            { userId: carol.id, role: "viewer" },
+          ],
+        },
+        201,
+      )
+    ).data;
+    const task = await newTask(alice.client, p.id, {
+      title: "Bob's",
+      assigneeIds: [bob.id],
+      dueAt: new Date(Date.now() + 86400_000).toISOString(),
+    });
+    const ms = (
+      await alice.client.json<Data<{ id: string; name: string; dueDate: string }>>(
+        "POST",
+        `/api/projects/${p.id}/milestones`,
+        { name: "M1", startDate: "2026-12-01", dueDate: "2026-12-20" },
+        201,
+      )
+    ).data;
+    // Viewers read everything and write nothing.
+    const writes: [string, string, unknown][] = [
+      ["PATCH", `/api/projects/${p.id}`, { name: "x" }],
+      ["DELETE", `/api/projects/${p.id}`, undefined],
+      [
+        "PUT",
+        `/api/projects/${p.id}/statuses`,
+        {
+          statuses: [
+            { name: "a", category: "todo" },
+            { name: "b", category: "done" },
+          ],
+        },
+      ],
+      [
+        "POST",
+        `/api/projects/${p.id}/milestones`,
+        { name: "x", startDate: "2026-12-01", dueDate: "2026-12-02" },
+      ],
+      ["PATCH", `/api/milestones/${ms.id}`, { name: "x" }],
+      ["DELETE", `/api/milestones/${ms.id}`, undefined],
+      ["PATCH", `/api/tasks/${task.id}`, { title: "x" }],
+      ["POST", `/api/tasks/${task.id}/move`, { statusId: p.statuses[1]!.id }],
+      ["DELETE", `/api/tasks/${task.id}`, undefined],
+      ["POST", `/api/projects/${p.id}/breakdown`, { goal: "a goal" }],
+      ["POST", `/api/projects/${p.id}/breakdown/accept`, { tasks: [{ ref: "1", title: "x" }] }],
+    ];
+    for (const [method, path, body] of writes)
+      expect((await status(carol.client, method, path, body)).status, `${method} ${path}`).toBe(403);
+    expect((await carol.client.json<Data<Project>>("GET", `/api/projects/${p.id}`)).data.myRole).toBe(
+      "viewer",
+    );
+    // Editors cannot delete the project either.
+    expect((await status(bob.client, "DELETE", `/api/projects/${p.id}`)).status).toBe(403);
+
+    const moved = (
+      await bob.client.json<Data<{ dueDate: string; name: string }>>("PATCH", `/api/milestones/${ms.id}`, {
+        name: "M1b",
+        dueDate: "2026-12-31",
+      })
+    ).data;
+    expect(moved).toMatchObject({ name: "M1b", dueDate: "2026-12-31" });
+    expect(
+      (await status(bob.client, "PATCH", `/api/milestones/${ms.id}`, { dueDate: "2026-11-01" })).status,
+    ).toBe(400);
+    expect((await status(dan.client, "PATCH", `/api/milestones/${ms.id}`, { name: "x" })).status).toBe(404);
+    await alice.client.json("PATCH", `/api/tasks/${task.id}`, { milestoneId: ms.id });
+    await bob.client.json("DELETE", `/api/milestones/${ms.id}`, undefined, 204);
+    expect((await getTask(alice.client, task.id)) as unknown as { milestoneId: string | null }).toMatchObject(
+      { milestoneId: null },
+    );
+
+    // Bob leaves: he is unassigned and his reminders go; the project still has an owner.
+    const after = (
+      await alice.client.json<Data<Project>>("PUT", `/api/projects/${p.id}/members`, {
+        members: [
+          { userId: alice.id, role: "owner" },
+          { userId: carol.id, role: "editor" },
+        ],
+      })
+    ).data;
+    expect(after.members.map((m) => m.role).sort()).toEqual(["editor", "owner"]);
+    expect((await getTask(alice.client, task.id)).assignees).toEqual([]);
+    expect(
+      await sql((trx) => trx("task_reminders").where({ task_id: task.id }).count({ n: "*" }).first()),
+    ).toMatchObject({ n: "0" });
+    expect((await status(bob.client, "GET", `/api/projects/${p.id}`)).status).toBe(404);
+    expect(
+      (await status(carol.client, "PATCH", `/api/tasks/${task.id}`, { title: "Now I can" })).status,
+    ).toBe(200);
+    const log = await sql((trx) =>
+      trx("activity_logs").where({ project_id: p.id, action: "project.members" }).first(),
+    );
+    expect(log.changes.before[bob.id]).toBe("editor");
+
+    await alice.client.json("DELETE", `/api/projects/${p.id}`, undefined, 204);
+    expect((await status(alice.client, "GET", `/api/projects/${p.id}`)).status).toBe(404);
+    expect((await status(alice.client, "GET", `/api/tasks/${task.id}`)).status).toBe(404);
+  });
+});
+
 describe("tasks", () => {
   it("creates, edits and logs every change with who and what; assignees are notified", async () => {
     const label = (
