@@ -221,6 +221,18 @@ export async function orgModels(
   };
 }
 
+/** The organization's chat model, or 409 no_model with what an administrator does about it. */
+export async function requireChatModel(trx: Knex.Transaction, orgId: string): Promise<ModelRow> {
+  const m = (await orgModels(trx, orgId)).chat;
+  if (!m)
+    throw new AppError(
+      409,
+      "no_model",
+      "No chat model is installed. An administrator imports one with `worksynapse models import`.",
+    );
+  return m;
+}
+
 /** Sets the organization's default models. */
 export async function setOrgModels(
   trx: Knex.Transaction,

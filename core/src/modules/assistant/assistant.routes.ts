@@ -10,7 +10,7 @@ import type { Logger } from "../../platform/log.js";
 import type { ToolRegistry } from "../../platform/tools/registry.js";
 import { idParams, pageQuery } from "../identity/identity.schemas.js";
 import { admitAiRequest } from "../identity/org.service.js";
-import { listModels, orgModels, type ModelRow } from "../ai/models.service.js";
+import { listModels, requireChatModel } from "../ai/models.service.js";
 import { resumeRun, startRun, type AgentDeps } from "./agent.js";
 import * as svc from "./assistant.service.js";
 import {
@@ -46,16 +46,7 @@ export function registerAssistantRoutes(
     return deps.agent;
   };
 
-  async function chatModel(scope: Scope): Promise<ModelRow> {
-    const m = (await orgModels(scope.trx, scope.caller.orgId)).chat;
-    if (!m)
-      throw new AppError(
-        409,
-        "no_model",
-        "No chat model is installed. An administrator imports one with `worksynapse models import`.",
-      );
-    return m;
-  }
+  const chatModel = (scope: Scope) => requireChatModel(scope.trx, scope.caller.orgId);
 
   /** A tool the person picked must be one they may use and the organization does not deny. */
   async function checkToolChoice(scope: Scope, tool?: string): Promise<void> {

@@ -1,4 +1,3 @@
-import { createReadStream } from "node:fs";
 import { rm } from "node:fs/promises";
 import path from "node:path";
 import type { Knex } from "knex";
@@ -8,7 +7,7 @@ import type { Api } from "../../platform/http/api.js";
 import { afterCommit, dataOf } from "../../platform/http/api.js";
 import { withOrg } from "../../platform/db/tenant.js";
 import { AppError } from "../../platform/http/errors.js";
-import { receiveFiles } from "../../platform/http/uploads.js";
+import { receiveFiles, sendDownload } from "../../platform/http/uploads.js";
 import * as chat from "./chat.service.js";
 import { assistantOnMention } from "./chat.assistant.js";
 import type { AgentDeps } from "../assistant/agent.js";
@@ -285,13 +284,7 @@ export function registerChatRoutes(
     response: z.string().meta({ format: "binary" }),
     errors: [404],
     handler: async (ctx, { params }, scope) => {
-      const f = await chat.openAttachment(scope, deps.config, params.id, params.fileId);
-      ctx.type = f.mime;
-      ctx.length = f.size;
-      ctx.attachment(f.name);
-      // Never rendered as a page of ours, whatever it contains.
-      ctx.set("Content-Security-Policy", "sandbox; default-src 'none'");
-      return createReadStream(f.path);
+      return sendDownload(ctx, await chat.openAttachment(scope, deps.config, params.id, params.fileId));
     },
   });
   api.route({

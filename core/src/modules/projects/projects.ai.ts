@@ -7,7 +7,7 @@ import type { Caller } from "../../platform/auth/caller.js";
 import { withOrg } from "../../platform/db/tenant.js";
 import { AppError } from "../../platform/http/errors.js";
 import type { Engine } from "../assistant/agent.js";
-import { orgModels, type ModelRow } from "../ai/models.service.js";
+import { requireChatModel, type ModelRow } from "../ai/models.service.js";
 import { admitAiRequest, recordUsage } from "../identity/org.service.js";
 import { createTask, logActivity, requireRole, roleIn, type Svc } from "./projects.service.js";
 import type { PRIORITIES } from "./projects.schemas.js";
@@ -25,16 +25,7 @@ const CLAIM = 200;
 const ESTIMATES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 40];
 const NOBODY = "nobody";
 
-async function chatModel(svc: Svc): Promise<ModelRow> {
-  const m = (await orgModels(svc.trx, svc.caller.orgId)).chat;
-  if (!m)
-    throw new AppError(
-      409,
-      "no_model",
-      "No chat model is installed. An administrator imports one with `worksynapse models import`.",
-    );
-  return m;
-}
+const chatModel = (svc: Svc) => requireChatModel(svc.trx, svc.caller.orgId);
 
 async function startRun(svc: Svc, model: ModelRow, question: string, state: Record<string, unknown>) {
   await admitAiRequest(svc);

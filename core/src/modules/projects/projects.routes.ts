@@ -1,5 +1,4 @@
 import path from "node:path";
-import { createReadStream } from "node:fs";
 import { rm } from "node:fs/promises";
 import type { Knex } from "knex";
 import { z } from "zod";
@@ -7,7 +6,7 @@ import type { Config } from "../../config/schema.js";
 import { afterCommit, dataOf, type Api } from "../../platform/http/api.js";
 import { withOrg } from "../../platform/db/tenant.js";
 import { AppError } from "../../platform/http/errors.js";
-import { receiveFiles } from "../../platform/http/uploads.js";
+import { receiveFiles, sendDownload } from "../../platform/http/uploads.js";
 import type { Engine } from "../assistant/agent.js";
 import * as pm from "./projects.service.js";
 import { acceptBreakdown, latestSummary, proposeBreakdown, writeSummary } from "./projects.ai.js";
@@ -371,12 +370,7 @@ export function registerProjectRoutes(api: Api, deps: ProjectRouteDeps): void {
     response: z.string().meta({ format: "binary" }),
     errors: [404],
     handler: async (ctx, { params }, scope) => {
-      const f = await pm.openAttachment(scope, config, params.id, params.attachmentId);
-      ctx.type = f.mime;
-      ctx.length = f.size;
-      ctx.attachment(f.name);
-      ctx.set("Content-Security-Policy", "sandbox; default-src 'none'");
-      return createReadStream(f.path);
+      return sendDownload(ctx, await pm.openAttachment(scope, config, params.id, params.attachmentId));
     },
   });
   api.route({

@@ -889,27 +889,26 @@ async function setLinks(
   return { added, removed: before.filter((b) => !unique.includes(b)) };
 }
 
-/** Tells new assignees (other than the caller) that a task is theirs. */
-async function notifyAssigned(
+/** Tells people (other than the caller) about something that happened to a task, linking to it. */
+async function notifyAbout(
   svc: Svc,
-  task: { id: string; project_id: string; title: string },
+  task: { id: string; project_id: string },
   userIds: string[],
-  projectName: string,
+  what: { kind: string; title: string; body: string },
 ) {
-  const others = userIds.filter((u) => u !== svc.caller.userId);
   await addNotifications(
     svc.trx,
     svc.caller.orgId,
-    others.map((userId) => ({
-      userId,
-      kind: "task.assigned",
-      title: `Assigned to you: ${task.title}`,
-      body: projectName,
-      link: `/projects/${task.project_id}?task=${task.id}`,
-      actorId: svc.caller.userId,
-      sourceType: "task",
-      sourceId: task.id,
-    })),
+    userIds
+      .filter((u) => u !== svc.caller.userId)
+      .map((userId) => ({
+        userId,
+        ...what,
+        link: `/projects/${task.project_id}?task=${task.id}`,
+        actorId: svc.caller.userId,
+        sourceType: "task",
+        sourceId: task.id,
+      })),
   );
 }
 
@@ -965,7 +964,11 @@ export async function createTask(svc: Svc, config: Config, projectId: string, in
   await setLinks(svc, t.id, "task_labels", "label_id", input.labelIds);
   await setLinks(svc, t.id, "task_dependencies", "blocked_by_id", input.blockedBy);
   await syncReminders(svc, config, t.id, true);
-  await notifyAssigned(svc, t, input.assigneeIds, name);
+  await notifyAbout(svc, t, input.assigneeIds, {
+    kind: "task.assigned",
+    title: `Assigned to you: ${t.title}`,
+    body: name,
+  });
   await logActivity(svc, projectId, t.id, "task.create", { number, title: input.title, status: status.name });
   return t.id as string;
 }
@@ -1055,12 +1058,11 @@ export async function updateTask(svc: Svc, config: Config, id: string, input: Ta
     if (!patch.updated_at) await trx("tasks").where({ id }).update({ updated_at: trx.fn.now() });
     await logActivity(svc, row.project_id, id, "task.update", changes);
     await syncReminders(svc, config, id, "dueAt" in changes);
-    await notifyAssigned(
-      svc,
-      { id, project_id: row.project_id, title: (input.title ?? row.title) as string },
-      assigned,
-      name,
-    );
+    await notifyAbout(svc, row, assigned, {
+      kind: "task.assigned",
+      title: `Assigned to you: ${input.title ?? row.title}`,
+      body: name,
+    });
   }
   return getTask(svc, id);
 }
@@ -1154,20 +1156,11 @@ export async function addComment(svc: Svc, id: string, body: string) {
     .insert({ org_id: svc.caller.orgId, task_id: id, author_id: svc.caller.userId, body })
     .returning("id");
   await logActivity(svc, row.project_id, id, "task.comment", { commentId: c.id });
-  const told = row.assignees.map((a) => a.id).filter((u) => u !== svc.caller.userId);
-  await addNotifications(
-    svc.trx,
-    svc.caller.orgId,
-    told.map((userId) => ({
-      userId,
-      kind: "task.comment",
-      title: `New comment on ${row.title}`,
-      body: body.slice(0, 200),
-      link: `/projects/${row.project_id}?task=${id}`,
-      actorId: svc.caller.userId,
-      sourceType: "task",
-      sourceId: id,
-    })),
+  await notifyAbout(
+    svc,
+    row,
+    row.assignees.map((a) => a.id),
+    { kind: "task.comment", title: `New comment on ${row.title}`, body: body.slice(0, 200) },
   );
   return (await getTask(svc, id)).comments.find((x) => x.id === c.id)!;
 }

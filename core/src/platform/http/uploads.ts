@@ -1,7 +1,7 @@
 // Streamed multipart uploads: each file goes to a temp file, hashed on the way and fsynced, within limits.
 // The knowledge base and chat attachments both receive files through this one path.
 import { createHash, randomUUID } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, rm } from "node:fs/promises";
 import path from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
@@ -151,4 +151,13 @@ export async function receiveFiles(
   }
   if (!files.length) throw AppError.badRequest("The upload holds no file.");
   return files;
+}
+
+/** A stored file sent as a download: never rendered as a page of ours, whatever it contains. */
+export function sendDownload(ctx: Context, f: { path: string; name: string; mime: string; size: number }) {
+  ctx.type = f.mime;
+  ctx.length = f.size;
+  ctx.attachment(f.name);
+  ctx.set("Content-Security-Policy", "sandbox; default-src 'none'");
+  return createReadStream(f.path);
 }
