@@ -91,14 +91,14 @@ describe("the web UI, from first run to a member's sign-out", () => {
     await page.goto(`${url}/`, { waitUntil: "networkidle" });
     await page.keyboard.press("Tab");
     await expect(page.evaluate(() => document.activeElement?.textContent)).resolves.toBe("Skip to content");
-    await nav.getByRole("link", { name: "Projects" }).focus();
+    await nav.getByRole("link", { name: "Workflows" }).focus();
     await page.keyboard.press("Enter");
-    await page.waitForURL(`${url}/projects`);
+    await page.waitForURL(`${url}/workflows`);
     await page.getByRole("heading", { name: "Nothing here yet" }).waitFor();
     await page.getByLabel("Theme").selectOption("dark");
     await page.reload({ waitUntil: "networkidle" });
     await expect(page.evaluate(() => document.documentElement.dataset.theme)).resolves.toBe("dark");
-    await page.screenshot({ path: `${SHOTS}projects-dark.png`, fullPage: true });
+    await page.screenshot({ path: `${SHOTS}workflows-dark.png`, fullPage: true });
     expect(await axe(page)).toEqual([]);
 
     // The roles editor: a custom role from the permission list, then edited.
