@@ -6,10 +6,12 @@ const MAIN = path.join(new URL("../..", import.meta.url).pathname, "core/dist/sr
 
 /**
  * Forks core; the returned child process carries `url`, a promise of the address it serves. The log level is
- * info whatever `env` says: the "serving" line is where the address comes from.
+ * info whatever `env` says: the "serving" line is where the address comes from. BENCH_CORE_NODE_ARGS adds node
+ * flags to the core process only (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it).
  */
 export function forkCore(env) {
   const child = fork(MAIN, [], {
+    execArgv: (process.env.BENCH_CORE_NODE_ARGS ?? "").split(" ").filter(Boolean),
     env: { ...env, WORKSYNAPSE_LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "inherit", "ipc"],
   });

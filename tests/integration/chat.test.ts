@@ -581,6 +581,47 @@ describe("chat", () => {
     for (const l of [a, b, c]) l.close();
   });
 
+  it("a burst of socket posts (stored together in batches): each numbered once, in order per channel; a refused one fails alone", async () => {
+    const make = async (name: string) =>
+      (
+        await alice.client.json<Data<Channel>>(
+          "POST",
+          "/api/chat/channels",
+          { kind: "public", name: `${name}-${org.marker.toLowerCase()}`, memberIds: [bob.id] },
+          201,
+        )
+      ).data;
+    const [one, two] = [await make("burst-a"), await make("burst-b")];
+    const a = await Live.open(srv.url, alice);
+    const b = await Live.open(srv.url, bob);
+    const c = await Live.open(srv.url, carol);
+    for (let i = 0; i < 30; i++) {
+      (i % 2 ? b : a).send({
+        type: "post",
+        channelId: (i % 3 ? one : two).id,
+        body: `burst ${i}`,
+        ref: `b${i}`,
+      });
+      if (i === 10) c.send({ type: "post", channelId: one.id, body: "not a member", ref: "c1" });
+    }
+    await a.waitFor("posted", 15);
+    await b.waitFor("posted", 15);
+    expect((await c.waitFor("error", 1)).map((e) => [e.ref, e.code])).toEqual([["c1", "forbidden"]]);
+    for (const ch of [one, two]) {
+      const listed = (await alice.client.json<Data<Message[]>>("GET", `/api/chat/channels/${ch.id}/messages`))
+        .data;
+      const sent = Array.from({ length: 30 }, (_, i) => i).filter((i) => (i % 3 ? one : two) === ch);
+      expect(listed.map((m) => m.seq)).toEqual(sent.map((_, k) => k + 1));
+      expect(listed.map((m) => m.body).sort()).toEqual(sent.map((i) => `burst ${i}`).sort());
+      // Each sender's posts keep their order (two sockets' posts may interleave either way).
+      for (const parity of [0, 1])
+        expect(listed.map((m) => Number(m.body.split(" ")[1])).filter((i) => i % 2 === parity)).toEqual(
+          sent.filter((i) => i % 2 === parity),
+        );
+    }
+    for (const l of [a, b, c]) l.close();
+  });
+
   it("the handshake refuses other sites, strangers and bad frames; floods are cut off; the server stays up", async () => {
     await expect(Live.open(srv.url, alice, "https://evil.example")).rejects.toThrow("handshake 403");
     await expect(Live.open(srv.url, null)).rejects.toThrow("handshake 401");

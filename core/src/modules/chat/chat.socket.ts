@@ -62,6 +62,11 @@ const frameSchema = z.discriminatedUnion("type", [
   }),
 ]);
 
+/** An event as the nodes pass it around: a service's chat event, or a typing notice (no audience). */
+type Fanned =
+  | (ChatEvent & { orgId: string })
+  | (Record<string, unknown> & { orgId: string; type: string; channelId: string });
+
 interface Client {
   ws: WebSocket;
   orgId: string;
@@ -79,6 +84,8 @@ interface Client {
 export class ChatHub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME });
   private readonly clients = new Set<Client>();
+  /** The same sockets by person, so a message visits its audience instead of every socket. */
+  private readonly byUser = new Map<string, Set<Client>>();
   private readonly stopListening: () => void;
   private readonly stopPresence: () => void;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -100,10 +107,11 @@ export class ChatHub {
       log: Logger;
     },
   ) {
-    this.stopListening = deps.bus.listen(`${deps.bus.prefix}.chat.*`, (payload) =>
-      this.dispatch(payload as ChatEvent & { orgId: string }),
+    // Other nodes' events; this node's own are delivered here directly (see notify).
+    this.stopListening = deps.bus.onBroadcast(`${deps.bus.prefix}.chat.*`, (payload) =>
+      this.dispatch(payload as Fanned),
     );
-    this.stopPresence = deps.bus.listen(presenceSubject(deps.bus.prefix), (payload) => {
+    this.stopPresence = deps.bus.onBroadcast(presenceSubject(deps.bus.prefix), (payload) => {
       const p = payload as { node: string; orgs: Record<string, string[]> };
       if (!p || typeof p.node !== "string" || p.node === this.node) return;
       const touched = new Set<string>();
@@ -135,10 +143,16 @@ export class ChatHub {
     this.timers.push(heartbeat, revalidate);
   }
 
-  /** The notifier services use: publishes to every node. */
-  readonly notify: ChatNotifier = (orgId, event) => {
-    this.deps.bus.notify(chatSubject(this.deps.bus.prefix, orgId), { ...event, orgId });
-  };
+  /**
+   * The notifier services use: delivers to this node's sockets without a round trip through NATS (right after
+   * the current turn, so a poster hears "posted" first), and publishes to every other node.
+   */
+  readonly notify: ChatNotifier = (orgId, event) => this.fanOut({ ...event, orgId });
+
+  private fanOut(event: Fanned): void {
+    setImmediate(() => this.dispatch(event));
+    this.deps.bus.broadcast(chatSubject(this.deps.bus.prefix, event.orgId), event);
+  }
 
   /** Number of open sockets on this node. */
   get size(): number {
@@ -204,9 +218,14 @@ export class ChatHub {
 
   private accept(ws: WebSocket, client: Client, channels: { id: string; lastSeq: number }[]): void {
     this.clients.add(client);
+    const mine = this.byUser.get(client.userId) ?? new Set<Client>();
+    mine.add(client);
+    this.byUser.set(client.userId, mine);
     ws.on("pong", () => (client.alive = true));
     ws.on("close", () => {
       this.clients.delete(client);
+      mine.delete(client);
+      if (!mine.size && this.byUser.get(client.userId) === mine) this.byUser.delete(client.userId);
       this.localChanged(client.orgId);
     });
     ws.on("error", () => ws.terminate());
@@ -252,7 +271,7 @@ export class ChatHub {
       const users = (orgs[c.orgId] ??= []);
       if (!users.includes(c.userId)) users.push(c.userId);
     }
-    this.deps.bus.notify(presenceSubject(this.deps.bus.prefix), { node: this.node, orgs });
+    this.deps.bus.broadcast(presenceSubject(this.deps.bus.prefix), { node: this.node, orgs });
     for (const orgId of this.presence.keys()) this.pushPresence(orgId);
   }
 
@@ -260,7 +279,7 @@ export class ChatHub {
     this.sendText(client, JSON.stringify(payload));
   }
 
-  private sendText(client: Client, text: string): void {
+  private sendText(client: Client, text: string | Buffer): void {
     if (client.ws.readyState !== client.ws.OPEN) return;
     if (client.ws.bufferedAmount > MAX_BUFFERED) {
       // Too slow to keep up: memory stays bounded; the client reconnects and resumes from its cursors.
@@ -268,7 +287,7 @@ export class ChatHub {
       setTimeout(() => client.ws.terminate(), 1000).unref();
       return;
     }
-    client.ws.send(text);
+    client.ws.send(text, { binary: false });
   }
 
   private async onFrame(client: Client, text: string, binary: boolean): Promise<void> {
@@ -296,7 +315,7 @@ export class ChatHub {
     if (frame.type === "post") return this.post(client, frame);
     if (frame.type === "typing") {
       if (!client.channels.has(frame.channelId)) return;
-      this.deps.bus.notify(chatSubject(this.deps.bus.prefix, client.orgId), {
+      this.fanOut({
         orgId: client.orgId,
         type: "typing",
         channelId: frame.channelId,
@@ -381,32 +400,32 @@ export class ChatHub {
     }
   }
 
-  private dispatch(
-    event:
-      | (ChatEvent & { orgId: string })
-      | (Record<string, unknown> & { orgId: string; type: string; channelId: string }),
-  ) {
-    // Serialized once for every recipient (the audience and organization stay on the server).
-    let text: string | undefined;
-    const list = (event as ChatEvent).audience;
-    const audience = list ? new Set(list) : undefined;
-    const typist = (event as { typing?: { userId: string } }).typing?.userId;
-    for (const c of this.clients) {
-      if (c.orgId !== event.orgId) continue;
-      if (event.type === "channel") {
-        // Membership changed: the client's set follows, so later messages reach it (or stop).
-        if (!audience?.has(c.userId)) continue;
-        c.channels.add(event.channelId);
-      } else if (audience) {
-        if (!audience.has(c.userId)) continue;
-      } else if (!c.channels.has(event.channelId)) continue;
-      if (typist === c.userId) continue;
-      if (text === undefined) {
+  private dispatch(event: Fanned) {
+    // Serialized and encoded once for every recipient (the audience and organization stay on the server).
+    let frame: Buffer | undefined;
+    const deliver = (c: Client) => {
+      if (frame === undefined) {
         const { audience: _a, orgId: _o, ...visible } = event as ChatEvent & { orgId: string };
-        text = JSON.stringify(visible);
+        frame = Buffer.from(JSON.stringify(visible));
       }
-      this.sendText(c, text);
+      this.sendText(c, frame);
+    };
+    const audience = (event as ChatEvent).audience;
+    const typist = (event as { typing?: { userId: string } }).typing?.userId;
+    if (audience) {
+      for (const userId of new Set(audience)) {
+        if (userId === typist) continue;
+        for (const c of this.byUser.get(userId) ?? []) {
+          if (c.orgId !== event.orgId) continue;
+          // Membership changed: the client's set follows, so later messages reach it (or stop).
+          if (event.type === "channel") c.channels.add(event.channelId);
+          deliver(c);
+        }
+      }
+      return;
     }
+    for (const c of this.clients)
+      if (c.orgId === event.orgId && c.userId !== typist && c.channels.has(event.channelId)) deliver(c);
   }
 
   private async revalidate(): Promise<void> {
@@ -430,7 +449,7 @@ export class ChatHub {
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.announceTimer);
     // Tell the other nodes at once that nobody is here any more.
-    this.deps.bus.notify(presenceSubject(this.deps.bus.prefix), { node: this.node, orgs: {} });
+    this.deps.bus.broadcast(presenceSubject(this.deps.bus.prefix), { node: this.node, orgs: {} });
     this.stopListening();
     this.stopPresence();
     for (const c of this.clients) c.ws.close(1012, "server restarting");

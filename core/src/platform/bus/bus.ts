@@ -63,6 +63,13 @@ export interface Bus {
   notify(subject: string, payload: unknown): void;
   /** Listens to ephemeral messages on a subject (wildcards allowed); returns the function that stops it. */
   listen(subject: string, handler: (payload: unknown, subject: string) => void): () => void;
+  /**
+   * Sends an ephemeral message to the other processes only (a connection that never hears its own messages):
+   * for fan-out a process also delivers locally, without the round trip through NATS.
+   */
+  broadcast(subject: string, payload: unknown): void;
+  /** Listens to what other processes broadcast; returns the function that stops it. */
+  onBroadcast(subject: string, handler: (payload: unknown, subject: string) => void): () => void;
   isConnected(): boolean;
   /** Drains consumers and closes the connection. */
   close(): Promise<void>;
@@ -134,6 +141,17 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
     reconnectTimeWait: 500,
   });
   const log = opts.log.child({ module: "bus" });
+  const others: NatsConnection = await connect({
+    servers: opts.url,
+    name: `${opts.name ?? "worksynapse"}-broadcast`,
+    token: opts.token,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    noEcho: true,
+  }).catch(async (err: unknown) => {
+    await nc.close();
+    throw err;
+  });
   const jsm = await jetstreamManager(nc);
   const queues = [...QUEUES, ...(opts.extraQueues ?? [])];
   await ensureTopology(jsm, opts.prefix, queues);
@@ -220,31 +238,41 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
     return worker;
   };
 
+  const send = (c: NatsConnection, subject: string, payload: unknown) => {
+    if (!c.isClosed()) c.publish(subject, encoder.encode(JSON.stringify(payload)));
+  };
+  const subscribe = (
+    c: NatsConnection,
+    subject: string,
+    handler: (payload: unknown, subject: string) => void,
+  ) => {
+    const sub = c.subscribe(subject, {
+      callback: (err, m) => {
+        if (err) return;
+        try {
+          handler(JSON.parse(decoder.decode(m.data)), m.subject);
+        } catch (e) {
+          log.warn({ err: e, subject }, "ephemeral message handler failed");
+        }
+      },
+    });
+    return () => sub.unsubscribe();
+  };
+
   return {
     prefix: opts.prefix,
     publish,
     enqueue: async (queue, payload, jobId) =>
       publish(jobSubject(opts.prefix, queue.name), queue.schema.parse(payload), jobId),
     work,
-    notify: (subject, payload) => {
-      if (!nc.isClosed()) nc.publish(subject, encoder.encode(JSON.stringify(payload)));
-    },
-    listen: (subject, handler) => {
-      const sub = nc.subscribe(subject, {
-        callback: (err, m) => {
-          if (err) return;
-          try {
-            handler(JSON.parse(decoder.decode(m.data)), m.subject);
-          } catch (e) {
-            log.warn({ err: e, subject }, "ephemeral message handler failed");
-          }
-        },
-      });
-      return () => sub.unsubscribe();
-    },
+    notify: (subject, payload) => send(nc, subject, payload),
+    listen: (subject, handler) => subscribe(nc, subject, handler),
+    broadcast: (subject, payload) => send(others, subject, payload),
+    onBroadcast: (subject, handler) => subscribe(others, subject, handler),
     isConnected: () => !nc.isClosed() && !nc.isDraining(),
     close: async () => {
       await Promise.all([...workers].map((w) => w.stop()));
+      if (!others.isClosed()) await others.drain();
       if (!nc.isClosed()) await nc.drain();
     },
   };
