@@ -460,7 +460,7 @@ const POST_COLUMNS =
 interface PgConnection {
   query(text: string, values: unknown[]): Promise<{ rows: unknown[] }>;
 }
-/** The pooled PostgreSQL connection of a knex on `pg` (null on the embedded database). */
+/** The connection pool of a knex on `pg` (null on the embedded database, whose one connection knex keeps). */
 function pgPool(knex: Knex) {
   const client = knex.client as {
     config: { client: unknown };
@@ -493,62 +493,62 @@ class PostBatcher {
 
   private async flush(): Promise<void> {
     this.busy = true;
+    const pool = pgPool(this.knex);
+    let conn: PgConnection | undefined;
     try {
+      // One connection while posts keep coming, released when the queue is empty.
+      if (pool) conn = await pool.acquireConnection();
       while (this.queue.length) {
         const batch = this.queue.splice(0, 100);
         try {
-          const rows = await this.run(batch.map((b) => b.args));
+          const rows = await this.run(
+            conn,
+            batch.map((b) => b.args),
+          );
           batch.forEach((b, i) => b.resolve(rows[i] as PostRow));
         } catch (err) {
           if (batch.length === 1) batch[0]?.reject(err);
           else
-            for (const b of batch) await this.run([b.args]).then(([r]) => b.resolve(r as PostRow), b.reject);
+            for (const b of batch)
+              await this.run(conn, [b.args]).then(([r]) => b.resolve(r as PostRow), b.reject);
         }
       }
+    } catch (err) {
+      for (const b of this.queue.splice(0)) b.reject(err);
     } finally {
+      if (pool && conn) await pool.releaseConnection(conn);
       this.busy = false;
     }
   }
 
-  private async run(items: PostArgs[]): Promise<PostRow[]> {
-    const pool = pgPool(this.knex);
-    if (!pool || items.length === 1) {
+  private async run(conn: PgConnection | undefined, items: PostArgs[]): Promise<PostRow[]> {
+    if (!conn) {
       const out: PostRow[] = [];
       for (const args of items) out.push(await postOne(this.knex, args));
       return out;
     }
+    if (items.length === 1) return [(await conn.query(POST_ONE, items[0] as PostArgs)).rows[0] as PostRow];
     const order = items.map((_, i) => i).sort((a, b) => (items[a]![2] < items[b]![2] ? -1 : 1));
     const column = (k: number) => order.map((i) => items[i]![k]);
-    const conn = await pool.acquireConnection();
-    try {
-      const { rows } = await conn.query(
-        `select a.n, ${POST_COLUMNS}
-         from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::boolean[])
-           with ordinality as a(org, usr, ch, body, parent, asst, n)
-         cross join lateral chat_post(a.org, a.usr, a.ch, a.body, a.parent, a.asst) r
-         order by a.n`,
-        [0, 1, 2, 3, 4, 5].map(column),
-      );
-      const out: PostRow[] = [];
-      for (const r of rows as (PostRow & { n: string })[]) out[order[Number(r.n) - 1] as number] = r;
-      return out;
-    } finally {
-      await pool.releaseConnection(conn);
-    }
+    const { rows } = await conn.query(
+      `select a.n, ${POST_COLUMNS}
+       from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::boolean[])
+         with ordinality as a(org, usr, ch, body, parent, asst, n)
+       cross join lateral chat_post(a.org, a.usr, a.ch, a.body, a.parent, a.asst) r
+       order by a.n`,
+      [0, 1, 2, 3, 4, 5].map(column),
+    );
+    const out: PostRow[] = [];
+    for (const r of rows as (PostRow & { n: string })[]) out[order[Number(r.n) - 1] as number] = r;
+    return out;
   }
 }
 
-/** One chat_post: straight on a pooled connection (no query building on the hot path), else through knex. */
+const POST_ONE = `select ${POST_COLUMNS} from chat_post($1, $2, $3, $4, $5, $6) r`;
+
+/** One chat_post through knex: in the caller's transaction, or on the embedded database. */
 async function postOne(db: Knex | Knex.Transaction, args: PostArgs): Promise<PostRow> {
-  const text = `select ${POST_COLUMNS} from chat_post($1, $2, $3, $4, $5, $6) r`;
-  const pool = "isTransaction" in db ? null : pgPool(db);
-  if (!pool) return (await db.raw(text.replace(/\$\d/g, "?"), args)).rows[0] as PostRow;
-  const conn = await pool.acquireConnection();
-  try {
-    return (await conn.query(text, args)).rows[0] as PostRow;
-  } finally {
-    await pool.releaseConnection(conn);
-  }
+  return (await db.raw(POST_ONE.replace(/\$\d/g, "?"), args)).rows[0] as PostRow;
 }
 
 const batchers = new WeakMap<Knex, PostBatcher>();

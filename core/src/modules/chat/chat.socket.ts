@@ -19,14 +19,7 @@ import type { Authenticator } from "../identity/auth.js";
 import { AppError } from "../../platform/http/errors.js";
 import type { AfterPost } from "./chat.assistant.js";
 import { messageBody } from "./chat.schemas.js";
-import {
-  listMessages,
-  memberChannels,
-  postMessage,
-  postQuick,
-  type ChatEvent,
-  type ChatNotifier,
-} from "./chat.service.js";
+import { listMessages, memberChannels, postMessage, postQuick, type ChatNotifier } from "./chat.service.js";
 
 /** The NATS subject of one organization's chat events. */
 export const chatSubject = (prefix: string, orgId: string) => `${prefix}.chat.${orgId}`;
@@ -62,10 +55,19 @@ const frameSchema = z.discriminatedUnion("type", [
   }),
 ]);
 
-/** An event as the nodes pass it around: a service's chat event, or a typing notice (no audience). */
-type Fanned =
-  | (ChatEvent & { orgId: string })
-  | (Record<string, unknown> & { orgId: string; type: string; channelId: string });
+/**
+ * An event as the nodes pass it around: who may receive it (an audience, or the channel's live members), and the
+ * frame sockets get, serialized once where the event happened.
+ */
+interface Fanned {
+  orgId: string;
+  type: string;
+  channelId: string;
+  audience?: string[];
+  /** Typing notices skip the typist. */
+  typist?: string;
+  frame: string;
+}
 
 interface Client {
   ws: WebSocket;
@@ -109,7 +111,7 @@ export class ChatHub {
   ) {
     // Other nodes' events; this node's own are delivered here directly (see notify).
     this.stopListening = deps.bus.onBroadcast(`${deps.bus.prefix}.chat.*`, (payload) =>
-      this.dispatch(payload as Fanned),
+      this.dispatch(payload as Fanned, Buffer.from((payload as Fanned).frame)),
     );
     this.stopPresence = deps.bus.onBroadcast(presenceSubject(deps.bus.prefix), (payload) => {
       const p = payload as { node: string; orgs: Record<string, string[]> };
@@ -147,10 +149,18 @@ export class ChatHub {
    * The notifier services use: delivers to this node's sockets without a round trip through NATS (right after
    * the current turn, so a poster hears "posted" first), and publishes to every other node.
    */
-  readonly notify: ChatNotifier = (orgId, event) => this.fanOut({ ...event, orgId });
+  readonly notify: ChatNotifier = (orgId, { audience, ...visible }) =>
+    this.fanOut({
+      orgId,
+      type: visible.type,
+      channelId: visible.channelId,
+      audience,
+      frame: JSON.stringify(visible),
+    });
 
   private fanOut(event: Fanned): void {
-    setImmediate(() => this.dispatch(event));
+    const frame = Buffer.from(event.frame);
+    setImmediate(() => this.dispatch(event, frame));
     this.deps.bus.broadcast(chatSubject(this.deps.bus.prefix, event.orgId), event);
   }
 
@@ -315,12 +325,8 @@ export class ChatHub {
     if (frame.type === "post") return this.post(client, frame);
     if (frame.type === "typing") {
       if (!client.channels.has(frame.channelId)) return;
-      this.fanOut({
-        orgId: client.orgId,
-        type: "typing",
-        channelId: frame.channelId,
-        typing: { userId: client.userId },
-      });
+      const typing = { type: "typing", channelId: frame.channelId, typing: { userId: client.userId } };
+      this.fanOut({ orgId: client.orgId, ...typing, typist: client.userId, frame: JSON.stringify(typing) });
       return;
     }
     // resume: what each channel received after the client's cursor, in order.
@@ -400,32 +406,22 @@ export class ChatHub {
     }
   }
 
-  private dispatch(event: Fanned) {
-    // Serialized and encoded once for every recipient (the audience and organization stay on the server).
-    let frame: Buffer | undefined;
-    const deliver = (c: Client) => {
-      if (frame === undefined) {
-        const { audience: _a, orgId: _o, ...visible } = event as ChatEvent & { orgId: string };
-        frame = Buffer.from(JSON.stringify(visible));
-      }
-      this.sendText(c, frame);
-    };
-    const audience = (event as ChatEvent).audience;
-    const typist = (event as { typing?: { userId: string } }).typing?.userId;
-    if (audience) {
-      for (const userId of new Set(audience)) {
-        if (userId === typist) continue;
+  /** Sends an event's frame (encoded once) to the sockets here that may receive it. */
+  private dispatch(event: Fanned, frame: Buffer) {
+    if (event.audience) {
+      for (const userId of event.audience) {
         for (const c of this.byUser.get(userId) ?? []) {
           if (c.orgId !== event.orgId) continue;
           // Membership changed: the client's set follows, so later messages reach it (or stop).
           if (event.type === "channel") c.channels.add(event.channelId);
-          deliver(c);
+          this.sendText(c, frame);
         }
       }
       return;
     }
     for (const c of this.clients)
-      if (c.orgId === event.orgId && c.userId !== typist && c.channels.has(event.channelId)) deliver(c);
+      if (c.orgId === event.orgId && c.userId !== event.typist && c.channels.has(event.channelId))
+        this.sendText(c, frame);
   }
 
   private async revalidate(): Promise<void> {
