@@ -445,10 +445,16 @@ describe("tasks", () => {
     expect(await list("topLevel=true&sort=number&order=desc")).toEqual([2, 1]);
     expect(await list(`parentId=${import1.id}`)).toEqual([3]);
     expect(await list("sort=due")).toEqual([2, 1, 3]);
-    const mine = (await bob.client.json<{ data: Task[] }>("GET", "/api/tasks/mine")).data.map(
-      (t) => t.number,
+    const mineAll = await bob.client.json<{ data: Task[]; page: { total: number } }>(
+      "GET",
+      "/api/tasks/mine",
     );
-    expect(mine).toEqual([2, 1]);
+    expect(mineAll.data.map((t) => t.number)).toEqual([2, 1]);
+    expect(mineAll.page.total).toBe(2);
+    expect((await bob.client.json<{ data: Task[] }>("GET", "/api/tasks/mine?scope=done")).data).toEqual([]);
+    expect((await bob.client.json<{ data: Task[] }>("GET", "/api/tasks/mine?scope=overdue")).data).toEqual(
+      [],
+    );
   });
 
   it("moves tasks on the board: order within a column, status changes set started and completed", async () => {

@@ -569,6 +569,8 @@ export interface TaskQuery {
   topLevel?: boolean;
   completedAfter?: string;
   completedBefore?: string;
+  /** Only tasks not done. */
+  open?: boolean;
   sort: "position" | "number" | "due" | "priority" | "created" | "updated" | "title";
   order: "asc" | "desc";
   limit: number;
@@ -598,6 +600,7 @@ function filtered(svc: Svc, q: TaskQuery) {
   if (q.topLevel) query.whereNull("t.parent_id");
   if (q.completedAfter) query.where("t.completed_at", ">=", q.completedAfter);
   if (q.completedBefore) query.where("t.completed_at", "<", q.completedBefore);
+  if (q.open) query.whereNull("t.completed_at");
   if (q.q) {
     const tsq = svc.trx.raw("websearch_to_tsquery('english', ?)", [q.q]);
     query.where((b) =>
@@ -671,14 +674,13 @@ export async function myTasks(
       sort: "updated",
       order: "desc",
     });
-  const res = await searchTasks(svc, {
+  return searchTasks(svc, {
     ...base,
+    open: true,
     overdue: q.scope === "overdue" ? true : undefined,
     sort: "due",
     order: "asc",
   });
-  if (q.scope === "open") res.data = res.data.filter((t) => t.category !== "done");
-  return res;
 }
 
 async function taskRow(svc: Svc, id: string, lock = false) {
