@@ -207,4 +207,35 @@ describe("outbox", () => {
     const row = await db.knex("outbox").where({ msg_id: msgId }).first();
     expect(row.published_at).not.toBeNull();
   });
+
+  it("notify reaches this process's own listeners; a broadcast reaches only the other processes", async () => {
+    const other = await connectBus({
+      url: NATS_URL,
+      prefix,
+      name: "bus-test-2",
+      log,
+      deadLetters: async () => undefined,
+    });
+    try {
+      const live = `${prefix}.live.${randomUUID()}`;
+      const fan = `${prefix}.fan.${randomUUID()}`;
+      const heard: string[] = [];
+      const stop = [
+        bus.listen(live, (p) => heard.push(`listen:${(p as { m: string }).m}`)),
+        bus.onBroadcast(fan, (p) => heard.push(`self:${(p as { m: string }).m}`)),
+        other.onBroadcast(fan, (p) => heard.push(`other:${(p as { m: string }).m}`)),
+      ];
+      // Subscriptions reach the server before the messages do.
+      await new Promise((r) => setTimeout(r, 200));
+      bus.notify(live, { m: "notified" });
+      bus.broadcast(fan, { m: "from-bus" });
+      other.broadcast(fan, { m: "from-other" });
+      await waitFor(() => heard.length >= 3);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(heard.sort()).toEqual(["listen:notified", "other:from-bus", "self:from-other"]);
+      stop.forEach((s) => s());
+    } finally {
+      await other.close();
+    }
+  });
 });

@@ -65,7 +65,8 @@ export interface Bus {
   listen(subject: string, handler: (payload: unknown, subject: string) => void): () => void;
   /**
    * Sends an ephemeral message to the other processes only (a connection that never hears its own messages):
-   * for fan-out a process also delivers locally, without the round trip through NATS.
+   * for fan-out a process also delivers locally, without the round trip through NATS. Broadcast subjects are
+   * their own: the same subject is not also used with notify/listen.
    */
   broadcast(subject: string, payload: unknown): void;
   /** Listens to what other processes broadcast; returns the function that stops it. */
