@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "./config/load.js";
 import { createLogger } from "./platform/log.js";
-import { startServer } from "./server.js";
+import { startServer, type RunningServer } from "./server.js";
 
 /** Entry point: `node core/dist/src/main.js [--roles web,worker]`. */
 async function main(): Promise<void> {
@@ -22,20 +22,19 @@ async function main(): Promise<void> {
     level: config.log.level,
     pretty: config.log.pretty ?? config.env === "development",
   });
-  let server;
-  try {
-    server = await startServer(config, log);
-  } catch (err) {
-    log.fatal({ err }, "could not start");
-    process.exitCode = 1;
-    return;
-  }
-  if (server.url) {
-    log.info(
-      `Open ${server.url} in a browser. First run: the setup page creates the first organization and admin (or run \`npx worksynapse admin create\`).`,
-    );
-  }
+  let server: RunningServer | undefined;
   let signals = 0;
+  let stopRequested = false;
+  const stop = () => {
+    server
+      ?.stop()
+      .then(() => process.exit(0))
+      .catch((err: unknown) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      });
+  };
+  // Installed before anything starts: a signal during start-up shuts down in order once start-up is done.
   const onSignal = (sig: string) => {
     signals += 1;
     if (signals > 1) {
@@ -43,16 +42,25 @@ async function main(): Promise<void> {
       process.exit(1);
     }
     log.info({ sig }, "signal received");
-    server
-      .stop()
-      .then(() => process.exit(0))
-      .catch((err: unknown) => {
-        log.error({ err }, "shutdown failed");
-        process.exit(1);
-      });
+    stopRequested = true;
+    stop();
   };
   process.on("SIGTERM", () => onSignal("SIGTERM"));
   process.on("SIGINT", () => onSignal("SIGINT"));
+  try {
+    server = await startServer(config, log);
+  } catch (err) {
+    log.fatal({ err }, "could not start");
+    process.exitCode = 1;
+    if (stopRequested) process.exit(1);
+    return;
+  }
+  if (stopRequested) return stop();
+  if (server.url) {
+    log.info(
+      `Open ${server.url} in a browser. First run: the setup page creates the first organization and admin (or run \`npx worksynapse admin create\`).`,
+    );
+  }
 }
 
 void main();

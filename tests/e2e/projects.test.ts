@@ -78,7 +78,7 @@ afterAll(async () => {
 
 describe("projects in the browser", () => {
   it("creates a project, breaks down a goal, moves tasks by mouse, keyboard and menu, and updates the dashboard", async () => {
-    const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    const ctx = await browser.newContext({ viewport: { width: 1400, height: 1100 } });
     const page = await ctx.newPage();
     const watch = watchPage(page);
     await signInInBrowser(page, url, ADMIN.email, ADMIN.password);
@@ -145,7 +145,17 @@ describe("projects in the browser", () => {
     await page.getByRole("tab", { name: "Board", exact: true }).click();
 
     // 4. The mouse: drag a card into "In progress".
-    await card(page, "Label the beds").dragTo(column(page, "In progress"));
+    // A drag as a hand does it: press, move in steps (dragstart, then dragover on the way), release.
+    await card(page, "Label the beds").scrollIntoViewIfNeeded();
+    const from = await card(page, "Label the beds").boundingBox();
+    const to = await column(page, "In progress").boundingBox();
+    if (!from || !to) throw new Error("board not laid out");
+    await page.mouse.move(from.x + from.width / 2, from.y + from.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(from.x + from.width / 2 + 10, from.y + from.height / 2 + 10, { steps: 5 });
+    // Onto the column's heading: not onto a card, so the task goes to the column's end.
+    await page.mouse.move(to.x + to.width / 2, Math.max(to.y + 20, 20), { steps: 15 });
+    await page.mouse.up();
     await expect
       .poll(async () => (await tasksOf(projectId)).find((t) => t.title === "Label the beds")?.statusName)
       .toBe("In progress");
