@@ -65,6 +65,18 @@ describe("the core process", () => {
     await deleteStreams("proctest");
   });
 
+  it("a SIGTERM while it is still starting: it finishes starting, then shuts down in order and exits 0", async () => {
+    const p = spawnCore({ DATABASE_URL: pg.url, NATS_URL, WORKSYNAPSE_NATS_PREFIX: "proctest2" });
+    // "serving" is logged as soon as the port listens, before start-up has finished.
+    await p.url;
+    p.child.kill("SIGTERM");
+    expect(await p.exit).toEqual({ code: 0, signal: null });
+    const msgs = p.lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
+    expect(msgs).toContain("signal received");
+    expect(msgs.indexOf("shutdown complete")).toBeGreaterThan(msgs.indexOf("signal received"));
+    await deleteStreams("proctest2");
+  });
+
   it("runs with embedded PGlite and a supervised nats-server when nothing is configured", async () => {
     const p = spawnCore();
     const url = await p.url;
