@@ -4,6 +4,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
 import {
+  apiAs,
   spawnCore,
   setUpInstallation,
   waitForOk,
@@ -30,16 +31,7 @@ let cookie: string;
 let browser: Browser;
 
 const headers = () => ({ "x-requested-with": "worksynapse", origin: url, cookie });
-async function api<T>(method: string, p: string, body?: unknown): Promise<T> {
-  const r = await fetch(`${url}${p}`, {
-    method,
-    headers: { ...headers(), ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${text}`);
-  return (text ? JSON.parse(text) : undefined) as T;
-}
+let api: ReturnType<typeof apiAs>;
 const notes = async () => (await api<{ data: { title: string }[] }>("GET", "/api/notes?view=all")).data;
 
 beforeAll(async () => {
@@ -59,6 +51,7 @@ beforeAll(async () => {
   url = await core.url;
   await waitForOk(`${url}/readyz`);
   cookie = await setUpInstallation(url, ADMIN);
+  api = apiAs(url, cookie);
   // A handbook to answer from, uploaded as a person would.
   const collection = (
     await api<{ data: { id: string } }>("POST", "/api/kb/collections", { name: "Handbook" })

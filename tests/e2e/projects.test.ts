@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
 import {
   addPerson,
+  apiAs,
   setUpInstallation,
   sideloadTinyModel,
   spawnCore,
@@ -31,17 +32,7 @@ let cookie: string;
 let browser: Browser;
 let bea: string;
 
-const headers = () => ({ "x-requested-with": "worksynapse", origin: url, cookie });
-async function api<T>(method: string, p: string, body?: unknown): Promise<T> {
-  const r = await fetch(`${url}${p}`, {
-    method,
-    headers: { ...headers(), ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${text}`);
-  return (text ? JSON.parse(text) : undefined) as T;
-}
+let api: ReturnType<typeof apiAs>;
 type Task = { id: string; title: string; statusName: string };
 const tasksOf = async (projectId: string) =>
   (await api<{ data: Task[] }>("GET", `/api/projects/${projectId}/tasks?sort=number`)).data;
@@ -63,6 +54,7 @@ beforeAll(async () => {
   url = await core.url;
   await waitForOk(`${url}/readyz`);
   cookie = await setUpInstallation(url, ADMIN);
+  api = apiAs(url, cookie);
   bea = await addPerson(url, cookie, {
     email: "bea@harbor.example",
     displayName: "Bea Nurse",

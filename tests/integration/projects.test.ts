@@ -80,7 +80,10 @@ const sql = <T>(fn: (trx: import("knex").Knex.Transaction) => Promise<T>) =>
   withOrg(srv.db.knex, org.orgId, fn);
 
 beforeAll(async () => {
-  srv = await getTestServer({ assistantEngine: engine });
+  srv = await getTestServer({
+    assistantEngine: engine,
+    env: { WORKSYNAPSE_PROJECTS_MAX_FILE_BYTES: "100000" },
+  });
   org = await createTestOrg(srv, "projects");
   other = await createTestOrg(srv, "elsewhere");
   alice = await createMember(org, ["member"], "alice");
@@ -601,6 +604,56 @@ describe("tasks", () => {
         })
       ).status,
     ).toBe(400);
+    // Too large (413), not multipart (415), no file, too many files (400): nothing is stored, no file is left.
+    const big = new FormData();
+    big.append("files", new Blob([new Uint8Array(150_000)]), "big.bin");
+    const tooBig = await srv.fetch(`/api/tasks/${t.id}/attachments`, {
+      method: "POST",
+      headers: alice.client.headers(),
+      body: big,
+    });
+    expect(tooBig.status).toBe(413);
+    expect(((await tooBig.json()) as Err).error.code).toBeTruthy();
+    expect(
+      (await status(alice.client, "POST", `/api/tasks/${t.id}/attachments`, { files: ["x"] })).status,
+    ).toBe(415);
+    const none = new FormData();
+    none.append("note", "no files here");
+    expect(
+      (
+        await srv.fetch(`/api/tasks/${t.id}/attachments`, {
+          method: "POST",
+          headers: alice.client.headers(),
+          body: none,
+        })
+      ).status,
+    ).toBe(400);
+    const many = new FormData();
+    for (let i = 0; i < 11; i++) many.append("files", new Blob([`f${i}`]), `f${i}.txt`);
+    expect(
+      (
+        await srv.fetch(`/api/tasks/${t.id}/attachments`, {
+          method: "POST",
+          headers: alice.client.headers(),
+          body: many,
+        })
+      ).status,
+    ).toBe(400);
+    expect(
+      (
+        await srv.fetch(`/api/tasks/${t.id}/attachments`, {
+          method: "POST",
+          headers: other.owner.headers(),
+          body: viewer,
+        })
+      ).status,
+    ).toBe(404);
+    const { readdir } = await import("node:fs/promises");
+    const stored = await readdir(path.join(srv.config.dataDir, "projects", "files", org.orgId)).catch(
+      () => [],
+    );
+    expect(stored).toHaveLength(1);
+    expect(await readdir(path.join(srv.config.dataDir, "projects", "tmp")).catch(() => [])).toEqual([]);
     expect((await getTask(alice.client, t.id)).attachments).toHaveLength(1);
     await alice.client.json("DELETE", `/api/tasks/${t.id}/attachments/${file!.id}`, undefined, 204);
     expect((await getTask(alice.client, t.id)).attachments).toHaveLength(0);

@@ -97,6 +97,20 @@ const uiHeaders = (url: string, cookie?: string) => ({
   ...(cookie ? { cookie } : {}),
 });
 
+/** Calls the API as a signed-in person, as the UI does (its headers and their session cookie); throws unless 2xx. */
+export function apiAs(url: string, cookie: string) {
+  return async <T>(method: string, p: string, body?: unknown): Promise<T> => {
+    const r = await fetch(`${url}${p}`, {
+      method,
+      headers: uiHeaders(url, cookie),
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  };
+}
+
 /** First-run setup through the API, as the setup page does it; returns the administrator's session cookie. */
 export async function setUpInstallation(
   url: string,

@@ -9,7 +9,7 @@ import { AppError } from "../../platform/http/errors.js";
 import type { Engine } from "../assistant/agent.js";
 import { requireChatModel, type ModelRow } from "../ai/models.service.js";
 import { admitAiRequest, recordUsage } from "../identity/org.service.js";
-import { createTask, logActivity, requireRole, roleIn, type Svc } from "./projects.service.js";
+import { createTask, dayOf, logActivity, requireRole, roleIn, type Svc } from "./projects.service.js";
 import type { PRIORITIES } from "./projects.schemas.js";
 
 /** What the AI project manager needs. */
@@ -465,13 +465,9 @@ export async function writeSummary(deps: PmDeps, caller: Caller, projectId: stri
 }
 
 function presentSummary(row: Record<string, unknown>) {
-  const week = row.week_start as Date | string;
   return {
     id: row.id as string,
-    weekStart:
-      typeof week === "string"
-        ? week.slice(0, 10)
-        : new Date(week.getTime() - week.getTimezoneOffset() * 60000).toISOString().slice(0, 10),
+    weekStart: dayOf(row.week_start as Date | string),
     claims: row.claims as { text: string; tasks: { id: string; number: number; title: string }[] }[],
     model: row.model as string,
     createdAt: new Date(row.created_at as Date).toISOString(),

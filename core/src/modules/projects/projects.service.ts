@@ -34,7 +34,8 @@ const PRIORITY_RANK = "array_position(array['urgent','high','medium','low','none
 const STEP = 1024;
 
 const iso = (d: Date | string | null | undefined) => (d ? new Date(d).toISOString() : null);
-const dayOf = (d: Date | string) =>
+/** A PostgreSQL date (read as local midnight by the driver) as YYYY-MM-DD. */
+export const dayOf = (d: Date | string) =>
   typeof d === "string"
     ? d.slice(0, 10)
     : new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 10);
