@@ -41,7 +41,7 @@ describe("every signed-in route", () => {
     }
   });
 
-  it("answers 403 to a caller without the route's permission, before reading input", async () => {
+  it("answers 403 to a caller without the route's permission, before any input error", async () => {
     // A user with no role at all holds no permission.
     const nobody = await createMember(org, [], "nobody");
     const guarded = ops.filter((o) => o.permission);

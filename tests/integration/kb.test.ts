@@ -206,6 +206,17 @@ describe("knowledge base: ingestion and retrieval", () => {
     expect((await upload(bob.client, collectionId, [{ name: "x.txt", data: "x" }])).status).toBe(403);
     expect((await bob.client.request("DELETE", `/api/kb/documents/${pdfId}`)).status).toBe(403);
 
+    // A search repeated starts its index query on the last plan (latency hiding): same hits. Once the share is
+    // revoked, the query started on the old plan is thrown away and nothing comes back.
+    const again = await search(bob.client, "antibiotics lactate");
+    expect(again.map((h) => h.chunkId)).toEqual(
+      (await search(bob.client, "antibiotics lactate")).map((h) => h.chunkId),
+    );
+    expect(again[0]?.citation.documentId).toBe(pdfId);
+    await alice.client.json("PUT", `/api/kb/collections/${collectionId}/shares`, { shares: [] });
+    expect(await search(bob.client, "antibiotics lactate")).toEqual([]);
+    expect(await search(bob.client, "antibiotics lactate")).toEqual([]);
+
     // Another organization: nothing, by search or by id.
     expect(await search(other.owner, "antibiotics lactate")).toEqual([]);
     expect((await other.owner.request("GET", `/api/kb/documents/${pdfId}`)).status).toBe(404);

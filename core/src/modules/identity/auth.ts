@@ -65,7 +65,10 @@ export interface Identity {
   /** Key for per-caller rate limits. */
   rateKey: string;
   via: Caller["via"];
-  /** Loads and checks the caller inside the organization's transaction; throws 401 when no longer valid. */
+  /**
+   * Enters the organization in `trx` (row-level security) and loads and checks the caller, in one statement;
+   * throws 401 when no longer valid.
+   */
   load(trx: Knex.Transaction): Promise<Caller>;
 }
 
@@ -107,14 +110,22 @@ interface CallerRow {
   status: string;
   system_admin: boolean;
   roles: RoleRow[];
-  stale: boolean;
+  key_permissions?: string[];
 }
 
-/** The user and every role they hold (directly or through groups), as one SQL expression list. */
-const USER_WITH_ROLES = `u.id, u.email, u.status, u.system_admin,
-  coalesce((select json_agg(json_build_object('key', r.key, 'builtin', r.builtin, 'permissions', r.permissions))
-    from roles r where r.id in (${ROLE_IDS_OF_USER.replaceAll(":user", "u.id")})
-  ), '[]'::json) as roles`;
+/**
+ * Runs one of the auth_*_caller functions (migration 20261204000000): it enters the organization for
+ * row-level security, checks the credential, records its use and returns the caller, in one statement.
+ */
+async function callerRow(trx: Knex.Transaction, fn: string, args: unknown[]): Promise<CallerRow | undefined> {
+  const placeholders = args.map(() => "?").join(", ");
+  // A named statement: each connection parses and plans it once.
+  const query = trx
+    .raw(`select ${fn}(${placeholders}) as c`, args as Knex.RawBinding[])
+    .options({ name: fn });
+  const rows = (await query).rows as { c: CallerRow | null }[];
+  return rows[0]?.c ?? undefined;
+}
 
 function activeUser(row: CallerRow | undefined, message: string): CallerRow {
   if (!row) throw AppError.unauthenticated(message);
@@ -204,18 +215,8 @@ export class Authenticator {
       rateKey: `user:${userId}`,
       via: "session",
       load: async (trx) => {
-        const row = (
-          await trx.raw(
-            `select ${USER_WITH_ROLES}, s.last_seen_at < now() - interval '30 seconds' as stale
-           from sessions s join users u on u.id = s.user_id
-           where s.id = ? and s.revoked_at is null and s.expires_at > now()
-             and s.last_seen_at > now() - make_interval(mins => ?)`,
-            [sessionId, idle],
-          )
-        ).rows[0] as CallerRow | undefined;
+        const row = await callerRow(trx, "auth_session_caller", [orgId, sessionId, idle]);
         const user = activeUser(row, "Your session has ended. Sign in again.");
-        // Idle time is tracked to the half minute: one write per session per 30 s, not per request.
-        if (user.stale) await trx("sessions").where({ id: sessionId }).update({ last_seen_at: trx.fn.now() });
         return {
           orgId,
           userId: user.id,
@@ -246,17 +247,10 @@ export class Authenticator {
       rateKey: `key:${keyId}`,
       via: "api_key",
       load: async (trx) => {
-        const row = (
-          await trx.raw(
-            `select ${USER_WITH_ROLES}, k.permissions as key_permissions,
-             (k.last_used_at is null or k.last_used_at < now() - interval '60 seconds') as stale
-           from api_keys k join users u on u.id = k.user_id
-           where k.id = ? and k.revoked_at is null and (k.expires_at is null or k.expires_at > now())`,
-            [keyId],
-          )
-        ).rows[0] as (CallerRow & { key_permissions: string[] }) | undefined;
-        const user = activeUser(row, "The API key is revoked or expired.");
-        if (user.stale) await trx("api_keys").where({ id: keyId }).update({ last_used_at: trx.fn.now() });
+        const user = activeUser(
+          await callerRow(trx, "auth_key_caller", [orgId, keyId]),
+          "The API key is revoked or expired.",
+        );
         // A key never holds more than its owner holds now.
         const owner = permissionsOf(user.roles);
         return {
@@ -264,9 +258,7 @@ export class Authenticator {
           userId: user.id,
           email: user.email,
           systemAdmin: false,
-          permissions: new Set(
-            (row as { key_permissions: string[] }).key_permissions.filter((p) => owner.has(p)),
-          ),
+          permissions: new Set((user.key_permissions ?? []).filter((p) => owner.has(p))),
           via: "api_key",
           apiKeyId: keyId,
           ...meta,
@@ -299,14 +291,10 @@ export class Authenticator {
       rateKey: `key:${key}`,
       via: "token",
       load: async (trx) => {
-        const row = (
-          await trx.raw(
-            `select ${USER_WITH_ROLES} from api_keys k join users u on u.id = k.user_id
-           where k.id = ? and u.id = ? and k.revoked_at is null`,
-            [key, sub],
-          )
-        ).rows[0] as CallerRow | undefined;
-        const user = activeUser(row, "The API key behind this token was revoked.");
+        const user = activeUser(
+          await callerRow(trx, "auth_token_caller", [org, key, sub]),
+          "The API key behind this token was revoked.",
+        );
         const owner = permissionsOf(user.roles);
         return {
           orgId: org,

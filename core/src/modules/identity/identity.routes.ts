@@ -75,23 +75,60 @@ export function createLimiters(knex: Knex, config: Config): Limiters {
       throw err;
     }
   };
-  // API requests: a key blocked by an earlier answer is refused at once; the shared counter in PostgreSQL
-  // is consumed off the request's critical path. Across a burst one more request per node may pass before
-  // the block lands; sign-in, where that matters, stays strictly synchronous.
-  const blockedUntil = new Map<string, number>();
-  const consumeLagged = async (limiter: RateLimiterPostgres, key: string, what: string) => {
-    const until = blockedUntil.get(key);
-    if (until !== undefined) {
-      if (until > Date.now()) throw refuse(until - Date.now(), what);
-      blockedUntil.delete(key);
-    }
-    limiter.consume(key).catch((err: unknown) => {
-      if (err instanceof RateLimiterRes) blockedUntil.set(key, Date.now() + err.msBeforeNext);
-    });
-  };
+  const apiPoints = config.auth.apiPerMinute;
   return {
     signIn: (ip) => consume(signIn, ip, "sign-in attempts from this address"),
-    api: (key) => consumeLagged(api, key, "requests"),
+    api: batchedLimit(api, apiPoints, (ms) => refuse(ms, "requests")),
+  };
+}
+
+/** How long API requests are counted in memory before their points are added to the shared counter. */
+const FLUSH_MS = 100;
+
+/**
+ * API requests are counted off the critical path: each node adds up its requests per key and adds them to the
+ * shared counter in PostgreSQL every FLUSH_MS (one statement per active key, not one per request), and refuses
+ * at once, in memory, once what the counter last said plus what it has counted since reaches the limit. So one
+ * node limits exactly; across nodes, each sees the others' requests with up to FLUSH_MS and a round trip of
+ * delay. Sign-in, where that matters, stays strictly synchronous.
+ */
+export function batchedLimit(limiter: RateLimiterPostgres, points: number, refuse: (ms: number) => AppError) {
+  // used: the shared counter's last answer; sent: points on their way to it; pending: not sent yet.
+  const keys = new Map<string, { used: number; sent: number; pending: number; resetAt: number }>();
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    timer = undefined;
+    const now = Date.now();
+    for (const [key, k] of keys) {
+      if (!k.pending) {
+        if (k.resetAt <= now && !k.sent) keys.delete(key);
+        continue;
+      }
+      const n = k.pending;
+      k.pending = 0;
+      k.sent += n;
+      const learn = (res: unknown) => {
+        k.sent -= n;
+        if (!(res instanceof RateLimiterRes)) return; // the database did not answer: count locally only
+        k.used = res.consumedPoints;
+        k.resetAt = Date.now() + res.msBeforeNext;
+      };
+      limiter.consume(key, n).then(learn, learn);
+    }
+  };
+  return async (key: string): Promise<void> => {
+    const now = Date.now();
+    let k = keys.get(key);
+    if (!k) {
+      k = { used: 0, sent: 0, pending: 0, resetAt: now + 60_000 };
+      keys.set(key, k);
+    } else if (k.resetAt <= now) {
+      k.used = 0;
+      k.resetAt = now + 60_000;
+    }
+    if (k.used + k.sent + k.pending >= points) throw refuse(k.resetAt - now);
+    k.pending += 1;
+    timer ??= setTimeout(flush, FLUSH_MS).unref();
   };
 }
 

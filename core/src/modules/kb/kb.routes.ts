@@ -20,6 +20,7 @@ export interface KbRouteDeps extends kb.KbDeps {
 
 /** Registers collections, documents, upload, search and progress routes. */
 export function registerKbRoutes(api: Api, deps: KbRouteDeps): void {
+  const guesses = new kb.SearchGuesses();
   const knex = () => {
     if (!deps.knex) throw AppError.unavailable("The knowledge base needs a database.");
     return deps.knex;
@@ -212,11 +213,13 @@ export function registerKbRoutes(api: Api, deps: KbRouteDeps): void {
     permission: "kb.read",
     body: s.searchBody,
     response: dataOf(z.array(s.searchHitSchema)),
+    // The index query of this credential's last plan runs alongside loading the caller, planning and committing.
+    early: ({ body }, who) => guesses.start(deps, who, body),
     handler: async (_ctx, { body }, scope) => {
       const plan = await kb.planSearch(scope, body);
       // Embedding the query and searching the index hold no database connection.
       return afterCommit(async () => ({
-        data: kb.finishSearch(plan, await kb.runSearch(deps, plan, body), body),
+        data: kb.finishSearch(plan, await guesses.run(deps, plan, body, scope.early), body),
       }));
     },
   });

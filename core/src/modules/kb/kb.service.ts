@@ -445,8 +445,9 @@ export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPl
     ? "true"
     : "kb_collection_access(c.id, c.owner_id, :user) is not null";
   const row = (
-    await trx.raw(
-      `with readable as (select c.id, c.name from kb_collections c where ${readable})
+    await trx
+      .raw(
+        `with readable as (select c.id, c.name from kb_collections c where ${readable})
        select
          (select coalesce(json_agg(json_build_array(r.id, r.name)), '[]') from readable r) as collections,
          (select coalesce(json_agg(json_build_array(d.id, d.indexed_generation)), '[]') from kb_documents d
@@ -455,9 +456,11 @@ export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPl
          (select coalesce(json_agg(t.document_id), '[]') from kb_document_tombstones t) as deleted,
          (select row_to_json(m) from kb_index_state s join ai_models m on m.id = s.embedding_model_id
            where s.org_id = :org) as model`,
-      { user: caller.userId, org: caller.orgId },
-    )
-  ).rows[0] as {
+        { user: caller.userId, org: caller.orgId },
+      )
+      .options({ name: can(caller, "kb.admin") ? "kb_search_plan_all" : "kb_search_plan" })
+  ) // parsed once per connection
+  .rows[0] as {
     collections: [string, string][];
     unsettled: [string, number | null][];
     deleted: string[];
@@ -478,7 +481,11 @@ export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPl
 }
 
 /** Step 2 (no transaction: embedding takes time): the query's vector and the index's hits. */
-export async function runSearch(deps: KbDeps, plan: SearchPlan, input: SearchInput): Promise<Hit[]> {
+export async function runSearch(
+  deps: KbDeps,
+  plan: Pick<SearchPlan, "orgId" | "collectionIds" | "model">,
+  input: SearchInput,
+): Promise<Hit[]> {
   if (!plan.collectionIds.length) return [];
   const vector =
     input.mode !== "fts" && deps.ai && plan.model
@@ -524,6 +531,52 @@ export function finishSearch(plan: SearchPlan, hits: Hit[], input: SearchInput) 
     if (out.length >= input.limit) break;
   }
   return out;
+}
+
+/**
+ * Search latency hiding: the index query of the caller's last search with the same request is started as soon as
+ * the credential is identified (see RouteDef.early), alongside loading the caller, the plan's statement and the
+ * commit. Its hits are used only if the fresh plan searches exactly the same collections with the same model;
+ * otherwise the index is queried again with the plan. Either way finishSearch checks every hit against the fresh
+ * plan, so a guess can only save time, never let a chunk through. A guess is taken out when used and put back only
+ * by a search that planned, so a credential refused since costs at most one wasted query.
+ */
+export class SearchGuesses {
+  private readonly last = new Map<string, Pick<SearchPlan, "orgId" | "collectionIds" | "model">>();
+  constructor(private readonly max = 10_000) {}
+
+  /** Starts the index query of this credential's last plan for the same request, if there was one. */
+  start(deps: KbDeps, who: { orgId: string; rateKey: string }, input: SearchInput): SearchGuess {
+    const asked = input.collectionIds?.length ? [...input.collectionIds].sort().join(",") : "*";
+    const key = `${who.orgId}:${who.rateKey}:${input.mode}:${asked}`;
+    const guess = this.last.get(key);
+    if (!guess) return { key, started: null };
+    this.last.delete(key);
+    const hits = runSearch(deps, guess, input);
+    hits.catch(() => undefined); // awaited (and its error met) only if the guess is used
+    return { key, started: { ...guess, hits } };
+  }
+
+  /** The hits for a fresh plan: the guessed query's if it searched the same, else a new query. */
+  run(deps: KbDeps, plan: SearchPlan, input: SearchInput, guess: SearchGuess): Promise<Hit[]> {
+    if (this.last.size >= this.max) this.last.delete(this.last.keys().next().value as string);
+    this.last.set(guess.key, { orgId: plan.orgId, collectionIds: plan.collectionIds, model: plan.model });
+    const g = guess.started;
+    const same =
+      g !== null &&
+      g.orgId === plan.orgId &&
+      g.collectionIds.length === plan.collectionIds.length &&
+      g.collectionIds.every((id, i) => id === plan.collectionIds[i]) &&
+      g.model?.id === plan.model?.id &&
+      g.model?.sha256 === plan.model?.sha256;
+    return same ? g.hits : runSearch(deps, plan, input);
+  }
+}
+
+/** A search's guess (see SearchGuesses): its key, and the index query started on it, if any. */
+export interface SearchGuess {
+  key: string;
+  started: (Pick<SearchPlan, "orgId" | "collectionIds" | "model"> & { hits: Promise<Hit[]> }) | null;
 }
 
 /** The three steps, for the AI tool (which runs in its own transaction). */

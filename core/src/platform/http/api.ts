@@ -11,7 +11,6 @@ import {
 import type { Knex } from "knex";
 import type { Caller } from "../auth/caller.js";
 import { requirePermission } from "../auth/caller.js";
-import { withOrg } from "../db/tenant.js";
 import { AppError, errorBodySchema } from "./errors.js";
 import { parseOr400, validBody } from "./validate.js";
 
@@ -34,6 +33,7 @@ export interface Scope {
 export interface RequestIdentity {
   orgId: string;
   rateKey: string;
+  /** Enters the organization in `trx` (sets it for row-level security) and loads the caller. */
   load(trx: Knex.Transaction): Promise<Caller>;
 }
 
@@ -76,11 +76,18 @@ export interface PublicRouteDef<
   handler: (ctx: Context, input: RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>) => Promise<unknown>;
 }
 
+/** Who is calling, as known before the caller is loaded (not yet checked: see RouteDef.early). */
+export interface EarlyIdentity {
+  orgId: string;
+  rateKey: string;
+}
+
 /** A route for signed-in callers: authenticate, check the permission, validate, run in the org's transaction. */
 export interface RouteDef<
   B extends z.ZodType,
   Q extends z.ZodType,
   P extends z.ZodType,
+  E = undefined,
 > extends RouteContract<B, Q, P> {
   /** The permission the caller needs; omit for routes any signed-in caller may use (their own profile). */
   permission?: string;
@@ -89,10 +96,17 @@ export interface RouteDef<
    * catalog), which refuse non-system-administrators before any lookup; default "organization".
    */
   scope?: "organization" | "installation";
+  /**
+   * Work started as soon as the credential is identified and the input valid, before the caller is loaded and
+   * the permission checked (latency hiding: e.g. a search's index query on the caller's last plan). Its result
+   * reaches the handler as `scope.early`; it must give out nothing by itself, since the caller is not checked
+   * yet, and the handler must check whatever it uses of it.
+   */
+  early?: (input: RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>, who: EarlyIdentity) => E;
   handler: (
     ctx: Context,
     input: RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>,
-    scope: Scope,
+    scope: Scope & { early: E },
   ) => Promise<unknown>;
 }
 
@@ -163,7 +177,8 @@ export class Api {
     B extends z.ZodType = z.ZodUnknown,
     Q extends z.ZodType = z.ZodUnknown,
     P extends z.ZodType = z.ZodUnknown,
-  >(def: RouteDef<B, Q, P>): void {
+    E = undefined,
+  >(def: RouteDef<B, Q, P, E>): void {
     const status = def.status ?? 200;
     this.register(
       def,
@@ -174,13 +189,22 @@ export class Api {
         const identity = await auth.identify(ctx);
         if (!identity) throw AppError.unauthenticated();
         await auth.limit(identity.rateKey);
-        const result = await withOrg(auth.knex, identity.orgId, async (trx) => {
+        // The input is read and validated while the transaction opens; its errors are thrown after the caller
+        // is loaded and the permission checked, so a caller without it still gets 403 before any 400.
+        const input = this.input(ctx, def);
+        input.catch(() => undefined);
+        const early = def.early
+          ? input.then((i) => def.early?.(i, { orgId: identity.orgId, rateKey: identity.rateKey }))
+          : undefined;
+        early?.catch(() => undefined);
+        // load() enters the organization: one statement sets it and loads the caller.
+        const result = await auth.knex.transaction(async (trx) => {
           const caller = await identity.load(trx);
           ctx.state.caller = caller;
           if (def.permission) requirePermission(caller, def.permission);
-          const input = await this.input(ctx, def);
+          const valid = await input;
           if (status !== 200) ctx.status = status;
-          return def.handler(ctx, input, { caller, trx });
+          return def.handler(ctx, valid, { caller, trx, early: (await early) as E });
         });
         return result instanceof AfterCommit ? result.run() : result;
       },
