@@ -181,12 +181,20 @@ try {
   server = forkCore(env);
   const url = await server.url;
   const cookie = (i) => `ws_session=${tokens[i]}`;
+  // Connecting everyone (as after a node went away): handshakes, and the presence each colleague hears.
+  const connectStart = performance.now();
+  const connectCpu = cpu(server.pid);
   const sockets = await connectAll(
     N,
     () => `${url.replace("http", "ws")}/ws`,
     (i) => ({ cookie: cookie(i), origin: url }),
     true,
   );
+  await new Promise((r) => setTimeout(r, 500)); // presence is pushed within 200 ms
+  const connect = {
+    seconds: round((performance.now() - connectStart) / 1000 - 0.5, 2),
+    coreCpuSeconds: round(cpu(server.pid) - connectCpu, 2),
+  };
   // Posts come from the channel's members in turn (member k of channel c is user c + M * k).
   const perChannel = N / M;
   const posterOf = (channel, i) => channel + M * (Math.floor(i / M) % perChannel);
@@ -261,6 +269,7 @@ try {
     channels: M,
     messagesPerRound: K,
     rounds: ROUNDS,
+    connect,
     roundRatios: ratios.map((x) => round(x)),
     roundRates: rounds.map((r) => ({ ours: round(rate(r.ours), 0), bare: round(rate(r.bare), 0) })),
     deliveriesPerRound: mid.ours.delivered,

@@ -236,11 +236,11 @@ export class ChatHub {
       this.clients.delete(client);
       mine.delete(client);
       if (!mine.size && this.byUser.get(client.userId) === mine) this.byUser.delete(client.userId);
-      this.localChanged(client.orgId);
+      this.localChanged();
     });
     ws.on("error", () => ws.terminate());
     ws.on("message", (data, isBinary) => void this.onFrame(client, data.toString(), isBinary));
-    this.localChanged(client.orgId);
+    this.localChanged();
     this.send(client, { type: "ready", channels, online: this.online(client.orgId) });
   }
 
@@ -266,9 +266,13 @@ export class ChatHub {
     for (const c of this.clients) if (c.orgId === orgId) this.sendText(c, text);
   }
 
-  private localChanged(orgId: string): void {
-    this.pushPresence(orgId);
-    // Other nodes hear soon, in one message however many sockets came and went.
+  /**
+   * Colleagues here and on other nodes hear of sockets that came and went within 200 ms, in one message
+   * however many there were: when hundreds reconnect at once (a node went away), each colleague gets one
+   * presence frame, not one per newcomer (which grew as N² frames of a growing list). A newcomer has the list
+   * in its "ready" frame.
+   */
+  private localChanged(): void {
     this.announceTimer ??= setTimeout(() => {
       this.announceTimer = undefined;
       this.announce();
@@ -276,13 +280,15 @@ export class ChatHub {
   }
 
   private announce(): void {
-    const orgs: Record<string, string[]> = {};
+    const users = new Map<string, Set<string>>();
     for (const c of this.clients) {
-      const users = (orgs[c.orgId] ??= []);
-      if (!users.includes(c.userId)) users.push(c.userId);
+      const set = users.get(c.orgId) ?? new Set<string>();
+      set.add(c.userId);
+      users.set(c.orgId, set);
     }
+    const orgs = Object.fromEntries([...users].map(([org, set]) => [org, [...set]]));
     this.deps.bus.broadcast(presenceSubject(this.deps.bus.prefix), { node: this.node, orgs });
-    for (const orgId of this.presence.keys()) this.pushPresence(orgId);
+    for (const orgId of new Set([...users.keys(), ...this.presence.keys()])) this.pushPresence(orgId);
   }
 
   private send(client: Client, payload: unknown): void {
