@@ -5,7 +5,7 @@ import type { Context } from "koa";
 export interface EventStream {
   /** The response body. */
   stream: PassThrough;
-  /** Writes one event (`event: name` when given); `now` skips the 2 ms coalescing. */
+  /** Writes one event (`event: name` when given); `now` writes it (and any held) at once. */
   send: (event: string | null, data: unknown, now?: boolean) => void;
   /** Fires when the client goes away before the stream ended. */
   signal: AbortSignal;
@@ -14,12 +14,14 @@ export interface EventStream {
 }
 
 /**
- * Server-sent events over a Koa response. Events within 2 ms are written together (one syscall, one client
- * wake-up): on a fast model that is several tokens per write; on a real one, whose tokens come tens of
- * milliseconds apart, every token still goes at once. The first event and the last ones are never held. A
- * comment line every `heartbeatMs` keeps idle streams open through proxies.
+ * Server-sent events over a Koa response. An event goes at once when nothing was written in the last
+ * `coalesceMs` (default 16 ms, one frame of a 60 Hz screen); events that follow sooner are written together at
+ * the end of that window (one syscall, one client wake-up). So a real model, whose tokens come tens of
+ * milliseconds apart, still sends every token the moment it exists, and a fast one sends a few per write
+ * instead of one syscall per token. The last events are never held. A comment line every `heartbeatMs` keeps
+ * idle streams open through proxies.
  */
-export function openEventStream(ctx: Context, heartbeatMs = 15_000): EventStream {
+export function openEventStream(ctx: Context, heartbeatMs = 15_000, coalesceMs = 16): EventStream {
   const stream = new PassThrough();
   const ac = new AbortController();
   ctx.type = "text/event-stream";
@@ -39,12 +41,13 @@ export function openEventStream(ctx: Context, heartbeatMs = 15_000): EventStream
   });
   let pending = "";
   let timer: NodeJS.Timeout | undefined;
-  let sent = false;
+  let lastWrite = -Infinity;
   const flush = () => {
     clearTimeout(timer);
     timer = undefined;
     if (pending && !stream.writableEnded) stream.write(pending);
     pending = "";
+    lastWrite = performance.now();
   };
   const heartbeat = setInterval(() => {
     if (!stream.writableEnded) stream.write(": keep-alive\n\n");
@@ -66,10 +69,11 @@ export function openEventStream(ctx: Context, heartbeatMs = 15_000): EventStream
     send: (event, data, now = false) => {
       if (stream.writableEnded) return;
       pending += `${event ? `event: ${event}\n` : ""}data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`;
-      if (!sent || now) {
-        sent = true;
-        flush();
-      } else timer ??= setTimeout(flush, 2);
+      if (now) return flush();
+      if (timer) return;
+      const quiet = performance.now() - lastWrite;
+      if (quiet >= coalesceMs) flush();
+      else timer = setTimeout(flush, coalesceMs - quiet);
     },
   };
 }
