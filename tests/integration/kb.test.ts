@@ -43,6 +43,7 @@ interface UploadResult {
   error?: { code: string; message: string };
 }
 interface Hit {
+  chunkId: string;
   text: string;
   snippet: { text: string; match: boolean }[];
   citation: { documentId: string; documentName: string; page: number | null; heading: string[] };
