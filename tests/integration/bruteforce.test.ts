@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getTestServer, type TestServer } from "../support/server.js";
 import { createMember, createTestOrg, PASSWORD, signIn, type TestOrg } from "../support/identity.js";
+import { testConfig } from "../support/config.js";
+import { startServer } from "../../core/src/server.js";
+import { silentLogger } from "../../core/src/platform/log.js";
 
 let srv: TestServer;
 let org: TestOrg;
@@ -130,6 +133,48 @@ describe("password guessing", () => {
       expect(rows.map((r: { points: number }) => Number(r.points)).sort()).toEqual([5, 5]);
     } finally {
       await limited.close();
+    }
+  });
+
+  it("shares one API limit between two nodes: each hears the other's count within a flush", async () => {
+    const a = await getTestServer({ env: { WORKSYNAPSE_AUTH_API_PER_MINUTE: "10" } });
+    const b = await startServer(
+      testConfig({
+        DATABASE_URL: a.pg.url,
+        WORKSYNAPSE_NATS_PREFIX: a.config.nats.prefix,
+        WORKSYNAPSE_ROLES: "web",
+        WORKSYNAPSE_AUTH_API_PER_MINUTE: "10",
+      }),
+      silentLogger(),
+    );
+    try {
+      const o = await createTestOrg(a, "apishared");
+      const key = (
+        await o.owner.json<{ data: { key: string } }>(
+          "POST",
+          "/api/api-keys",
+          { name: "k", permissions: ["org.read"] },
+          201,
+        )
+      ).data.key;
+      const codes: number[] = [];
+      for (let i = 0; i < 30; i++) {
+        const base = i % 2 ? (b.url as string) : a.url;
+        codes.push((await fetch(`${base}/api/org`, { headers: { "x-api-key": key } })).status);
+        await new Promise((r) => setTimeout(r, 250)); // longer than a flush: the other node has counted
+      }
+      const passed = codes.filter((c) => c === 200).length;
+      // Separate counters would let 20 through (10 per node); shared, at most one request per other node
+      // may pass before its count arrives.
+      expect(passed).toBeGreaterThanOrEqual(10);
+      expect(passed).toBeLessThanOrEqual(11);
+      expect(codes.slice(0, 10).every((c) => c === 200)).toBe(true);
+      expect(codes.slice(12).every((c) => c === 429)).toBe(true);
+      const row = await a.db.knex("rate_limits").where("key", "like", "api:key:%").first();
+      expect(Number(row?.points)).toBeGreaterThanOrEqual(passed);
+    } finally {
+      await b.stop();
+      await a.close();
     }
   });
 });
