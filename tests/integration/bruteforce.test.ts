@@ -22,6 +22,17 @@ beforeAll(async () => {
 });
 afterAll(() => srv?.close());
 
+/** A new API key of the organization's owner that may read the organization. */
+const newKey = async (o: TestOrg, name: string) =>
+  (
+    await o.owner.json<{ data: { key: string } }>(
+      "POST",
+      "/api/api-keys",
+      { name, permissions: ["org.read"] },
+      201,
+    )
+  ).data.key;
+
 describe("password guessing", () => {
   it("1,000 wrong passwords against one account: at most 5 are evaluated, the lock is audited, an admin restores access", async () => {
     const victim = await createMember(org, ["member"], "victim");
@@ -95,22 +106,8 @@ describe("password guessing", () => {
     const limited = await getTestServer({ env: { WORKSYNAPSE_AUTH_API_PER_MINUTE: "5" } });
     try {
       const o = await createTestOrg(limited, "apilimit");
-      const key = (
-        await o.owner.json<{ data: { key: string } }>(
-          "POST",
-          "/api/api-keys",
-          { name: "k", permissions: ["org.read"] },
-          201,
-        )
-      ).data.key;
-      const key2 = (
-        await o.owner.json<{ data: { key: string } }>(
-          "POST",
-          "/api/api-keys",
-          { name: "k2", permissions: ["org.read"] },
-          201,
-        )
-      ).data.key;
+      const key = await newKey(o, "k");
+      const key2 = await newKey(o, "k2");
       const codes: number[] = [];
       let last: Response | undefined;
       for (let i = 0; i < 10; i++) {
@@ -149,14 +146,7 @@ describe("password guessing", () => {
     );
     try {
       const o = await createTestOrg(a, "apishared");
-      const key = (
-        await o.owner.json<{ data: { key: string } }>(
-          "POST",
-          "/api/api-keys",
-          { name: "k", permissions: ["org.read"] },
-          201,
-        )
-      ).data.key;
+      const key = await newKey(o, "k");
       const codes: number[] = [];
       for (let i = 0; i < 30; i++) {
         const base = i % 2 ? (b.url as string) : a.url;
