@@ -196,7 +196,8 @@ export class ChatHub {
       const ctx = this.deps.app.createContext(req, res);
       const identity = await this.deps.authenticator.identify(ctx);
       if (!identity) return refuse(401, "Sign in first.");
-      const { caller, channels } = await withOrg(this.deps.knex, identity.orgId, async (trx) => {
+      // load() enters the organization (one statement with loading the caller), as in every signed-in route.
+      const { caller, channels } = await this.deps.knex.transaction(async (trx) => {
         const c = await identity.load(trx);
         return { caller: c, channels: can(c, "chat.read") ? await memberChannels(trx, c.userId) : null };
       });
@@ -337,8 +338,8 @@ export class ChatHub {
     }
     // resume: what each channel received after the client's cursor, in order.
     try {
-      await withOrg(this.deps.knex, client.orgId, async (trx) => {
-        const caller = await client.load(trx);
+      await this.deps.knex.transaction(async (trx) => {
+        const caller = await client.load(trx); // enters the organization
         for (const [channelId, seq] of Object.entries(frame.cursors)) {
           if (!client.channels.has(channelId)) continue;
           const messages = await listMessages({ caller, trx }, channelId, {
@@ -433,8 +434,8 @@ export class ChatHub {
   private async revalidate(): Promise<void> {
     for (const c of [...this.clients]) {
       try {
-        const channels = await withOrg(this.deps.knex, c.orgId, async (trx) => {
-          const caller = await c.load(trx);
+        const channels = await this.deps.knex.transaction(async (trx) => {
+          const caller = await c.load(trx); // enters the organization
           if (!can(caller, "chat.read")) throw new Error("no permission");
           c.caller = caller;
           return memberChannels(trx, caller.userId);
