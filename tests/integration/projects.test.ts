@@ -69,6 +69,8 @@ const status = async (c: Client, method: string, path: string, body?: unknown) =
   const text = await r.text();
   return { status: r.status, body: (text ? JSON.parse(text) : undefined) as Err };
 };
+const newProject = async (c: Client, body: Record<string, unknown>) =>
+  (await c.json<Data<Project>>("POST", "/api/projects", body, 201)).data;
 const newTask = async (c: Client, projectId: string, body: Record<string, unknown>) =>
   (await c.json<Data<Task>>("POST", `/api/projects/${projectId}/tasks`, body, 201)).data;
 const getTask = async (c: Client, id: string) => (await c.json<Data<Task>>("GET", `/api/tasks/${id}`)).data;
@@ -91,21 +93,14 @@ beforeAll(async () => {
   carol = await createMember(org, ["member"], "carol");
   dan = await createMember(org, ["member"], "dan");
   guest = await createMember(org, ["guest"], "guest");
-  project = (
-    await alice.client.json<Data<Project>>(
-      "POST",
-      "/api/projects",
-      {
-        name: "Records migration",
-        description: "Move the ward records to the new system.",
-        members: [
-          { userId: bob.id, role: "editor" },
-          { userId: carol.id, role: "viewer" },
-        ],
-      },
-      201,
-    )
-  ).data;
+  project = await newProject(alice.client, {
+    name: "Records migration",
+    description: "Move the ward records to the new system.",
+    members: [
+      { userId: bob.id, role: "editor" },
+      { userId: carol.id, role: "viewer" },
+    ],
+  });
 });
 afterAll(() => srv?.close());
 
@@ -204,20 +199,13 @@ describe("projects: access and settings", () => {
 
 describe("projects: members, milestones, deletion, and what viewers may not do", () => {
   it("replaces members (leavers are unassigned), edits and deletes milestones, and deletes a project", async () => {
-    const p = (
-      await alice.client.json<Data<Project>>(
-        "POST",
-        "/api/projects",
-        {
-          name: "Short-lived",
-          members: [
-            { userId: bob.id, role: "editor" },
-            { userId: carol.id, role: "viewer" },
-          ],
-        },
-        201,
-      )
-    ).data;
+    const p = await newProject(alice.client, {
+      name: "Short-lived",
+      members: [
+        { userId: bob.id, role: "editor" },
+        { userId: carol.id, role: "viewer" },
+      ],
+    });
     const task = await newTask(alice.client, p.id, {
       title: "Bob's",
       assigneeIds: [bob.id],
@@ -462,7 +450,7 @@ describe("tasks", () => {
 
   it("moves tasks on the board: order within a column, status changes set started and completed", async () => {
     const [todo, doing, , done] = project.statuses;
-    const p = (await alice.client.json<Data<Project>>("POST", "/api/projects", { name: "Board" }, 201)).data;
+    const p = await newProject(alice.client, { name: "Board" });
     const [a, b, c] = [
       await newTask(alice.client, p.id, { title: "A" }),
       await newTask(alice.client, p.id, { title: "B" }),
@@ -742,20 +730,13 @@ describe("reminders", () => {
 
 describe("KPIs", () => {
   it("match figures computed by hand on seeded tasks", async () => {
-    const p = (
-      await alice.client.json<Data<Project>>(
-        "POST",
-        "/api/projects",
-        {
-          name: "KPI",
-          members: [
-            { userId: bob.id, role: "editor" },
-            { userId: carol.id, role: "editor" },
-          ],
-        },
-        201,
-      )
-    ).data;
+    const p = await newProject(alice.client, {
+      name: "KPI",
+      members: [
+        { userId: bob.id, role: "editor" },
+        { userId: carol.id, role: "editor" },
+      ],
+    });
     const now = Date.now();
     const today = new Date(new Date(now).toISOString().slice(0, 10) + "T00:00:00Z");
     const dow = (today.getUTCDay() + 6) % 7;
@@ -866,20 +847,13 @@ describe("the AI project manager (scripted engine)", () => {
       name: "tiny",
       role: "chat",
     });
-    goalProject = (
-      await alice.client.json<Data<Project>>(
-        "POST",
-        "/api/projects",
-        {
-          name: "Goals",
-          members: [
-            { userId: bob.id, role: "editor" },
-            { userId: carol.id, role: "viewer" },
-          ],
-        },
-        201,
-      )
-    ).data;
+    goalProject = await newProject(alice.client, {
+      name: "Goals",
+      members: [
+        { userId: bob.id, role: "editor" },
+        { userId: carol.id, role: "viewer" },
+      ],
+    });
   });
 
   it("proposes tasks from a goal with dependencies and suggested assignees; accepting creates exactly them", async () => {
@@ -1050,8 +1024,7 @@ describe("the AI project manager (scripted engine)", () => {
       (await carol.client.json<Data<{ claims: unknown[] }>>("GET", `/api/projects/${goalProject.id}/summary`))
         .data.claims,
     ).toHaveLength(2);
-    const empty = (await alice.client.json<Data<Project>>("POST", "/api/projects", { name: "Empty" }, 201))
-      .data;
+    const empty = await newProject(alice.client, { name: "Empty" });
     expect((await status(alice.client, "POST", `/api/projects/${empty.id}/summary`)).status).toBe(409);
     expect((await alice.client.json<Data<null>>("GET", `/api/projects/${empty.id}/summary`)).data).toBeNull();
   });

@@ -6,7 +6,6 @@ import type { Config } from "../../config/schema.js";
 import type { Api } from "../../platform/http/api.js";
 import { dataOf } from "../../platform/http/api.js";
 import { AppError } from "../../platform/http/errors.js";
-import { withOrg } from "../../platform/db/tenant.js";
 import * as admin from "./admin.service.js";
 import { checkCsrf, clearSessionCookie, setSessionCookie, type Authenticator } from "./auth.js";
 import * as identity from "./identity.service.js";
@@ -147,9 +146,8 @@ export async function profileOfNewSession(
   token: string,
 ) {
   const identityOf = await authenticator.identifySession(token, requestMeta(ctx));
-  return withOrg(knex, identityOf.orgId, async (trx) =>
-    identity.me({ caller: await identityOf.load(trx), trx }),
-  );
+  // load() enters the organization, as in every signed-in route.
+  return knex.transaction(async (trx) => identity.me({ caller: await identityOf.load(trx), trx }));
 }
 
 /** Registers sign-in, profile, users, roles, groups, API keys, audit and organization routes. */

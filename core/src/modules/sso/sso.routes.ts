@@ -439,8 +439,8 @@ export function registerSsoRoutes(
           const { orgId } = await sso.orgOfSlug(knex, params.org);
           // The session id in the link (known to the UI only) keeps other sites from signing people out.
           if (id.orgId === orgId) {
-            target = await withOrg(knex, orgId, async (trx) => {
-              const caller = await id.load(trx);
+            target = await knex.transaction(async (trx) => {
+              const caller = await id.load(trx); // enters the organization
               if (caller.sessionId !== query.session) return "/login";
               const row = (await trx("sessions").where({ id: caller.sessionId }).first()) as Record<
                 string,

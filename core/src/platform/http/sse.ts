@@ -13,15 +13,18 @@ export interface EventStream {
   onClose: (fn: () => void) => void;
 }
 
+/** How long events are gathered after a write: one frame of a 60 Hz screen. */
+const COALESCE_MS = 16;
+
 /**
  * Server-sent events over a Koa response. An event goes at once when nothing was written in the last
- * `coalesceMs` (default 16 ms, one frame of a 60 Hz screen); events that follow sooner are written together at
+ * COALESCE_MS; events that follow sooner are written together at
  * the end of that window (one syscall, one client wake-up). So a real model, whose tokens come tens of
  * milliseconds apart, still sends every token the moment it exists, and a fast one sends a few per write
  * instead of one syscall per token. The last events are never held. A comment line every `heartbeatMs` keeps
  * idle streams open through proxies.
  */
-export function openEventStream(ctx: Context, heartbeatMs = 15_000, coalesceMs = 16): EventStream {
+export function openEventStream(ctx: Context, heartbeatMs = 15_000): EventStream {
   const stream = new PassThrough();
   const ac = new AbortController();
   ctx.type = "text/event-stream";
@@ -72,8 +75,8 @@ export function openEventStream(ctx: Context, heartbeatMs = 15_000, coalesceMs =
       if (now) return flush();
       if (timer) return;
       const quiet = performance.now() - lastWrite;
-      if (quiet >= coalesceMs) flush();
-      else timer = setTimeout(flush, coalesceMs - quiet);
+      if (quiet >= COALESCE_MS) flush();
+      else timer = setTimeout(flush, COALESCE_MS - quiet);
     },
   };
 }
