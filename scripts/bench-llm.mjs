@@ -4,7 +4,8 @@
 //   aggregate tokens/s of 4 concurrent clients vs 1 (goal >= 1.5); raw tokens/s with 2 threads vs 1;
 //   the assistant's agent loop: wall time per step against the model calls (node-llama-cpp) inside it.
 // Uses ../shared/models/stories260K.gguf (or BENCH_MODEL). Server and raw runs use the same settings
-// (1 inference thread, 4 sequences, context 2048) on the same, otherwise idle, cores.
+// (1 inference thread, 4 sequences, context 2048, the sequences spread over as many contexts as the server's
+// default makes) on the same, otherwise idle, cores; the 4-vs-1 figure is also given for raw on one context.
 import { execFile, execFileSync, fork } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,10 +26,10 @@ const NATS = process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222";
 if (!existsSync(MODEL)) throw new Error(`no model at ${MODEL}; set BENCH_MODEL`);
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-function raw(threads, runs, clients = 1) {
+function raw(threads, runs, clients = 1, contexts = 1) {
   const child = fork(
     new URL("./bench/llm-raw.mjs", import.meta.url).pathname,
-    [MODEL, String(threads), String(MAX_TOKENS), String(runs), PROMPT, String(clients)],
+    [MODEL, String(threads), String(MAX_TOKENS), String(runs), PROMPT, String(clients), String(contexts)],
     {
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     },
@@ -124,6 +125,9 @@ try {
   });
   const key = (await keyRes.json()).data.key;
   await viaServer(url, key); // loads the model
+  const listed = await (await fetch(`${url}/api/ai/models`, { headers: { cookie } })).json();
+  // How many contexts the server spread its 4 sequences over (its default for these settings).
+  const serverContexts = listed.data.models.find((m) => m.name === "bench").contexts;
 
   for (let i = 0; i < 3; i++) await viaServer(url, key); // warm-up, as the raw runs have
   const ours = [];
@@ -148,9 +152,11 @@ try {
     four.push(await aggregate(4));
   }
 
-  // The same 1 vs 4 on raw node-llama-cpp: how much batching this model and machine allow at all.
-  const rawOne = median((await raw(1, ROUNDS, 1)).map(tps));
-  const rawFour = median((await raw(1, ROUNDS, 4)).map(tps));
+  // The same 1 vs 4 on raw node-llama-cpp, with the server's contexts, and with one context (batching only).
+  const rawOne = median((await raw(1, ROUNDS, 1, serverContexts)).map(tps));
+  const rawFour = median((await raw(1, ROUNDS, 4, serverContexts)).map(tps));
+  const rawOneBatched = median((await raw(1, ROUNDS, 1, 1)).map(tps));
+  const rawFourBatched = median((await raw(1, ROUNDS, 4, 1)).map(tps));
 
   const t1 = [];
   const t2 = [];
@@ -222,7 +228,9 @@ try {
       fourClientsTokensPerSecond: median(four),
       ratio: Number((median(four) / median(one)).toFixed(3)),
       goal: 1.5,
+      contexts: serverContexts,
       rawRatio: Number((rawFour / rawOne).toFixed(3)),
+      rawOneContextRatio: Number((rawFourBatched / rawOneBatched).toFixed(3)),
     },
     agent: {
       runs: agent.length,

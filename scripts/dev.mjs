@@ -7,6 +7,7 @@ execFileSync("npx", ["tsc", "-b", "plugins/sdk", "core"], { cwd: root, stdio: "i
 const env = {
   ...process.env,
   NODE_ENV: "development",
+  UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? "16",
   WORKSYNAPSE_DATA_DIR: process.env.WORKSYNAPSE_DATA_DIR ?? "./data",
 };
 const children = [

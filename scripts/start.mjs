@@ -24,6 +24,8 @@ if (!existsSync(uiIndex) || statSync(uiIndex).mtimeMs < uiSources) run(["run", "
 
 const child = spawn(process.execPath, [path.join(root, "core/dist/src/main.js"), ...process.argv.slice(2)], {
   stdio: "inherit",
+  // As `worksynapse start` and the image: a libuv pool thread per inference context (docs/ai.md).
+  env: { UV_THREADPOOL_SIZE: "16", ...process.env },
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => child.kill(sig));
 child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

@@ -350,6 +350,8 @@ export function program(): Command {
     .action((o: { roles?: string }) => {
       const child = spawn(process.execPath, [CORE_MAIN, ...(o.roles ? ["--roles", o.roles] : [])], {
         stdio: "inherit",
+        // A libuv pool thread per inference context, and spare ones for files and crypto (docs/ai.md).
+        env: { UV_THREADPOOL_SIZE: "16", ...process.env },
       });
       for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => child.kill(sig));
       child.on("exit", (code) => process.exit(code ?? 1));

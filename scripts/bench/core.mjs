@@ -12,7 +12,8 @@ const MAIN = path.join(new URL("../..", import.meta.url).pathname, "core/dist/sr
 export function forkCore(env) {
   const child = fork(MAIN, [], {
     execArgv: (process.env.BENCH_CORE_NODE_ARGS ?? "").split(" ").filter(Boolean),
-    env: { ...env, WORKSYNAPSE_LOG_LEVEL: "info" },
+    // The pool size the launchers (`worksynapse start`, the image) set.
+    env: { UV_THREADPOOL_SIZE: "16", ...env, WORKSYNAPSE_LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "inherit", "ipc"],
   });
   child.url = new Promise((resolve, reject) => {

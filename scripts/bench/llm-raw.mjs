@@ -1,14 +1,21 @@
 // Child of bench-llm: raw node-llama-cpp on the same model and settings as the server, no HTTP.
-// argv: model threads maxTokens runs prompt [clients]. Reports per-run { tokens, ms, firstMs } over IPC;
-// with clients > 1, each run is that many sessions at once on their own sequences (tokens summed).
+// argv: model threads maxTokens runs prompt [clients] [contexts]. Reports per-run { tokens, ms, firstMs } over
+// IPC; with clients > 1, each run is that many sessions at once on their own sequences (tokens summed). The 4
+// sequences are spread over `contexts` contexts (default 1) as the server spreads them, a client each on the
+// least busy context.
 import { getLlama, LlamaChatSession } from "node-llama-cpp";
 
-const [, , modelPath, threads, maxTokens, runs, prompt, clientsArg] = process.argv;
+const [, , modelPath, threads, maxTokens, runs, prompt, clientsArg, contextsArg] = process.argv;
 const clients = Number(clientsArg ?? 1);
+const nContexts = Number(contextsArg ?? 1);
 const llama = await getLlama({ build: "never", gpu: false, logLevel: "error" });
 const model = await llama.loadModel({ modelPath });
-const context = await model.createContext({ contextSize: 2048, sequences: 4, threads: Number(threads) });
-const seqs = Array.from({ length: clients }, () => context.getSequence());
+const contexts = [];
+for (let i = 0; i < nContexts; i++) {
+  const sequences = Math.floor(4 / nContexts) + (i < 4 % nContexts ? 1 : 0);
+  contexts.push(await model.createContext({ contextSize: 2048, sequences, threads: Number(threads) }));
+}
+const seqs = Array.from({ length: clients }, (_, i) => contexts[i % nContexts].getSequence());
 
 async function once(seq) {
   const session = new LlamaChatSession({ contextSequence: seq, autoDisposeSequence: false });

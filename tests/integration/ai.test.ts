@@ -155,6 +155,35 @@ describe("chat over server-sent events", () => {
     expect(again.some((e) => e.event === "done")).toBe(true);
   });
 
+  it("spreads concurrent requests over the model's contexts, one sequence each", async () => {
+    // 2 sequences, 1 thread, CPU: one context per sequence, so two requests decode in parallel.
+    const acs = [new AbortController(), new AbortController()];
+    const streams = await Promise.all(
+      acs.map((ac) =>
+        org.owner.request(
+          "POST",
+          "/api/ai/chat",
+          { model: "tiny", messages: [{ role: "user", content: "Tell a long story" }], maxTokens: 2000 },
+          { signal: ac.signal },
+        ),
+      ),
+    );
+    for (const r of streams) await r.body!.getReader().read();
+    const tiny = (await srv.ai!.status()).find((s) => s.busy > 0);
+    expect(tiny).toMatchObject({ busy: 2, free: 0, contexts: [1, 1] });
+    const listed = await org.owner.json<{ data: { models: { name: string; contexts: number }[] } }>(
+      "GET",
+      "/api/ai/models",
+    );
+    expect(listed.data.models.find((m) => m.name === "tiny")?.contexts).toBe(2);
+    for (const ac of acs) ac.abort();
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && (await srv.ai!.status()).some((s) => s.busy > 0))
+      await new Promise((res) => setTimeout(res, 50));
+    // Given back: every loaded model's contexts are idle again.
+    for (const s of await srv.ai!.status()) expect(s).toMatchObject({ busy: 0, free: 2, contexts: [0, 0] });
+  });
+
   it("answers valid JSON when asked for a JSON schema", async () => {
     const schema = {
       type: "object",

@@ -168,6 +168,15 @@ export const configSchema = z.object({
         .max(64)
         .default(4)
         .describe("Requests generated at once per model (context sequences, batched)."),
+      contexts: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(64)
+        .optional()
+        .describe(
+          "Contexts per model the sequences are spread over; each decodes on its own thread, its sequences batched. Default: 1 with a GPU; on CPU with 1 thread one per sequence (up to the libuv pool size less 2), else cores / threads.",
+        ),
       contextSize: z.coerce
         .number()
         .int()

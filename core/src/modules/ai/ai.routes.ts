@@ -45,6 +45,8 @@ const modelSchema = z
     }),
     loaded: z.boolean(),
     memoryBytes: z.number(),
+    /** Contexts the loaded model's sequences are spread over (0 when not loaded). */
+    contexts: z.number(),
     busy: z.number(),
     queued: z.number(),
     createdAt: z.string(),
@@ -165,6 +167,7 @@ export function registerAiRoutes(
           ...m,
           loaded: Boolean(s),
           memoryBytes: s?.memoryBytes ?? 0,
+          contexts: s?.contexts.length ?? 0,
           busy: s?.busy ?? 0,
           queued: s?.queued ?? 0,
         };

@@ -75,9 +75,14 @@ interface Waiter {
   reject: (err: unknown) => void;
 }
 
-/** A loaded model with its context sequences and the organizations waiting for them. */
+/**
+ * A loaded model with its contexts, their sequences and the organizations waiting for them. Each context
+ * decodes on its own thread and batches its own sequences; a request gets a sequence of the least busy
+ * context, so concurrent requests compute in parallel before they share a batch.
+ */
 class LoadedModel {
   readonly free: LlamaContextSequence[] = [];
+  readonly inUse = new Map<LlamaContext, number>();
   private readonly waiting = new Map<string, Waiter[]>();
   private turn: string[] = [];
   private embedding?: Promise<LlamaEmbeddingContext>;
@@ -88,10 +93,26 @@ class LoadedModel {
   constructor(
     readonly row: ModelRow,
     readonly model: LlamaModel,
-    readonly context: LlamaContext,
+    readonly contexts: LlamaContext[],
     private readonly threads: number,
   ) {
-    for (let i = 0; i < context.totalSequences; i++) this.free.push(context.getSequence());
+    for (const context of contexts) {
+      this.inUse.set(context, 0);
+      for (let i = 0; i < context.totalSequences; i++) this.free.push(context.getSequence());
+    }
+  }
+
+  /** A free sequence of the context with the fewest sequences in use, taken out of the pool. */
+  private take(): LlamaContextSequence | undefined {
+    let best = -1;
+    for (let i = 0; i < this.free.length; i++) {
+      const n = this.inUse.get(this.free[i]!.context)!;
+      if (best < 0 || n < this.inUse.get(this.free[best]!.context)!) best = i;
+    }
+    if (best < 0) return undefined;
+    const [seq] = this.free.splice(best, 1) as [LlamaContextSequence];
+    this.inUse.set(seq.context, this.inUse.get(seq.context)! + 1);
+    return seq;
   }
 
   get queued(): number {
@@ -103,7 +124,7 @@ class LoadedModel {
   /** A free sequence, or a place in the organization's line; lines are served in turn (round robin). */
   acquire(orgId: string, maxQueue: number, signal?: AbortSignal): Promise<LlamaContextSequence> {
     this.lastUsed = Date.now();
-    const seq = this.free.pop();
+    const seq = this.take();
     if (seq) {
       this.busy += 1;
       return Promise.resolve(seq);
@@ -143,6 +164,7 @@ class LoadedModel {
     const orgId = this.turn.shift();
     if (orgId === undefined) {
       this.busy -= 1;
+      this.inUse.set(seq.context, this.inUse.get(seq.context)! - 1);
       this.free.push(seq);
       return;
     }
@@ -174,7 +196,7 @@ class LoadedModel {
     for (const q of this.waiting.values())
       for (const w of q) w.reject(AppError.unavailable("The model was unloaded.", 1));
     await (await this.embedding)?.dispose();
-    await this.context.dispose();
+    for (const context of this.contexts) await context.dispose();
     await this.model.dispose();
   }
 }
@@ -217,16 +239,25 @@ export class AiRuntime {
         const t0 = Date.now();
         const model = await llama.loadModel({ modelPath: modelFile(this.config, row.sha256) });
         const contextSize = Math.min(this.config.ai.contextSize, model.trainContextSize);
-        const context = await model.createContext({
-          contextSize,
-          sequences: this.config.ai.parallel,
-          threads: this.threads,
-        });
+        const { parallel } = this.config.ai;
+        const n = this.contextCount(llama.gpu !== false);
+        const contexts: LlamaContext[] = [];
+        try {
+          for (let i = 0; i < n; i++) {
+            // The sequences spread evenly: the first contexts take one more when they do not divide.
+            const sequences = Math.floor(parallel / n) + (i < parallel % n ? 1 : 0);
+            contexts.push(await model.createContext({ contextSize, sequences, threads: this.threads }));
+          }
+        } catch (err) {
+          for (const c of contexts) await c.dispose();
+          await model.dispose();
+          throw err;
+        }
         this.log.info(
-          { model: row.name, ms: Date.now() - t0, gpu: llama.gpu, threads: this.threads },
+          { model: row.name, ms: Date.now() - t0, gpu: llama.gpu, threads: this.threads, contexts: n },
           "model loaded",
         );
-        return new LoadedModel(row, model, context, this.threads);
+        return new LoadedModel(row, model, contexts, this.threads);
       })();
       this.loaded.set(row.id, p);
       p.catch(() => this.loaded.delete(row.id));
@@ -234,8 +265,32 @@ export class AiRuntime {
     return p;
   }
 
+  /**
+   * How many contexts a model's sequences are spread over. With a GPU one: its batches are nearly free. On
+   * CPU a context decodes on a libuv pool thread, its sequences as one batch. Single-thread contexts do not
+   * spin-wait, so each sequence gets its own and the OS spreads them over the cores, as long as two pool
+   * threads stay free for files and crypto (the launchers set UV_THREADPOOL_SIZE=16; libuv's default is 4).
+   * With more threads per context, as many contexts as fit the cores.
+   */
+  contextCount(gpu: boolean): number {
+    const { parallel, contexts } = this.config.ai;
+    const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+    const cpu = this.threads === 1 ? pool - 2 : Math.floor(cpus().length / this.threads);
+    return Math.max(1, Math.min(parallel, contexts ?? (gpu ? 1 : cpu)));
+  }
+
   /** Which models are loaded, with their queue state (for the admin page). */
-  async status(): Promise<{ id: string; busy: number; queued: number; free: number; memoryBytes: number }[]> {
+  async status(): Promise<
+    {
+      id: string;
+      busy: number;
+      queued: number;
+      free: number;
+      /** Sequences in use in each context. */
+      contexts: number[];
+      memoryBytes: number;
+    }[]
+  > {
     const out = [];
     for (const [id, p] of this.loaded) {
       const m = await p.catch(() => undefined);
@@ -246,7 +301,8 @@ export class AiRuntime {
           busy: m.busy,
           queued: m.queued,
           free: m.free.length,
-          memoryBytes: m.model.size + m.context.stateSize,
+          contexts: m.contexts.map((c) => m.inUse.get(c)!),
+          memoryBytes: m.model.size + m.contexts.reduce((n, c) => n + c.stateSize, 0),
         });
     }
     return out;

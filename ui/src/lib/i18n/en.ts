@@ -276,7 +276,7 @@ export const en = {
   "models.defaults": "Defaults for this organization",
   "models.chatDefault": "Chat model",
   "models.embeddingDefault": "Embedding model",
-  "models.loadedMemory": "Loaded, {memory} in memory",
+  "models.loadedMemory": "Loaded, {memory} in memory, {contexts} contexts",
   "models.notLoaded": "Not loaded",
   "models.params": "Parameters",
   "models.quant": "Weights",
