@@ -1,11 +1,13 @@
 // npm run bench:llm — local inference through WorkSynapse vs raw node-llama-cpp on the same model and
 // settings, each figure a ratio measured in the same run:
-//   generation tokens/s through the SSE endpoint vs raw (goal >= 0.9); time-to-first-token overhead (ms);
+//   generation tokens/s through the SSE endpoint vs raw (goal >= 0.9), end to end and as a decode rate (after
+//   the first token); time-to-first-token overhead (ms);
 //   aggregate tokens/s of 4 concurrent clients vs 1 (goal >= 1.5); raw tokens/s with 2 threads vs 1;
 //   the assistant's agent loop: wall time per step against the model calls (node-llama-cpp) inside it.
 // Uses ../shared/models/stories260K.gguf (or BENCH_MODEL). Server and raw runs use the same settings
 // (1 inference thread, 4 sequences, context 2048, the sequences spread over as many contexts as the server's
 // default makes) on the same, otherwise idle, cores; the 4-vs-1 figure is also given for raw on one context.
+// Server and raw measurements alternate round by round, so that drift on a shared machine hits both.
 import { execFile, execFileSync, fork } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,22 +27,37 @@ const PG = process.env.BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postg
 const NATS = process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222";
 if (!existsSync(MODEL)) throw new Error(`no model at ${MODEL}; set BENCH_MODEL`);
 
+// Between alternating measurements: what one side does after its last token (the server's accounting, a
+// child's clean-up) must not run into the other's.
+const settle = () => new Promise((r) => setTimeout(r, 50));
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-function raw(threads, runs, clients = 1, contexts = 1) {
+/**
+ * A raw node-llama-cpp child (bench/llm-raw.mjs) with its own model and contexts, kept up so that its rounds
+ * alternate with the server's: `run(clients, runs)` gives per-round { tokens, ms, firstMs }. The pool size is
+ * the server's (the launchers set it).
+ */
+async function raw(threads, contexts) {
   const child = fork(
     new URL("./bench/llm-raw.mjs", import.meta.url).pathname,
-    [MODEL, String(threads), String(MAX_TOKENS), String(runs), PROMPT, String(clients), String(contexts)],
-    {
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    },
+    [MODEL, String(threads), String(contexts), String(MAX_TOKENS), PROMPT],
+    { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, UV_THREADPOOL_SIZE: "16" } },
   );
-  return new Promise((resolve, reject) => {
-    child.once("message", resolve);
-    child.once("exit", (code) => code && reject(new Error(`raw run exited ${code}`)));
-  });
+  let pending;
+  child.on("message", (m) => pending?.resolve(m));
+  child.on("exit", (code) => code && pending?.reject(new Error(`raw run exited ${code}`)));
+  const next = () => new Promise((resolve, reject) => (pending = { resolve, reject }));
+  await next(); // ready (loaded and warm)
+  return {
+    run: (clients, runs = 1) => {
+      const reply = next();
+      child.send({ clients, runs });
+      return reply;
+    },
+    close: () => child.disconnect(),
+  };
 }
 
-/** One chat through the SSE endpoint: tokens, total ms and first-token ms, measured by the client. */
+/** One chat through the SSE endpoint: tokens, total ms, first- and last-token ms, measured by the client. */
 async function viaServer(url, key) {
   const t0 = performance.now();
   const r = await fetch(`${url}/api/ai/chat`, {
@@ -56,16 +73,21 @@ async function viaServer(url, key) {
   const decoder = new TextDecoder();
   let text = "";
   let first = 0;
+  let last = 0;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
-    text += decoder.decode(value, { stream: true });
-    if (!first && text.includes("event: token")) first = performance.now();
+    const chunk = decoder.decode(value, { stream: true });
+    text += chunk;
+    if (chunk.includes("event: token")) {
+      last = performance.now();
+      first ||= last;
+    }
   }
   const ms = performance.now() - t0;
   const done = JSON.parse(/event: done\ndata: (.*)\n/.exec(text)?.[1] ?? "null");
   if (!done) throw new Error(`no done event: ${text.slice(0, 300)}`);
-  return { tokens: done.usage.completionTokens, ms, firstMs: first - t0 };
+  return { tokens: done.usage.completionTokens, ms, firstMs: first - t0, lastMs: last - t0 };
 }
 
 const dbName = `ws_benchllm_${randomBytes(4).toString("hex")}`;
@@ -130,40 +152,60 @@ try {
   const serverContexts = listed.data.models.find((m) => m.name === "bench").contexts;
 
   for (let i = 0; i < 3; i++) await viaServer(url, key); // warm-up, as the raw runs have
+  const rawServer = await raw(1, serverContexts);
+  // Alternating one server request with one raw round, so that drift on this shared machine hits both.
   const ours = [];
-  for (let i = 0; i < ROUNDS; i++) ours.push(await viaServer(url, key));
-  const rawRuns = await raw(1, ROUNDS);
-  // Measured again after the raw runs, so drift between the two shows.
-  for (let i = 0; i < ROUNDS; i++) ours.push(await viaServer(url, key));
+  const rawRuns = [];
+  for (let i = 0; i < 2 * ROUNDS; i++) {
+    ours.push(await viaServer(url, key));
+    await settle();
+    rawRuns.push(...(await rawServer.run(1)));
+    await settle();
+  }
   const tps = (r) => r.tokens / (r.ms / 1000);
   const oursTps = median(ours.map(tps));
   const rawTps = median(rawRuns.map(tps));
   const ttftOverhead = median(ours.map((r) => r.firstMs)) - median(rawRuns.map((r) => r.firstMs));
+  // The decode rate, as llama.cpp reports "eval" apart from prompt processing: tokens after the first, over the
+  // time from the first to the last (time to first token is its own figure).
+  const decodeTps = (r) => (r.tokens - 1) / ((r.lastMs - r.firstMs) / 1000);
+  const oursDecode = median(ours.map(decodeTps));
+  const rawDecode = median(rawRuns.map(decodeTps));
 
   const aggregate = async (clients) => {
     const t0 = performance.now();
     const results = await Promise.all(Array.from({ length: clients }, () => viaServer(url, key)));
     return results.reduce((n, r) => n + r.tokens, 0) / ((performance.now() - t0) / 1000);
   };
+  // 1 vs 4 clients, alternating, through the server and on raw node-llama-cpp with the server's contexts; and
+  // raw on one context of 4 sequences (batching only).
+  const rawBatched = await raw(1, 1);
   const one = [];
   const four = [];
+  const rawOne = [];
+  const rawFour = [];
+  const batchedOne = [];
+  const batchedFour = [];
   for (let i = 0; i < ROUNDS; i++) {
     one.push(await aggregate(1));
     four.push(await aggregate(4));
+    rawOne.push(tps((await rawServer.run(1))[0]));
+    rawFour.push(tps((await rawServer.run(4))[0]));
+    batchedOne.push(tps((await rawBatched.run(1))[0]));
+    batchedFour.push(tps((await rawBatched.run(4))[0]));
   }
+  rawServer.close();
 
-  // The same 1 vs 4 on raw node-llama-cpp, with the server's contexts, and with one context (batching only).
-  const rawOne = median((await raw(1, ROUNDS, 1, serverContexts)).map(tps));
-  const rawFour = median((await raw(1, ROUNDS, 4, serverContexts)).map(tps));
-  const rawOneBatched = median((await raw(1, ROUNDS, 1, 1)).map(tps));
-  const rawFourBatched = median((await raw(1, ROUNDS, 4, 1)).map(tps));
-
+  // Threads, 1 vs 2, on one context, alternating.
+  const rawTwoThreads = await raw(2, 1);
   const t1 = [];
   const t2 = [];
   for (let i = 0; i < ROUNDS; i++) {
-    t1.push(median((await raw(1, 1)).map(tps)));
-    t2.push(median((await raw(2, 1)).map(tps)));
+    t1.push(tps((await rawBatched.run(1))[0]));
+    t2.push(tps((await rawTwoThreads.run(1))[0]));
   }
+  rawBatched.close();
+  rawTwoThreads.close();
 
   // The agent loop: runs through the assistant's streaming route, as the browser makes them. Each step's model
   // call (prompt evaluation, grammar-constrained generation) is timed inside the loop and logged; what the
@@ -218,6 +260,11 @@ try {
       ratio: Number((oursTps / rawTps).toFixed(3)),
       goal: 0.9,
     },
+    decode: {
+      oursTokensPerSecond: oursDecode,
+      rawTokensPerSecond: rawDecode,
+      ratio: Number((oursDecode / rawDecode).toFixed(3)),
+    },
     timeToFirstToken: {
       oursMs: median(ours.map((r) => r.firstMs)),
       rawMs: median(rawRuns.map((r) => r.firstMs)),
@@ -229,8 +276,8 @@ try {
       ratio: Number((median(four) / median(one)).toFixed(3)),
       goal: 1.5,
       contexts: serverContexts,
-      rawRatio: Number((rawFour / rawOne).toFixed(3)),
-      rawOneContextRatio: Number((rawFourBatched / rawOneBatched).toFixed(3)),
+      rawRatio: Number((median(rawFour) / median(rawOne)).toFixed(3)),
+      rawOneContextRatio: Number((median(batchedFour) / median(batchedOne)).toFixed(3)),
     },
     agent: {
       runs: agent.length,

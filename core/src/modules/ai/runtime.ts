@@ -102,10 +102,13 @@ class LoadedModel {
     }
   }
 
-  /** A free sequence of the context with the fewest sequences in use, taken out of the pool. */
+  /**
+   * A free sequence of the context with the fewest sequences in use, taken out of the pool; among those, the
+   * one given back last (its context's buffers are still in the CPU caches).
+   */
   private take(): LlamaContextSequence | undefined {
     let best = -1;
-    for (let i = 0; i < this.free.length; i++) {
+    for (let i = this.free.length - 1; i >= 0; i--) {
       const n = this.inUse.get(this.free[i]!.context)!;
       if (best < 0 || n < this.inUse.get(this.free[best]!.context)!) best = i;
     }
