@@ -2897,6 +2897,7 @@ export interface components {
             };
             loaded: boolean;
             memoryBytes: number;
+            contexts: number;
             busy: number;
             queued: number;
             createdAt: string;
