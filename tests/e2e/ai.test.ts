@@ -75,6 +75,9 @@ describe("AI models page and playground", () => {
     expect(answer?.length).toBeGreaterThan(0);
     await page.screenshot({ path: `${SHOTS}playground.png`, fullPage: true });
     expect((await new AxeBuilder({ page }).analyze()).violations.map((v) => v.id)).toEqual([]);
+    // The models page now shows the model loaded, with its memory and the contexts its sequences are spread over.
+    await page.goto(`${url}/admin/models`);
+    await page.getByText(/Loaded, [\d.]+ MiB in memory, \d+ contexts/).waitFor();
     expect(watch.consoleErrors).toEqual([]);
     expect(watch.foreignRequests).toEqual([]);
     await ctx.close();
