@@ -5,11 +5,10 @@ import type { Knex } from "knex";
 import { z } from "zod";
 import type { Config } from "../../config/schema.js";
 import type { Caller } from "../../platform/auth/caller.js";
-import { withOrg } from "../../platform/db/tenant.js";
 import type { Api, Scope } from "../../platform/http/api.js";
 import { afterCommit, dataOf } from "../../platform/http/api.js";
 import { AppError } from "../../platform/http/errors.js";
-import { admitAiRequest, recordUsage } from "../identity/org.service.js";
+import { admitAiRequest, recordUsageNow } from "../identity/org.service.js";
 import { listModels, orgModels, removeModel, setOrgModels, type ModelRow } from "./models.service.js";
 import type { AiRuntime, ChatMessage, GenerateResult } from "./runtime.js";
 
@@ -137,11 +136,9 @@ export function registerAiRoutes(
   /** Checks quotas before a generation (in the request's transaction). */
   const admit = (scope: Scope) => admitAiRequest(scope);
 
-  /** Records token usage after a generation, in its own transaction (the request's has committed). */
+  /** Records token usage after a generation, in one statement of its own (the request's transaction has committed). */
   async function account(caller: Caller, tokens: number): Promise<void> {
-    await withOrg(need(deps.knex), caller.orgId, (trx) =>
-      recordUsage({ caller, trx }, "tokensPerDay", tokens),
-    );
+    await recordUsageNow(need(deps.knex), caller, "tokensPerDay", tokens);
   }
 
   api.route({
@@ -230,7 +227,7 @@ export function registerAiRoutes(
       const runtime = need(deps.runtime);
       const model = await resolveModel(scope, "chat", body.model);
       await admit(scope);
-      const { stream, send, signal } = openEventStream(ctx);
+      const { stream, send, flush, signal } = openEventStream(ctx);
       const caller = scope.caller;
       const started = performance.now();
       let first = 0;
@@ -250,8 +247,9 @@ export function registerAiRoutes(
           },
         })
         .then(async (r: GenerateResult) => {
-          await account(caller, r.promptTokens + r.completionTokens);
           const ms = performance.now() - started;
+          flush();
+          await account(caller, r.promptTokens + r.completionTokens);
           send("done", {
             message: { role: "assistant", content: r.text },
             json: r.json,
@@ -368,7 +366,7 @@ export function registerAiRoutes(
           };
         });
       }
-      const { stream, send, signal } = openEventStream(ctx);
+      const { stream, send, flush, signal } = openEventStream(ctx);
       const chunk = (delta: object, finishReason: string | null, extra: object = {}) =>
         send(null, {
           id,
@@ -391,6 +389,7 @@ export function registerAiRoutes(
           onToken: (text) => chunk({ content: text }, null),
         })
         .then(async (r) => {
+          flush();
           await account(caller, r.promptTokens + r.completionTokens);
           chunk({}, finish(r), body.stream_options?.include_usage ? { usage: usageOf(r) } : {});
           send(null, "[DONE]");

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "./audit.js";
 import type { Svc } from "./admin.service.js";
+import type { Caller } from "../../platform/auth/caller.js";
 import { createOrganization } from "./identity.service.js";
 import { asOtherOrg } from "../../platform/db/tenant.js";
 
@@ -254,6 +255,21 @@ export async function recordUsage(
   amount: number,
 ): Promise<void> {
   await addUsage(trx, caller.orgId, caller.userId, QUOTA_METRICS[limit], amount);
+}
+
+/**
+ * Records usage outside any transaction, in one statement: `usage_add` (migration 20261205000000) enters the
+ * organization and adds to its and the person's counters of today.
+ */
+export async function recordUsageNow(
+  knex: Knex,
+  caller: Caller,
+  limit: keyof typeof QUOTA_METRICS,
+  amount: number,
+): Promise<void> {
+  await knex
+    .raw("select usage_add(?, ?, ?, ?)", [caller.orgId, caller.userId, QUOTA_METRICS[limit], amount])
+    .options({ name: "usage_add" });
 }
 
 const limitsCache = new Map<string, { at: number; limits: Limits }>();

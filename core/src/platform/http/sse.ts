@@ -7,6 +7,8 @@ export interface EventStream {
   stream: PassThrough;
   /** Writes one event (`event: name` when given); `now` writes it (and any held) at once. */
   send: (event: string | null, data: unknown, now?: boolean) => void;
+  /** Writes the held events at once (the last tokens of an answer do not wait for its bookkeeping). */
+  flush: () => void;
   /** Fires when the client goes away before the stream ended. */
   signal: AbortSignal;
   /** Runs when the stream ends or the client goes away (once). */
@@ -69,6 +71,9 @@ export function openEventStream(ctx: Context, heartbeatMs = 15_000): EventStream
     stream,
     signal: ac.signal,
     onClose: (fn) => void closers.push(fn),
+    flush: () => {
+      if (pending) flush();
+    },
     send: (event, data, now = false) => {
       if (stream.writableEnded) return;
       pending += `${event ? `event: ${event}\n` : ""}data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`;
