@@ -581,6 +581,33 @@ describe("chat", () => {
     for (const l of [a, b, c]) l.close();
   });
 
+  it("a socket added to a channel while connected hears that channel from then on, on either node", async () => {
+    const channel = (
+      await alice.client.json<Data<Channel>>(
+        "POST",
+        "/api/chat/channels",
+        { kind: "private", name: `join-${org.marker.toLowerCase()}`, memberIds: [] },
+        201,
+      )
+    ).data;
+    const a = await Live.open(srv.url, alice);
+    const near = await Live.open(srv.url, carol);
+    const far = await Live.open(node2.url as string, carol);
+    const post = (body: string) =>
+      alice.client.json("POST", `/api/chat/channels/${channel.id}/messages`, { body }, 201);
+    await post("before");
+    await a.waitFor("message", 1);
+    await alice.client.json("POST", `/api/chat/channels/${channel.id}/members`, { userIds: [carol.id] });
+    for (const l of [near, far]) await l.waitFor("channel");
+    await post("after");
+    for (const l of [near, far]) {
+      for (let i = 0; i < 300 && l.messages(channel.id).length === 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(l.messages(channel.id).map((m) => m.body)).toEqual(["after"]);
+    }
+    for (const l of [a, near, far]) l.close();
+  });
+
   it("a burst of socket posts (stored together in batches): each numbered once, in order per channel; a refused one fails alone", async () => {
     const make = async (name: string) =>
       (

@@ -88,6 +88,8 @@ export class ChatHub {
   private readonly clients = new Set<Client>();
   /** The same sockets by person, so a message visits its audience instead of every socket. */
   private readonly byUser = new Map<string, Set<Client>>();
+  /** And by channel, so a channel's message visits that channel's sockets, not every socket. */
+  private readonly byChannel = new Map<string, Set<Client>>();
   private readonly stopListening: () => void;
   private readonly stopPresence: () => void;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -227,14 +229,30 @@ export class ChatHub {
     }
   }
 
+  /** Puts a socket into (or takes it out of) the channel index, for every channel it is in. */
+  private index(client: Client, add: boolean): void {
+    for (const id of client.channels) {
+      let set = this.byChannel.get(id);
+      if (add) {
+        if (!set) this.byChannel.set(id, (set = new Set()));
+        set.add(client);
+      } else if (set) {
+        set.delete(client);
+        if (!set.size) this.byChannel.delete(id);
+      }
+    }
+  }
+
   private accept(ws: WebSocket, client: Client, channels: { id: string; lastSeq: number }[]): void {
     this.clients.add(client);
+    this.index(client, true);
     const mine = this.byUser.get(client.userId) ?? new Set<Client>();
     mine.add(client);
     this.byUser.set(client.userId, mine);
     ws.on("pong", () => (client.alive = true));
     ws.on("close", () => {
       this.clients.delete(client);
+      this.index(client, false);
       mine.delete(client);
       if (!mine.size && this.byUser.get(client.userId) === mine) this.byUser.delete(client.userId);
       this.localChanged();
@@ -420,15 +438,18 @@ export class ChatHub {
         for (const c of this.byUser.get(userId) ?? []) {
           if (c.orgId !== event.orgId) continue;
           // Membership changed: the client's set follows, so later messages reach it (or stop).
-          if (event.type === "channel") c.channels.add(event.channelId);
+          if (event.type === "channel" && !c.channels.has(event.channelId)) {
+            this.index(c, false);
+            c.channels.add(event.channelId);
+            this.index(c, true);
+          }
           this.sendText(c, frame);
         }
       }
       return;
     }
-    for (const c of this.clients)
-      if (c.orgId === event.orgId && c.userId !== event.typist && c.channels.has(event.channelId))
-        this.sendText(c, frame);
+    for (const c of this.byChannel.get(event.channelId) ?? [])
+      if (c.orgId === event.orgId && c.userId !== event.typist) this.sendText(c, frame);
   }
 
   private async revalidate(): Promise<void> {
@@ -440,7 +461,11 @@ export class ChatHub {
           c.caller = caller;
           return memberChannels(trx, caller.userId);
         });
+        // A socket that closed meanwhile stays out of the index.
+        if (!this.clients.has(c)) continue;
+        this.index(c, false);
         c.channels = new Set(channels.map((x) => x.id));
+        this.index(c, true);
       } catch {
         c.ws.close(4001, "session ended");
       }
