@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { forkCore } from "./bench/core.mjs";
+import { forkCore, POOL_ENV } from "./bench/core.mjs";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 
@@ -40,7 +40,7 @@ async function raw(threads, contexts) {
   const child = fork(
     new URL("./bench/llm-raw.mjs", import.meta.url).pathname,
     [MODEL, String(threads), String(contexts), String(MAX_TOKENS), PROMPT],
-    { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, UV_THREADPOOL_SIZE: "16" } },
+    { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, ...POOL_ENV } },
   );
   let pending;
   child.on("message", (m) => pending?.resolve(m));

@@ -2,6 +2,9 @@
 import { fork } from "node:child_process";
 import path from "node:path";
 
+/** The libuv pool size the launchers (`worksynapse start`, the image) set; raw children in benches get it too. */
+export const POOL_ENV = { UV_THREADPOOL_SIZE: "16" };
+
 const MAIN = path.join(new URL("../..", import.meta.url).pathname, "core/dist/src/main.js");
 
 /**
@@ -12,8 +15,7 @@ const MAIN = path.join(new URL("../..", import.meta.url).pathname, "core/dist/sr
 export function forkCore(env) {
   const child = fork(MAIN, [], {
     execArgv: (process.env.BENCH_CORE_NODE_ARGS ?? "").split(" ").filter(Boolean),
-    // The pool size the launchers (`worksynapse start`, the image) set.
-    env: { UV_THREADPOOL_SIZE: "16", ...env, WORKSYNAPSE_LOG_LEVEL: "info" },
+    env: { ...POOL_ENV, ...env, WORKSYNAPSE_LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "inherit", "ipc"],
   });
   child.url = new Promise((resolve, reject) => {

@@ -229,9 +229,9 @@ export class ChatHub {
     }
   }
 
-  /** Puts a socket into (or takes it out of) the channel index, for every channel it is in. */
-  private index(client: Client, add: boolean): void {
-    for (const id of client.channels) {
+  /** Puts a socket into (or takes it out of) the channel index, for every channel it is in or `ids`. */
+  private index(client: Client, add: boolean, ids: Iterable<string> = client.channels): void {
+    for (const id of ids) {
       let set = this.byChannel.get(id);
       if (add) {
         if (!set) this.byChannel.set(id, (set = new Set()));
@@ -438,10 +438,9 @@ export class ChatHub {
         for (const c of this.byUser.get(userId) ?? []) {
           if (c.orgId !== event.orgId) continue;
           // Membership changed: the client's set follows, so later messages reach it (or stop).
-          if (event.type === "channel" && !c.channels.has(event.channelId)) {
-            this.index(c, false);
+          if (event.type === "channel") {
             c.channels.add(event.channelId);
-            this.index(c, true);
+            this.index(c, true, [event.channelId]);
           }
           this.sendText(c, frame);
         }

@@ -93,26 +93,27 @@ export async function consumeQuota(
   if (max !== null && total > max) throw quotaError(metric, max);
 }
 
-/** The conflict clause of every usage counter upsert: one row per organization (or person), metric and day. */
+/** The conflict clause of the admission's usage upsert (as in usage_add): one row per organization (or person), metric and day. */
 const USAGE_UPSERT = `on conflict (org_id, coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), metric, day)
   do update set value = usage_counters.value + excluded.value`;
 
-/** Adds to today's counters of the organization and of the person in one statement; the organization's new total. */
+/**
+ * Adds to today's counters of the organization and of the person in one statement, `usage_add` (migration
+ * 20261205000000), in the caller's transaction or outside any; the organization's new total.
+ */
 async function addUsage(
-  trx: Knex.Transaction,
+  db: Knex | Knex.Transaction,
   orgId: string,
   userId: string,
   metric: string,
   amount: number,
 ): Promise<number> {
   const rows = (
-    await trx.raw(
-      `insert into usage_counters (org_id, user_id, metric, day, value)
-     values (?, null, ?, current_date, ?), (?, ?, ?, current_date, ?) ${USAGE_UPSERT} returning user_id, value`,
-      [orgId, metric, amount, orgId, userId, metric, amount],
-    )
-  ).rows as { user_id: string | null; value: string }[];
-  return Number(rows.find((r) => r.user_id === null)?.value ?? 0);
+    await db
+      .raw("select usage_add(?, ?, ?, ?) as total", [orgId, userId, metric, amount])
+      .options({ name: "usage_add" })
+  ).rows as { total: string }[];
+  return Number(rows[0]?.total ?? 0);
 }
 
 /** The organization, its plan, limits, settings and today's usage (organization and caller). */
@@ -257,19 +258,14 @@ export async function recordUsage(
   await addUsage(trx, caller.orgId, caller.userId, QUOTA_METRICS[limit], amount);
 }
 
-/**
- * Records usage outside any transaction, in one statement: `usage_add` (migration 20261205000000) enters the
- * organization and adds to its and the person's counters of today.
- */
+/** The same outside any transaction: one statement, which enters the caller's organization itself. */
 export async function recordUsageNow(
   knex: Knex,
   caller: Caller,
   limit: keyof typeof QUOTA_METRICS,
   amount: number,
 ): Promise<void> {
-  await knex
-    .raw("select usage_add(?, ?, ?, ?)", [caller.orgId, caller.userId, QUOTA_METRICS[limit], amount])
-    .options({ name: "usage_add" });
+  await addUsage(knex, caller.orgId, caller.userId, QUOTA_METRICS[limit], amount);
 }
 
 const limitsCache = new Map<string, { at: number; limits: Limits }>();
