@@ -8,6 +8,7 @@ import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 
 const run = promisify(execFile);
 const SCRIPT = new URL("../support/offline-inference.mjs", import.meta.url).pathname;
+const HOOKS = new URL("../support/offline-hooks.mjs", import.meta.url).pathname;
 const STORIES = new URL("../../../shared/models/stories260K.gguf", import.meta.url).pathname;
 
 describe("no network", () => {
@@ -16,13 +17,20 @@ describe("no network", () => {
     makeTinyModel(tiny);
     for (const model of existsSync(STORIES) ? [tiny, STORIES] : [tiny]) {
       // unshare -n: a namespace with only a downed loopback, so any connect would fail at once.
-      const { stdout } = await run("unshare", ["-n", process.execPath, SCRIPT, model], { timeout: 60_000 });
+      const log = path.join(mkdtempSync(path.join(tmpdir(), "ws-offlog-")), "attempts.log");
+      const { stdout } = await run("unshare", ["-n", process.execPath, "--import", HOOKS, SCRIPT, model], {
+        timeout: 60_000,
+        env: { ...process.env, OFFLINE_LOG: log },
+      });
       const report = JSON.parse(stdout.trim().split("\n").pop() as string) as {
         attempts: string[];
+        threads: number;
         tokens: number;
         dims: number;
       };
       expect(report.attempts, model).toEqual([]);
+      // The hooks watched the inference thread too, not only the main thread.
+      expect(report.threads, model).toBeGreaterThanOrEqual(2);
       expect(report.tokens, model).toBeGreaterThan(0);
       expect(report.dims, model).toBe(64);
     }

@@ -1,29 +1,9 @@
-// Run inside an empty network namespace (unshare -n) by the no-network test: loads a model through
-// the AI runtime, generates and embeds, and reports every outbound connection or DNS lookup attempted.
-import net from "node:net";
-import dns from "node:dns";
-import { mkdtempSync } from "node:fs";
+// Run inside an empty network namespace (unshare -n) by the no-network test, with offline-hooks.mjs preloaded
+// into every thread: loads a model through the AI runtime (inference runs on its own thread), generates and
+// embeds, and reports every outbound connection or DNS lookup attempted, and the threads the hooks watched.
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-
-const attempts = [];
-const origConnect = net.Socket.prototype.connect;
-net.Socket.prototype.connect = function (...args) {
-  attempts.push(`connect ${JSON.stringify(args[0])}`);
-  return origConnect.apply(this, args);
-};
-for (const fn of ["lookup", "resolve", "resolve4", "resolve6"]) {
-  const orig = dns[fn];
-  dns[fn] = (...args) => {
-    attempts.push(`dns.${fn} ${args[0]}`);
-    return orig.apply(dns, args);
-  };
-}
-const origFetch = globalThis.fetch;
-globalThis.fetch = (...args) => {
-  attempts.push(`fetch ${String(args[0])}`);
-  return origFetch(...args);
-};
 
 const { AiRuntime, loadConfig, silentLogger } = await import("../../core/dist/src/index.js");
 const modelPath = process.argv[2];
@@ -55,6 +35,14 @@ const answer = await runtime.generate({
 });
 const vectors = await runtime.embed(row, ["hello"]);
 await runtime.close();
+const lines = readFileSync(process.env.OFFLINE_LOG, "utf8").split("\n").filter(Boolean);
+const attempts = lines.filter((l) => l.startsWith("attempt ")).map((l) => l.slice(8));
+const threads = new Set(lines.filter((l) => l.startsWith("thread ")));
 process.stdout.write(
-  JSON.stringify({ attempts, tokens: answer.completionTokens, dims: vectors[0].length }) + "\n",
+  JSON.stringify({
+    attempts,
+    threads: threads.size,
+    tokens: answer.completionTokens,
+    dims: vectors[0].length,
+  }) + "\n",
 );

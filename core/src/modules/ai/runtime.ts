@@ -1,18 +1,13 @@
 import { cpus } from "node:os";
-import {
-  getLlama,
-  LlamaChatSession,
-  type ChatHistoryItem,
-  type Llama,
-  type LlamaContext,
-  type LlamaContextSequence,
-  type LlamaEmbeddingContext,
-  type LlamaModel,
-} from "node-llama-cpp";
+import { Worker } from "node:worker_threads";
+import { getLlama, type Llama } from "node-llama-cpp";
 import type { Config } from "../../config/schema.js";
 import type { Logger } from "../../platform/log.js";
 import { AppError } from "../../platform/http/errors.js";
 import { modelFile, type ModelRow } from "./models.service.js";
+import type { HistoryItem, LoadReply, WorkerReply, WorkerRequest } from "./inference.protocol.js";
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /** A chat message. */
 export interface ChatMessage {
@@ -69,53 +64,58 @@ export interface GenerateResult {
   json?: unknown;
 }
 
+/** One context sequence of a loaded model (context `ctx`, sequence `seq` in it), held in the inference thread. */
+interface Slot {
+  ctx: number;
+  seq: number;
+}
+
 interface Waiter {
   orgId: string;
-  resolve: (seq: LlamaContextSequence) => void;
+  resolve: (slot: Slot) => void;
   reject: (err: unknown) => void;
 }
 
 /**
- * A loaded model with its contexts, their sequences and the organizations waiting for them. Each context
- * decodes on its own thread and batches its own sequences; a request gets a sequence of the least busy
- * context, so concurrent requests compute in parallel before they share a batch.
+ * A loaded model as the main thread sees it: which of its sequences are free, how busy each context is, and the
+ * organizations waiting. Each context decodes on its own thread and batches its own sequences; a request gets a
+ * sequence of the least busy context, so concurrent requests compute in parallel before they share a batch.
  */
 class LoadedModel {
-  readonly free: LlamaContextSequence[] = [];
-  readonly inUse = new Map<LlamaContext, number>();
+  readonly free: Slot[] = [];
+  /** Sequences in use, per context. */
+  readonly inUse: number[];
   private readonly waiting = new Map<string, Waiter[]>();
   private turn: string[] = [];
-  private embedding?: Promise<LlamaEmbeddingContext>;
-  private embeddingQueue: Promise<unknown> = Promise.resolve();
   lastUsed = Date.now();
   busy = 0;
 
   constructor(
     readonly row: ModelRow,
-    readonly model: LlamaModel,
-    readonly contexts: LlamaContext[],
-    private readonly threads: number,
+    /** Bytes of the weights plus every context's state (KV cache). */
+    readonly memoryBytes: number,
+    sequences: number[],
+    private readonly clear: (slot: Slot) => Promise<unknown>,
   ) {
-    for (const context of contexts) {
-      this.inUse.set(context, 0);
-      for (let i = 0; i < context.totalSequences; i++) this.free.push(context.getSequence());
-    }
+    this.inUse = sequences.map(() => 0);
+    sequences.forEach((n, ctx) => {
+      for (let seq = 0; seq < n; seq++) this.free.push({ ctx, seq });
+    });
   }
 
   /**
    * A free sequence of the context with the fewest sequences in use, taken out of the pool; among those, the
    * one given back last (its context's buffers are still in the CPU caches).
    */
-  private take(): LlamaContextSequence | undefined {
+  private take(): Slot | undefined {
     let best = -1;
     for (let i = this.free.length - 1; i >= 0; i--) {
-      const n = this.inUse.get(this.free[i]!.context)!;
-      if (best < 0 || n < this.inUse.get(this.free[best]!.context)!) best = i;
+      if (best < 0 || this.inUse[this.free[i]!.ctx]! < this.inUse[this.free[best]!.ctx]!) best = i;
     }
     if (best < 0) return undefined;
-    const [seq] = this.free.splice(best, 1) as [LlamaContextSequence];
-    this.inUse.set(seq.context, this.inUse.get(seq.context)! + 1);
-    return seq;
+    const [slot] = this.free.splice(best, 1) as [Slot];
+    this.inUse[slot.ctx]! += 1;
+    return slot;
   }
 
   get queued(): number {
@@ -125,12 +125,12 @@ class LoadedModel {
   }
 
   /** A free sequence, or a place in the organization's line; lines are served in turn (round robin). */
-  acquire(orgId: string, maxQueue: number, signal?: AbortSignal): Promise<LlamaContextSequence> {
+  acquire(orgId: string, maxQueue: number, signal?: AbortSignal): Promise<Slot> {
     this.lastUsed = Date.now();
-    const seq = this.take();
-    if (seq) {
+    const slot = this.take();
+    if (slot) {
       this.busy += 1;
-      return Promise.resolve(seq);
+      return Promise.resolve(slot);
     }
     if (this.queued >= maxQueue) {
       return Promise.reject(AppError.unavailable("The AI is busy. Try again in a few seconds.", 2));
@@ -160,59 +160,71 @@ class LoadedModel {
     });
   }
 
-  /** Gives a sequence back (cleared) to the next organization in turn, or to the pool. */
-  async release(seq: LlamaContextSequence): Promise<void> {
-    await seq.clearHistory();
+  /** Gives a sequence back (its chat closed, history cleared) to the next organization in turn, or to the pool. */
+  async release(slot: Slot): Promise<void> {
+    await this.clear(slot);
     this.lastUsed = Date.now();
     const orgId = this.turn.shift();
     if (orgId === undefined) {
       this.busy -= 1;
-      this.inUse.set(seq.context, this.inUse.get(seq.context)! - 1);
-      this.free.push(seq);
+      this.inUse[slot.ctx]! -= 1;
+      this.free.push(slot);
       return;
     }
     const line = this.waiting.get(orgId) as Waiter[];
     const next = line.shift() as Waiter;
     if (line.length > 0) this.turn.push(orgId);
     else this.waiting.delete(orgId);
-    next.resolve(seq);
+    next.resolve(slot);
   }
 
-  /** Embeds texts one request at a time on a shared embedding context. */
-  embed(texts: string[]): Promise<number[][]> {
-    this.lastUsed = Date.now();
-    this.embedding ??= this.model.createEmbeddingContext({
-      contextSize: Math.min(512, this.row.metadata.contextLength || 512),
-      threads: this.threads,
-    });
-    const run = this.embeddingQueue.then(async () => {
-      const ctx = await (this.embedding as Promise<LlamaEmbeddingContext>);
-      const out: number[][] = [];
-      for (const t of texts) out.push([...(await ctx.getEmbeddingFor(t)).vector]);
-      return out;
-    });
-    this.embeddingQueue = run.catch(() => undefined);
-    return run;
-  }
-
-  async dispose(): Promise<void> {
+  /** Turns away everyone waiting (the model is being unloaded). */
+  rejectWaiting(): void {
     for (const q of this.waiting.values())
       for (const w of q) w.reject(AppError.unavailable("The model was unloaded.", 1));
-    await (await this.embedding)?.dispose();
-    for (const context of this.contexts) await context.dispose();
-    await this.model.dispose();
+    this.waiting.clear();
+    this.turn = [];
   }
 }
 
 /** The default thread count: one on small machines (spin-waiting threads slow a busy core), half the cores above that. */
 export const defaultThreads = () => (cpus().length <= 2 ? 1 : Math.floor(cpus().length / 2));
 
-/** The inference service: llama.cpp through node-llama-cpp, never downloading anything. */
+/**
+ * The compiled inference thread. Core runs from core/dist; the test suite runs core's TypeScript from
+ * core/src, and the thread then runs the build of the same file (the suite builds first).
+ */
+function workerFile(): URL {
+  const url = new URL("./inference.worker.js", import.meta.url);
+  if (!import.meta.url.endsWith(".ts")) return url;
+  const at = url.pathname.lastIndexOf("/src/modules/ai/");
+  return new URL(`file://${url.pathname.slice(0, at)}/dist${url.pathname.slice(at)}`);
+}
+
+interface Pending {
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+  onToken?: (text: string) => void;
+}
+
+/**
+ * The inference service: llama.cpp through node-llama-cpp, never downloading anything.
+ *
+ * Inference runs on a worker thread of its own (inference.worker.ts): node-llama-cpp does about a quarter of a
+ * millisecond of JavaScript per token, which on the main thread would hold up every HTTP request and socket
+ * while models generate; and the main thread loads Apache Arrow (LanceDB), which switches off V8's fast path of
+ * Array.prototype.concat for the whole isolate (it sets Symbol.isConcatSpreadable), a path node-llama-cpp takes
+ * for every token. The queue, fairness between organizations, timeouts and cancellation stay here.
+ */
 export class AiRuntime {
   private llamaPromise?: Promise<Llama>;
   private readonly loaded = new Map<string, Promise<LoadedModel>>();
   private readonly timer: NodeJS.Timeout;
   readonly threads: number;
+  private worker?: Worker;
+  private gpu?: Promise<string | false>;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
 
   constructor(
     private readonly config: Config,
@@ -223,7 +235,10 @@ export class AiRuntime {
     this.timer.unref();
   }
 
-  /** The llama.cpp binding (prebuilt binaries only; GPU when found unless configured off). */
+  /**
+   * A llama.cpp binding on the calling thread (prebuilt binaries only), for reading model files when they are
+   * imported. Inference never uses it: it runs on the inference thread.
+   */
   llama(): Promise<Llama> {
     this.llamaPromise ??= getLlama({
       build: "never",
@@ -234,33 +249,93 @@ export class AiRuntime {
     return this.llamaPromise;
   }
 
+  /** Sends a request to the inference thread (started on first use); `onToken` hears a prompt's chunks. */
+  private call<T>(
+    req: DistributiveOmit<WorkerRequest, "id">,
+    onToken?: (text: string) => void,
+    id = this.nextId++,
+  ): Promise<T> {
+    const worker = (this.worker ??= this.startWorker());
+    if (this.pending.size === 0) worker.ref();
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onToken });
+      worker.postMessage({ ...req, id });
+    });
+  }
+
+  /** Sends without waiting for the answer (cancelling a prompt). */
+  private tell(req: DistributiveOmit<WorkerRequest, "id">): void {
+    this.worker?.postMessage({ ...req, id: this.nextId++ });
+  }
+
+  private startWorker(): Worker {
+    const worker = new Worker(workerFile(), {
+      workerData: { gpu: this.config.ai.gpu === "off" ? false : "auto" },
+      // The thread of a process that has nothing else to do does not keep it alive (see call()).
+    });
+    worker.unref();
+    worker.on("message", (m: WorkerReply) => {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      if ("token" in m) return p.onToken?.(m.token);
+      this.pending.delete(m.id);
+      if (this.pending.size === 0) worker.unref();
+      if ("error" in m) {
+        const { message, status, code } = m.error;
+        p.reject(status && code ? new AppError(status, code, message) : new Error(message));
+      } else p.resolve(m.value);
+    });
+    const lost = (err: unknown) => {
+      if (this.worker !== worker) return;
+      this.worker = undefined;
+      this.gpu = undefined;
+      for (const m of this.loaded.values())
+        void m.then(
+          (l) => l.rejectWaiting(),
+          () => undefined,
+        );
+      this.loaded.clear();
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+    worker.on("error", (err) => {
+      this.log.error({ err }, "the inference thread failed");
+      lost(err);
+    });
+    worker.on("exit", (code) => lost(new Error(`The inference thread stopped (${code}).`)));
+    return worker;
+  }
+
   private async load(row: ModelRow): Promise<LoadedModel> {
     let p = this.loaded.get(row.id);
     if (!p) {
       p = (async () => {
-        const llama = await this.llama();
+        this.gpu ??= this.call<{ gpu: string | false }>({ op: "init" }).then((r) => r.gpu);
+        const gpu = await this.gpu;
         const t0 = Date.now();
-        const model = await llama.loadModel({ modelPath: modelFile(this.config, row.sha256) });
-        const contextSize = Math.min(this.config.ai.contextSize, model.trainContextSize);
         const { parallel } = this.config.ai;
-        const n = this.contextCount(llama.gpu !== false);
-        const contexts: LlamaContext[] = [];
-        try {
-          for (let i = 0; i < n; i++) {
-            // The sequences spread evenly: the first contexts take one more when they do not divide.
-            const sequences = Math.floor(parallel / n) + (i < parallel % n ? 1 : 0);
-            contexts.push(await model.createContext({ contextSize, sequences, threads: this.threads }));
-          }
-        } catch (err) {
-          for (const c of contexts) await c.dispose();
-          await model.dispose();
-          throw err;
-        }
+        const n = this.contextCount(gpu !== false);
+        // The sequences spread evenly: the first contexts take one more when they do not divide.
+        const sequences = Array.from(
+          { length: n },
+          (_, i) => Math.floor(parallel / n) + (i < parallel % n ? 1 : 0),
+        );
+        const r = await this.call<LoadReply>({
+          op: "load",
+          modelId: row.id,
+          file: modelFile(this.config, row.sha256),
+          contextSize: this.config.ai.contextSize,
+          sequences,
+          threads: this.threads,
+        });
         this.log.info(
-          { model: row.name, ms: Date.now() - t0, gpu: llama.gpu, threads: this.threads, contexts: n },
+          { model: row.name, ms: Date.now() - t0, gpu, threads: this.threads, contexts: n },
           "model loaded",
         );
-        return new LoadedModel(row, model, contexts, this.threads);
+        const memory = r.size + r.stateSizes.reduce((a, b) => a + b, 0);
+        return new LoadedModel(row, memory, sequences, (slot) =>
+          this.call({ op: "close", modelId: row.id, ...slot }),
+        );
       })();
       this.loaded.set(row.id, p);
       p.catch(() => this.loaded.delete(row.id));
@@ -297,15 +372,14 @@ export class AiRuntime {
     const out = [];
     for (const [id, p] of this.loaded) {
       const m = await p.catch(() => undefined);
-      // Weights plus the context's state (KV cache) of every sequence.
       if (m)
         out.push({
           id,
           busy: m.busy,
           queued: m.queued,
           free: m.free.length,
-          contexts: m.contexts.map((c) => m.inUse.get(c)!),
-          memoryBytes: m.model.size + m.contexts.reduce((n, c) => n + c.stateSize, 0),
+          contexts: [...m.inUse],
+          memoryBytes: m.memoryBytes,
         });
     }
     return out;
@@ -318,68 +392,70 @@ export class AiRuntime {
   async openChat(req: OpenChatRequest): Promise<ChatHandle> {
     const loaded = await this.load(req.model);
     const wait = AbortSignal.timeout(this.config.ai.requestTimeoutMs);
-    const seq = await loaded.acquire(
+    const slot = await loaded.acquire(
       req.orgId,
       this.config.ai.maxQueue,
       req.signal ? AbortSignal.any([req.signal, wait]) : wait,
     );
-    const session = new LlamaChatSession({ contextSequence: seq, autoDisposeSequence: false });
-    const history: ChatHistoryItem[] = [];
+    const history: HistoryItem[] = [];
     if (req.system) history.push({ type: "system", text: req.system });
     for (const m of req.history) {
       history.push(
         m.role === "user" ? { type: "user", text: m.content } : { type: "model", response: [m.content] },
       );
     }
-    session.setChatHistory(history);
+    const where = { modelId: req.model.id, ...slot };
+    let opened: { contextSize: number };
+    try {
+      opened = await this.call<{ contextSize: number }>({ op: "open", history, ...where });
+    } catch (err) {
+      await loaded.release(slot).catch(() => undefined);
+      throw err;
+    }
     let closed = false;
     return {
-      contextSize: seq.contextSize,
+      contextSize: opened.contextSize,
       prompt: async (text, opts = {}) => {
         const timeout = AbortSignal.timeout(this.config.ai.requestTimeoutMs);
         const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
-        const before = seq.tokenMeter.getState();
-        const grammar = opts.jsonSchema
-          ? await (await this.llama()).createGrammarForJsonSchema(opts.jsonSchema as never)
-          : undefined;
-        const maxTokens = opts.maxTokens ?? this.config.ai.maxTokens;
-        let completion = 0;
-        const out = await session.prompt(text, {
-          maxTokens,
-          temperature: opts.temperature,
-          grammar,
-          signal,
-          stopOnAbortSignal: true,
-          onTextChunk: (chunk) => opts.onToken?.(chunk),
-          onToken: (tokens) => {
-            completion += tokens.length;
-          },
-        });
-        const after = seq.tokenMeter.getState();
-        const cancelled = signal.aborted;
-        if (cancelled && timeout.aborted && !opts.signal?.aborted) {
-          throw new AppError(
-            504,
-            "ai_timeout",
-            `The answer took longer than ${this.config.ai.requestTimeoutMs} ms.`,
+        const id = this.nextId++;
+        const cancel = () => this.tell({ op: "abort", target: id });
+        signal.addEventListener("abort", cancel, { once: true });
+        try {
+          const running = this.call<GenerateResult>(
+            {
+              op: "prompt",
+              text,
+              maxTokens: opts.maxTokens ?? this.config.ai.maxTokens,
+              temperature: opts.temperature,
+              jsonSchema: opts.jsonSchema,
+              validate: opts.validate,
+              stream: Boolean(opts.onToken),
+              ...where,
+            },
+            opts.onToken,
+            id,
           );
+          // Already cancelled (the client left while the sequence was being set up): stop at once.
+          if (signal.aborted) cancel();
+          const result = await running;
+          if (signal.aborted && timeout.aborted && !opts.signal?.aborted) {
+            throw new AppError(
+              504,
+              "ai_timeout",
+              `The answer took longer than ${this.config.ai.requestTimeoutMs} ms.`,
+            );
+          }
+          if (result.json === undefined) delete result.json;
+          return result;
+        } finally {
+          signal.removeEventListener("abort", cancel);
         }
-        const result: GenerateResult = {
-          text: out,
-          promptTokens: Math.max(0, after.usedInputTokens - before.usedInputTokens),
-          completionTokens: completion,
-          finishReason: cancelled ? "cancelled" : completion >= maxTokens ? "length" : "stop",
-        };
-        // A cut-off answer (length or cancelled) is incomplete JSON: only a finished one is parsed.
-        if (grammar && result.finishReason === "stop")
-          result.json = opts.validate === false ? JSON.parse(out) : grammar.parse(out);
-        return result;
       },
       close: async () => {
         if (closed) return;
         closed = true;
-        session.dispose({ disposeSequence: false });
-        await loaded.release(seq);
+        await loaded.release(slot);
       },
     };
   }
@@ -409,12 +485,22 @@ export class AiRuntime {
 
   /** Embeds texts with a model; vectors have the model's embedding length. */
   async embed(model: ModelRow, texts: string[]): Promise<number[][]> {
-    return (await this.load(model)).embed(texts);
+    const m = await this.load(model);
+    m.lastUsed = Date.now();
+    // One request at a time on a shared embedding context (the inference thread queues them).
+    return this.call({
+      op: "embed",
+      modelId: model.id,
+      texts,
+      contextSize: Math.min(512, model.metadata.contextLength || 512),
+      threads: this.threads,
+    });
   }
 
   /** Counts the tokens of a text with a model's tokenizer. */
   async countTokens(model: ModelRow, text: string): Promise<number> {
-    return (await this.load(model)).model.tokenize(text).length;
+    await this.load(model);
+    return this.call({ op: "count", modelId: model.id, text });
   }
 
   private async unloadIdle(): Promise<void> {
@@ -423,7 +509,8 @@ export class AiRuntime {
       const m = await p.catch(() => undefined);
       if (m && m.busy === 0 && m.queued === 0 && Date.now() - m.lastUsed > limit) {
         this.loaded.delete(id);
-        await m.dispose();
+        m.rejectWaiting();
+        await this.call({ op: "unload", modelId: id });
         this.log.info({ model: m.row.name }, "unloaded an idle model");
       }
     }
@@ -432,8 +519,14 @@ export class AiRuntime {
   /** Unloads everything (shutdown). */
   async close(): Promise<void> {
     clearInterval(this.timer);
-    for (const p of this.loaded.values()) await (await p.catch(() => undefined))?.dispose();
+    for (const p of this.loaded.values()) (await p.catch(() => undefined))?.rejectWaiting();
     this.loaded.clear();
+    const worker = this.worker;
+    if (worker) {
+      await this.call({ op: "dispose" }).catch(() => undefined);
+      this.worker = undefined;
+      await worker.terminate();
+    }
     if (this.llamaPromise) await (await this.llamaPromise).dispose();
   }
 }

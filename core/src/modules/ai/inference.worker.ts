@@ -1,0 +1,210 @@
+// The inference thread: llama.cpp through node-llama-cpp, in a worker thread of its own (see runtime.ts for
+// why). It owns the binding, the loaded models, their contexts, sequences, chat sessions and embedding
+// contexts, and answers the requests of the AiRuntime on the main thread. The queue, fairness and accounting
+// stay there; this side only computes. Nothing here imports anything but node-llama-cpp.
+import { parentPort, workerData } from "node:worker_threads";
+import {
+  getLlama,
+  LlamaChatSession,
+  type ChatHistoryItem,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaEmbeddingContext,
+  type LlamaModel,
+} from "node-llama-cpp";
+import type { WorkerReply, WorkerRequest } from "./inference.protocol.js";
+
+const port = parentPort!;
+const { gpu } = workerData as { gpu: "auto" | false };
+
+let llamaPromise: Promise<Llama> | undefined;
+const llama = () =>
+  (llamaPromise ??= getLlama({ build: "never", gpu, logLevel: "error" as never, progressLogs: false }));
+
+interface Loaded {
+  model: LlamaModel;
+  contexts: LlamaContext[];
+  sequences: LlamaContextSequence[][];
+  sessions: Map<string, LlamaChatSession>;
+  embedding?: Promise<LlamaEmbeddingContext>;
+  embeddingQueue: Promise<unknown>;
+}
+const models = new Map<string, Loaded>();
+/** Prompts under way, by request id, so that the main thread can cancel them. */
+const running = new Map<number, AbortController>();
+
+function loaded(modelId: string): Loaded {
+  const m = models.get(modelId);
+  if (!m) throw Object.assign(new Error("The model is not loaded."), { status: 503, code: "unavailable" });
+  return m;
+}
+
+/** How long text chunks are gathered after one was sent to the main thread. */
+const FLUSH_MS = 8;
+
+const slotKey = (ctx: number, seq: number) => `${ctx}:${seq}`;
+
+function session(m: Loaded, ctx: number, seq: number): LlamaChatSession {
+  const s = m.sessions.get(slotKey(ctx, seq));
+  if (!s) throw new Error("No chat is open on this sequence.");
+  return s;
+}
+
+async function handle(req: WorkerRequest): Promise<unknown> {
+  switch (req.op) {
+    case "init": {
+      const l = await llama();
+      return { gpu: l.gpu };
+    }
+    case "load": {
+      const l = await llama();
+      const model = await l.loadModel({ modelPath: req.file });
+      const contextSize = Math.min(req.contextSize, model.trainContextSize);
+      const contexts: LlamaContext[] = [];
+      try {
+        for (const sequences of req.sequences)
+          contexts.push(await model.createContext({ contextSize, sequences, threads: req.threads }));
+      } catch (err) {
+        for (const c of contexts) await c.dispose();
+        await model.dispose();
+        throw err;
+      }
+      models.set(req.modelId, {
+        model,
+        contexts,
+        sequences: contexts.map((c) => Array.from({ length: c.totalSequences }, () => c.getSequence())),
+        sessions: new Map(),
+        embeddingQueue: Promise.resolve(),
+      });
+      return { size: model.size, stateSizes: contexts.map((c) => c.stateSize) };
+    }
+    case "open": {
+      const m = loaded(req.modelId);
+      const seq = m.sequences[req.ctx]![req.seq]!;
+      const s = new LlamaChatSession({ contextSequence: seq, autoDisposeSequence: false });
+      s.setChatHistory(req.history as ChatHistoryItem[]);
+      m.sessions.set(slotKey(req.ctx, req.seq), s);
+      return { contextSize: seq.contextSize };
+    }
+    case "prompt": {
+      const m = loaded(req.modelId);
+      const s = session(m, req.ctx, req.seq);
+      const seq = m.sequences[req.ctx]![req.seq]!;
+      const ac = new AbortController();
+      running.set(req.id, ac);
+      try {
+        const before = seq.tokenMeter.getState();
+        const grammar = req.jsonSchema
+          ? await (await llama()).createGrammarForJsonSchema(req.jsonSchema as never)
+          : undefined;
+        let completion = 0;
+        // Chunks go to the main thread together when they come faster than FLUSH_MS apart: a message per
+        // token costs this thread about as much as node-llama-cpp's own work for a small model's token.
+        let held = "";
+        let last = -Infinity;
+        let timer: NodeJS.Timeout | undefined;
+        const flush = () => {
+          clearTimeout(timer);
+          timer = undefined;
+          if (held) port.postMessage({ id: req.id, token: held });
+          held = "";
+          last = performance.now();
+        };
+        const onTextChunk = (chunk: string) => {
+          held += chunk;
+          if (timer) return;
+          const quiet = performance.now() - last;
+          if (quiet >= FLUSH_MS) flush();
+          else timer = setTimeout(flush, FLUSH_MS - quiet);
+        };
+        const text = await s.prompt(req.text, {
+          maxTokens: req.maxTokens,
+          temperature: req.temperature,
+          grammar,
+          signal: ac.signal,
+          stopOnAbortSignal: true,
+          onTextChunk: req.stream ? onTextChunk : undefined,
+          onToken: (tokens) => {
+            completion += tokens.length;
+          },
+        });
+        flush();
+        const after = seq.tokenMeter.getState();
+        const finishReason = ac.signal.aborted
+          ? "cancelled"
+          : completion >= req.maxTokens
+            ? "length"
+            : "stop";
+        // A cut-off answer (length or cancelled) is incomplete JSON: only a finished one is parsed.
+        const json =
+          grammar && finishReason === "stop"
+            ? req.validate === false
+              ? JSON.parse(text)
+              : grammar.parse(text)
+            : undefined;
+        return {
+          text,
+          promptTokens: Math.max(0, after.usedInputTokens - before.usedInputTokens),
+          completionTokens: completion,
+          finishReason,
+          json,
+        };
+      } finally {
+        running.delete(req.id);
+      }
+    }
+    case "abort":
+      running.get(req.target)?.abort();
+      return null;
+    case "close": {
+      const m = loaded(req.modelId);
+      m.sessions.get(slotKey(req.ctx, req.seq))?.dispose({ disposeSequence: false });
+      m.sessions.delete(slotKey(req.ctx, req.seq));
+      await m.sequences[req.ctx]![req.seq]!.clearHistory();
+      return null;
+    }
+    case "embed": {
+      const m = loaded(req.modelId);
+      m.embedding ??= m.model.createEmbeddingContext({ contextSize: req.contextSize, threads: req.threads });
+      const run = m.embeddingQueue.then(async () => {
+        const ctx = await (m.embedding as Promise<LlamaEmbeddingContext>);
+        const out: number[][] = [];
+        for (const t of req.texts) out.push([...(await ctx.getEmbeddingFor(t)).vector]);
+        return out;
+      });
+      m.embeddingQueue = run.catch(() => undefined);
+      return run;
+    }
+    case "count":
+      return loaded(req.modelId).model.tokenize(req.text).length;
+    case "unload": {
+      const m = models.get(req.modelId);
+      models.delete(req.modelId);
+      if (m) {
+        await (await m.embedding?.catch(() => undefined))?.dispose();
+        for (const c of m.contexts) await c.dispose();
+        await m.model.dispose();
+      }
+      return null;
+    }
+    case "dispose":
+      for (const id of [...models.keys()]) await handle({ op: "unload", id: 0, modelId: id });
+      if (llamaPromise) await (await llamaPromise).dispose();
+      llamaPromise = undefined;
+      return null;
+  }
+}
+
+port.on("message", (req: WorkerRequest) => {
+  handle(req).then(
+    (value) => port.postMessage({ id: req.id, value } satisfies WorkerReply),
+    (err: unknown) => {
+      const e = err as { message?: string; status?: number; code?: string; name?: string };
+      port.postMessage({
+        id: req.id,
+        error: { message: String(e?.message ?? err), name: e?.name, status: e?.status, code: e?.code },
+      } satisfies WorkerReply);
+    },
+  );
+});
