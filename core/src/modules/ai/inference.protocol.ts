@@ -1,9 +1,6 @@
 // What the main thread's AiRuntime and the inference thread (inference.worker.ts) say to each other. A slot
 // is one context sequence of a loaded model: context `ctx`, sequence `seq` within it.
-
-/** A chat history item as node-llama-cpp takes it. */
-export type HistoryItem =
-  { type: "system"; text: string } | { type: "user"; text: string } | { type: "model"; response: string[] };
+import type { ChatHistoryItem } from "node-llama-cpp";
 
 interface Slot {
   modelId: string;
@@ -14,7 +11,7 @@ interface Slot {
 export type WorkerRequest = { id: number } & (
   | { op: "init" }
   | { op: "load"; modelId: string; file: string; contextSize: number; sequences: number[]; threads: number }
-  | ({ op: "open"; history: HistoryItem[] } & Slot)
+  | ({ op: "open"; history: ChatHistoryItem[] } & Slot)
   | ({
       op: "prompt";
       text: string;

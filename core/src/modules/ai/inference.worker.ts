@@ -1,18 +1,19 @@
 // The inference thread: llama.cpp through node-llama-cpp, in a worker thread of its own (see runtime.ts for
 // why). It owns the binding, the loaded models, their contexts, sequences, chat sessions and embedding
 // contexts, and answers the requests of the AiRuntime on the main thread. The queue, fairness and accounting
-// stay there; this side only computes. Nothing here imports anything but node-llama-cpp.
+// stay there; this side only computes. Nothing here imports anything but node-llama-cpp and the
+// dependency-free coalescer.
 import { parentPort, workerData } from "node:worker_threads";
 import {
   getLlama,
   LlamaChatSession,
-  type ChatHistoryItem,
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
   type LlamaEmbeddingContext,
   type LlamaModel,
 } from "node-llama-cpp";
+import { coalescer } from "../../platform/coalesce.js";
 import type { WorkerReply, WorkerRequest } from "./inference.protocol.js";
 
 const port = parentPort!;
@@ -83,7 +84,7 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       const m = loaded(req.modelId);
       const seq = m.sequences[req.ctx]![req.seq]!;
       const s = new LlamaChatSession({ contextSequence: seq, autoDisposeSequence: false });
-      s.setChatHistory(req.history as ChatHistoryItem[]);
+      s.setChatHistory(req.history);
       m.sessions.set(slotKey(req.ctx, req.seq), s);
       return { contextSize: seq.contextSize };
     }
@@ -101,35 +102,19 @@ async function handle(req: WorkerRequest): Promise<unknown> {
         let completion = 0;
         // Chunks go to the main thread together when they come faster than FLUSH_MS apart: a message per
         // token costs this thread about as much as node-llama-cpp's own work for a small model's token.
-        let held = "";
-        let last = -Infinity;
-        let timer: NodeJS.Timeout | undefined;
-        const flush = () => {
-          clearTimeout(timer);
-          timer = undefined;
-          if (held) port.postMessage({ id: req.id, token: held });
-          held = "";
-          last = performance.now();
-        };
-        const onTextChunk = (chunk: string) => {
-          held += chunk;
-          if (timer) return;
-          const quiet = performance.now() - last;
-          if (quiet >= FLUSH_MS) flush();
-          else timer = setTimeout(flush, FLUSH_MS - quiet);
-        };
+        const chunks = coalescer((token) => port.postMessage({ id: req.id, token }), FLUSH_MS);
         const text = await s.prompt(req.text, {
           maxTokens: req.maxTokens,
           temperature: req.temperature,
           grammar,
           signal: ac.signal,
           stopOnAbortSignal: true,
-          onTextChunk: req.stream ? onTextChunk : undefined,
+          onTextChunk: req.stream ? chunks.push : undefined,
           onToken: (tokens) => {
             completion += tokens.length;
           },
         });
-        flush();
+        chunks.flush();
         const after = seq.tokenMeter.getState();
         const finishReason = ac.signal.aborted
           ? "cancelled"
@@ -148,7 +133,7 @@ async function handle(req: WorkerRequest): Promise<unknown> {
           promptTokens: Math.max(0, after.usedInputTokens - before.usedInputTokens),
           completionTokens: completion,
           finishReason,
-          json,
+          ...(json !== undefined && { json }),
         };
       } finally {
         running.delete(req.id);

@@ -1,11 +1,11 @@
 import { cpus } from "node:os";
 import { Worker } from "node:worker_threads";
-import { getLlama, type Llama } from "node-llama-cpp";
+import { getLlama, type ChatHistoryItem, type Llama } from "node-llama-cpp";
 import type { Config } from "../../config/schema.js";
 import type { Logger } from "../../platform/log.js";
 import { AppError } from "../../platform/http/errors.js";
 import { modelFile, type ModelRow } from "./models.service.js";
-import type { HistoryItem, LoadReply, WorkerReply, WorkerRequest } from "./inference.protocol.js";
+import type { LoadReply, WorkerReply, WorkerRequest } from "./inference.protocol.js";
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
@@ -397,7 +397,7 @@ export class AiRuntime {
       this.config.ai.maxQueue,
       req.signal ? AbortSignal.any([req.signal, wait]) : wait,
     );
-    const history: HistoryItem[] = [];
+    const history: ChatHistoryItem[] = [];
     if (req.system) history.push({ type: "system", text: req.system });
     for (const m of req.history) {
       history.push(
@@ -446,7 +446,6 @@ export class AiRuntime {
               `The answer took longer than ${this.config.ai.requestTimeoutMs} ms.`,
             );
           }
-          if (result.json === undefined) delete result.json;
           return result;
         } finally {
           signal.removeEventListener("abort", cancel);

@@ -1,5 +1,6 @@
 import { PassThrough } from "node:stream";
 import type { Context } from "koa";
+import { coalescer } from "../coalesce.js";
 
 /** An open server-sent event stream. */
 export interface EventStream {
@@ -19,11 +20,9 @@ export interface EventStream {
 const COALESCE_MS = 16;
 
 /**
- * Server-sent events over a Koa response. An event goes at once when nothing was written in the last
- * COALESCE_MS; events that follow sooner are written together at
- * the end of that window (one syscall, one client wake-up). So a real model, whose tokens come tens of
- * milliseconds apart, still sends every token the moment it exists, and a fast one sends a few per write
- * instead of one syscall per token. The last events are never held. A comment line every `heartbeatMs` keeps
+ * Server-sent events over a Koa response, gathered per COALESCE_MS (see coalescer: one syscall and one
+ * client wake-up for a fast model's several tokens; a real model's tokens, tens of milliseconds apart, go
+ * the moment they exist). The last events are never held. A comment line every `heartbeatMs` keeps
  * idle streams open through proxies.
  */
 export function openEventStream(ctx: Context, heartbeatMs = 15_000): EventStream {
@@ -44,44 +43,33 @@ export function openEventStream(ctx: Context, heartbeatMs = 15_000): EventStream
     if (!ctx.res.writableFinished) ac.abort();
     close();
   });
-  let pending = "";
-  let timer: NodeJS.Timeout | undefined;
-  let lastWrite = -Infinity;
-  const flush = () => {
-    clearTimeout(timer);
-    timer = undefined;
-    if (pending && !stream.writableEnded) stream.write(pending);
-    pending = "";
-    lastWrite = performance.now();
-  };
+  const held = coalescer((text) => {
+    if (!stream.writableEnded) stream.write(text);
+  }, COALESCE_MS);
   const heartbeat = setInterval(() => {
     if (!stream.writableEnded) stream.write(": keep-alive\n\n");
   }, heartbeatMs);
   heartbeat.unref();
   stream.on("finish", () => {
-    clearTimeout(timer);
+    held.flush();
     close();
   });
   const end = stream.end.bind(stream);
   stream.end = ((...args: Parameters<PassThrough["end"]>) => {
-    flush();
+    held.flush();
     return end(...args);
   }) as PassThrough["end"];
   return {
     stream,
     signal: ac.signal,
     onClose: (fn) => void closers.push(fn),
-    flush: () => {
-      if (pending) flush();
-    },
+    flush: held.flush,
     send: (event, data, now = false) => {
       if (stream.writableEnded) return;
-      pending += `${event ? `event: ${event}\n` : ""}data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`;
-      if (now) return flush();
-      if (timer) return;
-      const quiet = performance.now() - lastWrite;
-      if (quiet >= COALESCE_MS) flush();
-      else timer = setTimeout(flush, COALESCE_MS - quiet);
+      held.push(
+        `${event ? `event: ${event}\n` : ""}data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`,
+      );
+      if (now) held.flush();
     },
   };
 }
