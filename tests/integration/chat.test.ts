@@ -671,4 +671,61 @@ describe("chat", () => {
     await ok.waitFor("pong");
     ok.close();
   });
+
+  it("a client that stops reading is cut off (server memory stays bounded) and resumes with nothing lost; concurrent posts arrive in order", async () => {
+    const dave = await createMember(org, ["member"], "dave");
+    const ch = (
+      await alice.client.json<Data<Channel>>(
+        "POST",
+        "/api/chat/channels",
+        { kind: "private", name: `slow-${org.marker}`, memberIds: [dave.id] },
+        201,
+      )
+    ).data;
+    const watcher = await Live.open(srv.url, alice);
+    const slow = await Live.open(srv.url, dave);
+    const online = () =>
+      (watcher.events.filter((e) => e.type === "presence" || e.type === "ready").at(-1)
+        ?.online as string[]) ?? [];
+    for (let i = 0; i < 300 && !online().includes(dave.id); i++) await new Promise((r) => setTimeout(r, 10));
+    // The client reads nothing more: what the server sends piles up in the kernel, then in the server's buffer.
+    (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+    const body = "x".repeat(7_900);
+    let posted = 0;
+    const lane = async () => {
+      while (online().includes(dave.id) && posted < 3_000) {
+        posted++;
+        await post(alice, ch.id, `${posted} ${body}`);
+      }
+    };
+    await Promise.all([lane(), lane(), lane(), lane()]);
+    // Cut off once more than 1 MiB waited for it, long before everything posted could pile up.
+    expect(online()).not.toContain(dave.id);
+    expect(posted).toBeLessThan(3_000);
+    expect((await srv.fetch("/livez")).status).toBe(200);
+    (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.resume();
+    for (let i = 0; i < 500 && !slow.closed; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(slow.closed).not.toBeNull();
+    // It reconnects and resumes from the last message it saw: the rest arrives once, in order.
+    const seen = slow.messages(ch.id).map((m) => m.seq);
+    const again = await Live.open(srv.url, dave);
+    let cursor = seen.length ? Math.max(...seen) : 0;
+    for (;;) {
+      const before = again.events.filter((e) => e.type === "resumed").length;
+      again.send({ type: "resume", cursors: { [ch.id]: cursor } });
+      await again.waitFor("resumed", before + 1);
+      const got = again.messages(ch.id).map((m) => m.seq);
+      const next = got.length ? Math.max(...got) : cursor;
+      if (next === cursor) break;
+      cursor = next;
+    }
+    const all = [...seen, ...again.messages(ch.id).map((m) => m.seq)];
+    expect(all).toEqual(Array.from({ length: posted }, (_, i) => i + 1));
+    // A colleague reading along got every one live, in order, though four were posted at a time.
+    for (let i = 0; i < 300 && watcher.messages(ch.id).length < posted; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(watcher.messages(ch.id).map((m) => m.seq)).toEqual(all);
+    watcher.close();
+    again.close();
+  });
 });

@@ -528,7 +528,14 @@ class PostBatcher {
       return out;
     }
     if (items.length === 1) return [(await conn.query(POST_ONE, items[0] as PostArgs)).rows[0] as PostRow];
-    const order = items.map((_, i) => i).sort((a, b) => (items[a]![2] < items[b]![2] ? -1 : 1));
+    // By channel (the lock order), and within a channel in arrival order: numbers follow the order posts came
+    // in, which is also the order their callers hear back and announce them in.
+    const order = items
+      .map((_, i) => i)
+      .sort((a, b) => {
+        const [x, y] = [items[a]![2], items[b]![2]];
+        return x < y ? -1 : x > y ? 1 : a - b;
+      });
     const column = (k: number) => order.map((i) => items[i]![k]);
     const { rows } = await conn.query(
       `select a.n, ${POST_COLUMNS}

@@ -34,6 +34,38 @@ const REVALIDATE_MS = 60_000;
 /** Each node announces who is connected to it this often (and at once on a change); silence ends it. */
 const PRESENCE_MS = 15_000;
 const PRESENCE_EXPIRY_MS = 40_000;
+/**
+ * How long a message waits for the one numbered before it. Posts to one channel that commit close together can be
+ * announced out of order (PostgreSQL releases the channel's lock before it answers the commit, so the next post
+ * can commit and be announced first; two nodes publish independently), and clients must see them in order.
+ * Past this the missing one is taken as lost on the way: clients notice the gap and fetch it by resume.
+ */
+const HOLD_MS = 250;
+/** Channels whose order is kept, at most (the least recently started are forgotten first). */
+const MAX_ORDERED = 10_000;
+
+/**
+ * One unmasked text frame (RFC 6455 section 5.2: FIN, opcode 1, the payload length in 7, 16 or 64 bits), header
+ * and payload in one buffer. An event is framed once and the same bytes are written to each recipient's socket:
+ * one write of one buffer per recipient, where ws.send would frame it again for each (bench:chat). Frames that
+ * ws itself writes to the same socket (pings, "posted", close) are whole writes too, so none interleave.
+ */
+export function textFrame(text: string): Buffer {
+  const n = Buffer.byteLength(text);
+  const head = n < 126 ? 2 : n < 65_536 ? 4 : 10;
+  const out = Buffer.allocUnsafe(head + n);
+  out[0] = 0x81;
+  if (n < 126) out[1] = n;
+  else if (n < 65_536) {
+    out[1] = 126;
+    out.writeUInt16BE(n, 2);
+  } else {
+    out[1] = 127;
+    out.writeBigUInt64BE(BigInt(n), 2);
+  }
+  out.write(text, head);
+  return out;
+}
 
 /** The NATS subject of presence announcements (every node, every organization). */
 const presenceSubject = (prefix: string) => `${prefix}.chatpresence`;
@@ -66,11 +98,22 @@ interface Fanned {
   audience?: string[];
   /** Typing notices skip the typist. */
   typist?: string;
+  /** A new message's number in its channel: this node sends a channel's messages in this order. */
+  seq?: number;
   frame: string;
+}
+
+/** Per channel: the last message number sent to this node's sockets, and later ones waiting for a gap to close. */
+interface ChannelOrder {
+  last: number;
+  held: Map<number, [Fanned, Buffer]>;
+  timer?: NodeJS.Timeout;
 }
 
 interface Client {
   ws: WebSocket;
+  /** The socket under `ws`, for frames made once per event (see textFrame). */
+  socket: Duplex;
   orgId: string;
   userId: string;
   name: string;
@@ -84,7 +127,12 @@ interface Client {
 
 /** Accepts chat sockets on an HTTP server and fans events out to them. */
 export class ChatHub {
-  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME });
+  // No permessage-deflate: events go out as frames made once (textFrame), the same bytes to every socket.
+  private readonly wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_FRAME,
+    perMessageDeflate: false,
+  });
   private readonly clients = new Set<Client>();
   /** The same sockets by person, so a message visits its audience instead of every socket. */
   private readonly byUser = new Map<string, Set<Client>>();
@@ -98,6 +146,7 @@ export class ChatHub {
   private readonly presence = new Map<string, Map<string, { users: Set<string>; at: number }>>();
   private readonly lastOnline = new Map<string, string>();
   private announceTimer: NodeJS.Timeout | undefined;
+  private readonly order = new Map<string, ChannelOrder>();
   /** Runs after a post over the socket is stored (the @assistant hook, as for posts over HTTP). */
   afterPost?: AfterPost;
 
@@ -113,7 +162,7 @@ export class ChatHub {
   ) {
     // Other nodes' events; this node's own are delivered here directly (see notify).
     this.stopListening = deps.bus.onBroadcast(`${deps.bus.prefix}.chat.*`, (payload) =>
-      this.dispatch(payload as Fanned, Buffer.from((payload as Fanned).frame)),
+      this.dispatch(payload as Fanned, textFrame((payload as Fanned).frame)),
     );
     this.stopPresence = deps.bus.onBroadcast(presenceSubject(deps.bus.prefix), (payload) => {
       const p = payload as { node: string; orgs: Record<string, string[]> };
@@ -157,11 +206,12 @@ export class ChatHub {
       type: visible.type,
       channelId: visible.channelId,
       audience,
+      ...(visible.type === "message" && visible.message ? { seq: visible.message.seq } : {}),
       frame: JSON.stringify(visible),
     });
 
   private fanOut(event: Fanned): void {
-    const frame = Buffer.from(event.frame);
+    const frame = textFrame(event.frame);
     setImmediate(() => this.dispatch(event, frame));
     this.deps.bus.broadcast(chatSubject(this.deps.bus.prefix, event.orgId), event);
   }
@@ -209,6 +259,7 @@ export class ChatHub {
           ws,
           {
             ws,
+            socket,
             orgId: caller.orgId,
             userId: caller.userId,
             name: caller.email,
@@ -244,6 +295,8 @@ export class ChatHub {
   }
 
   private accept(ws: WebSocket, client: Client, channels: { id: string; lastSeq: number }[]): void {
+    // A channel first heard of here starts after its last message as of the handshake.
+    for (const ch of channels) if (!this.order.has(ch.id)) this.orderOf(ch.id, ch.lastSeq);
     this.clients.add(client);
     this.index(client, true);
     const mine = this.byUser.get(client.userId) ?? new Set<Client>();
@@ -282,7 +335,8 @@ export class ChatHub {
     if (this.lastOnline.get(orgId) === key) return;
     this.lastOnline.set(orgId, key);
     const text = JSON.stringify({ type: "presence", online });
-    for (const c of this.clients) if (c.orgId === orgId) this.sendText(c, text);
+    const frame = textFrame(text);
+    for (const c of this.clients) if (c.orgId === orgId) this.sendFrame(c, frame);
   }
 
   /**
@@ -314,15 +368,23 @@ export class ChatHub {
     this.sendText(client, JSON.stringify(payload));
   }
 
-  private sendText(client: Client, text: string | Buffer): void {
-    if (client.ws.readyState !== client.ws.OPEN) return;
-    if (client.ws.bufferedAmount > MAX_BUFFERED) {
-      // Too slow to keep up: memory stays bounded; the client reconnects and resumes from its cursors.
-      client.ws.close(4008, "too slow");
-      setTimeout(() => client.ws.terminate(), 1000).unref();
-      return;
-    }
-    client.ws.send(text, { binary: false });
+  private sendText(client: Client, text: string): void {
+    if (this.writable(client)) client.ws.send(text, { binary: false });
+  }
+
+  /** Writes a frame made by textFrame, as it is, to the client's socket. */
+  private sendFrame(client: Client, frame: Buffer): void {
+    if (this.writable(client)) client.socket.write(frame);
+  }
+
+  /** Open and keeping up; a client too slow to keep up is closed (memory stays bounded) and resumes later. */
+  private writable(client: Client): boolean {
+    const ws = client.ws;
+    if (ws.readyState !== ws.OPEN) return false;
+    if (ws.bufferedAmount <= MAX_BUFFERED) return true;
+    ws.close(4008, "too slow");
+    setTimeout(() => ws.terminate(), 1000).unref();
+    return false;
   }
 
   private async onFrame(client: Client, text: string, binary: boolean): Promise<void> {
@@ -431,8 +493,60 @@ export class ChatHub {
     }
   }
 
-  /** Sends an event's frame (encoded once) to the sockets here that may receive it. */
+  /** Sends an event to this node's sockets; a channel's new messages in the order of their numbers. */
   private dispatch(event: Fanned, frame: Buffer) {
+    const seq = event.seq;
+    if (typeof seq !== "number") return this.deliver(event, frame);
+    const o = this.order.get(event.channelId) ?? this.orderOf(event.channelId, seq - 1);
+    if (seq > o.last + 1) {
+      o.held.set(seq, [event, frame]);
+      o.timer ??= setTimeout(() => this.giveUpWaiting(o), HOLD_MS);
+      return;
+    }
+    // The next one (or one sent already, or late after a given-up wait: clients drop or place it by number).
+    this.deliver(event, frame);
+    if (seq === o.last + 1) {
+      o.last = seq;
+      this.drain(o);
+    }
+  }
+
+  private orderOf(channelId: string, last: number): ChannelOrder {
+    if (this.order.size >= MAX_ORDERED) {
+      for (const [id, o] of this.order) {
+        if (o.held.size) continue;
+        this.order.delete(id);
+        break;
+      }
+    }
+    const o: ChannelOrder = { last, held: new Map() };
+    this.order.set(channelId, o);
+    return o;
+  }
+
+  /** Sends the held messages that follow on from the last one sent. */
+  private drain(o: ChannelOrder): void {
+    for (let next = o.held.get(o.last + 1); next; next = o.held.get(o.last + 1)) {
+      o.held.delete(++o.last);
+      this.deliver(...next);
+    }
+    if (!o.held.size && o.timer) {
+      clearTimeout(o.timer);
+      o.timer = undefined;
+    }
+  }
+
+  /** The missing message did not come in time: send what waited, in order, from the next one held. */
+  private giveUpWaiting(o: ChannelOrder): void {
+    o.timer = undefined;
+    if (!o.held.size) return;
+    o.last = Math.min(...o.held.keys()) - 1;
+    this.drain(o);
+    if (o.held.size) o.timer = setTimeout(() => this.giveUpWaiting(o), HOLD_MS);
+  }
+
+  /** Sends an event's frame (made once) to the sockets here that may receive it. */
+  private deliver(event: Fanned, frame: Buffer) {
     if (event.audience) {
       for (const userId of event.audience) {
         for (const c of this.byUser.get(userId) ?? []) {
@@ -442,13 +556,13 @@ export class ChatHub {
             c.channels.add(event.channelId);
             this.index(c, true, [event.channelId]);
           }
-          this.sendText(c, frame);
+          this.sendFrame(c, frame);
         }
       }
       return;
     }
     for (const c of this.byChannel.get(event.channelId) ?? [])
-      if (c.orgId === event.orgId && c.userId !== event.typist) this.sendText(c, frame);
+      if (c.orgId === event.orgId && c.userId !== event.typist) this.sendFrame(c, frame);
   }
 
   private async revalidate(): Promise<void> {
@@ -474,6 +588,7 @@ export class ChatHub {
   /** Closes every socket (shutdown: clients reconnect to another node) and stops listening. */
   close(): void {
     for (const t of this.timers) clearInterval(t);
+    for (const o of this.order.values()) clearTimeout(o.timer);
     clearTimeout(this.announceTimer);
     // Tell the other nodes at once that nobody is here any more.
     this.deps.bus.broadcast(presenceSubject(this.deps.bus.prefix), { node: this.node, orgs: {} });

@@ -33,6 +33,8 @@ export class ChatSocket {
   private attempts = 0;
   /** The highest message number seen per channel: the resume cursors. */
   readonly seen = new Map<string, number>();
+  /** Channels with a resume asked for after a gap, until the server answers "resumed". */
+  private readonly refilling = new Set<string>();
   connected = false;
   private nextRef = 0;
   private readonly waiting = new Map<
@@ -69,15 +71,25 @@ export class ChatSocket {
         }
         return;
       }
+      if (e.type === "resumed") this.refilling.clear();
       if (e.type === "message") {
-        const last = this.seen.get(e.channelId) ?? 0;
-        if (e.message.seq <= last) return; // already shown (live and resumed can overlap)
+        const last = this.seen.get(e.channelId);
+        if (last !== undefined && e.message.seq <= last) return; // already shown (live and resumed can overlap)
+        if (last !== undefined && e.message.seq > last + 1) {
+          // One went missing on the way: ask for everything after the last one seen, which brings them in order.
+          if (!this.refilling.has(e.channelId)) {
+            this.refilling.add(e.channelId);
+            this.send({ type: "resume", cursors: { [e.channelId]: last } });
+          }
+          return;
+        }
         this.seen.set(e.channelId, e.message.seq);
       }
       this.onEvent(e);
     };
     ws.onclose = () => {
       this.setConnected(false);
+      this.refilling.clear();
       // A post in flight may or may not have been stored: it shows after the resume if it was.
       for (const [ref, w] of this.waiting) {
         clearTimeout(w.timer);
