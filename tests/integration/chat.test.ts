@@ -692,13 +692,15 @@ describe("chat", () => {
     (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
     const body = "x".repeat(7_900);
     let posted = 0;
-    const lane = async () => {
+    // Two lanes post through this node, two through the other (whose posts come here over NATS).
+    const lane = async (base: string) => {
       while (online().includes(dave.id) && posted < 3_000) {
         posted++;
-        await post(alice, ch.id, `${posted} ${body}`);
+        await post(alice, ch.id, `${posted} ${body}`, base);
       }
     };
-    await Promise.all([lane(), lane(), lane(), lane()]);
+    const second = node2.url as string;
+    await Promise.all([lane(srv.url), lane(second), lane(srv.url), lane(second)]);
     // Cut off once more than 1 MiB waited for it, long before everything posted could pile up.
     expect(online()).not.toContain(dave.id);
     expect(posted).toBeLessThan(3_000);
@@ -721,7 +723,7 @@ describe("chat", () => {
     }
     const all = [...seen, ...again.messages(ch.id).map((m) => m.seq)];
     expect(all).toEqual(Array.from({ length: posted }, (_, i) => i + 1));
-    // A colleague reading along got every one live, in order, though four were posted at a time.
+    // A colleague reading along got every one live, in order, though four were posted at a time on two nodes.
     for (let i = 0; i < 300 && watcher.messages(ch.id).length < posted; i++)
       await new Promise((r) => setTimeout(r, 10));
     expect(watcher.messages(ch.id).map((m) => m.seq)).toEqual(all);
