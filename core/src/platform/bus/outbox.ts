@@ -47,12 +47,15 @@ export class Outbox {
   }
 }
 
+const CLEANUP_MS = 5 * 60_000;
+
 /** Moves committed outbox rows to JetStream; safe on several nodes (SKIP LOCKED) and after crashes (msg id dedupe). */
 export class OutboxRelay {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
+  private cleaned = 0;
   private unsubscribe: (() => void) | undefined;
 
   constructor(
@@ -95,7 +98,10 @@ export class OutboxRelay {
   /** Publishes until the outbox is empty. */
   async drain(): Promise<void> {
     const batch = this.opts.batch ?? 200;
-    for (;;) {
+    // The idle poll (every pollMs on every node, forever) is one statement on the partial index of unpublished
+    // rows; the locking transaction runs only when there is something to publish.
+    const pending = await this.knex("outbox").whereNull("published_at").first("id");
+    for (let more = Boolean(pending); more; ) {
       const sent = await this.knex.transaction(async (trx) => {
         const rows = (await trx("outbox")
           .select("id", "subject", "payload", "msg_id")
@@ -114,9 +120,11 @@ export class OutboxRelay {
           .update({ published_at: trx.fn.now() });
         return rows.length;
       });
-      if (sent < batch) break;
+      more = sent === batch;
     }
-    // Published rows are kept a day for inspection, then removed.
+    // Published rows are kept a day for inspection, then removed (looked at every few minutes, not every pass).
+    if (Date.now() - this.cleaned < CLEANUP_MS) return;
+    this.cleaned = Date.now();
     await this.knex("outbox").where("published_at", "<", this.knex.raw("now() - interval '1 day'")).delete();
   }
 
