@@ -101,7 +101,7 @@ export class OutboxRelay {
     // The idle poll (every pollMs on every node, forever) is one statement on the partial index of unpublished
     // rows; the locking transaction runs only when there is something to publish.
     const pending = await this.knex("outbox").whereNull("published_at").first("id");
-    for (let more = Boolean(pending); more; ) {
+    for (let more = Boolean(pending); more;) {
       const sent = await this.knex.transaction(async (trx) => {
         const rows = (await trx("outbox")
           .select("id", "subject", "payload", "msg_id")
