@@ -119,11 +119,16 @@ describe("chat over server-sent events", () => {
     }>("GET", "/api/ai/models");
     expect(loaded.data.models.find((m) => m.name === "tiny")).toMatchObject({ loaded: true });
     expect(loaded.data.models.find((m) => m.name === "tiny")?.memoryBytes).toBeGreaterThan(100_000);
-    const usage = await org.owner.json<{ data: { usageToday: { metric: string; organization: number }[] } }>(
-      "GET",
-      "/api/org",
-    );
-    expect(usage.data.usageToday.find((u) => u.metric === "ai.tokens")?.organization).toBeGreaterThan(0);
+    // The tokens are recorded right after the answer ends (the answer does not wait for that statement).
+    const tokensToday = async () =>
+      (
+        await org.owner.json<{ data: { usageToday: { metric: string; organization: number }[] } }>(
+          "GET",
+          "/api/org",
+        )
+      ).data.usageToday.find((u) => u.metric === "ai.tokens")?.organization ?? 0;
+    for (let i = 0; i < 100 && !(await tokensToday()); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await tokensToday()).toBeGreaterThan(0);
   });
 
   it("frees the sequence when the client disconnects", async () => {
@@ -323,6 +328,30 @@ describe("limits", () => {
     const over = await ask();
     expect(over.status).toBe(429);
     expect(((await over.json()) as { error: { code: string } }).error.code).toBe("quota_exceeded");
+  });
+
+  it("answers 429 once the day's tokens are used up, counting the answer that just ended", async () => {
+    const other = await createTestOrg(srv, "tokens");
+    await withOrg(srv.db.knex, other.orgId, (trx) =>
+      trx("organizations")
+        .where({ id: other.orgId })
+        .update({ plan_overrides: JSON.stringify({ tokensPerDay: 5 }) }),
+    );
+    const ask = async () => {
+      const r = await other.owner.request("POST", "/api/ai/chat", {
+        model: "tiny",
+        messages: [{ role: "user", content: "Hi" }],
+        maxTokens: 8,
+      });
+      return { status: r.status, text: await r.text() };
+    };
+    const first = await ask();
+    expect(first.status).toBe(200);
+    expect(first.text).toContain("event: done");
+    // Asked the moment the first answer ended: its tokens (more than 5) are already counted.
+    const over = await ask();
+    expect(over.status).toBe(429);
+    expect((JSON.parse(over.text) as { error: { code: string } }).error.code).toBe("quota_exceeded");
   });
 
   it("serves organizations in turn: a busy organization cannot starve another", async () => {

@@ -8,6 +8,7 @@ import type { Caller } from "../../platform/auth/caller.js";
 import type { Api, Scope } from "../../platform/http/api.js";
 import { afterCommit, dataOf } from "../../platform/http/api.js";
 import { AppError } from "../../platform/http/errors.js";
+import { requestLog } from "../../platform/http/envelope.js";
 import { admitAiRequest, recordUsageNow } from "../identity/org.service.js";
 import { listModels, orgModels, removeModel, setOrgModels, type ModelRow } from "./models.service.js";
 import type { AiRuntime, ChatMessage, GenerateResult } from "./runtime.js";
@@ -133,12 +134,31 @@ export function registerAiRoutes(
     return m;
   }
 
-  /** Checks quotas before a generation (in the request's transaction). */
-  const admit = (scope: Scope) => admitAiRequest(scope);
+  /** Usage statements not finished yet, per organization (see account). */
+  const recording = new Map<string, Promise<void>>();
 
-  /** Records token usage after a generation, in one statement of its own (the request's transaction has committed). */
-  async function account(caller: Caller, tokens: number): Promise<void> {
-    await recordUsageNow(need(deps.knex), caller, "tokensPerDay", tokens);
+  /**
+   * Checks quotas before a generation (in the request's transaction), once this node has recorded the
+   * organization's earlier answers: a request right after an answer sees that answer's tokens.
+   */
+  const admit = async (scope: Scope) => {
+    await recording.get(scope.caller.orgId);
+    await admitAiRequest(scope);
+  };
+
+  /**
+   * Records token usage after a generation, in one statement of its own (the request's transaction has
+   * committed). Not waited for by the response: the answer ends at its last token, not one statement later.
+   */
+  function account(ctx: Context, caller: Caller, tokens: number): void {
+    const orgId = caller.orgId;
+    const done = (recording.get(orgId) ?? Promise.resolve())
+      .then(() => recordUsageNow(need(deps.knex), caller, "tokensPerDay", tokens))
+      .catch((err: unknown) => requestLog(ctx).warn({ err, tokens }, "AI usage not recorded"))
+      .finally(() => {
+        if (recording.get(orgId) === done) recording.delete(orgId);
+      });
+    recording.set(orgId, done);
   }
 
   api.route({
@@ -249,7 +269,7 @@ export function registerAiRoutes(
         .then(async (r: GenerateResult) => {
           const ms = performance.now() - started;
           flush();
-          await account(caller, r.promptTokens + r.completionTokens);
+          account(ctx, caller, r.promptTokens + r.completionTokens);
           send("done", {
             message: { role: "assistant", content: r.text },
             json: r.json,
@@ -353,7 +373,7 @@ export function registerAiRoutes(
             jsonSchema,
             signal: ac.signal,
           });
-          await account(caller, r.promptTokens + r.completionTokens);
+          account(ctx, caller, r.promptTokens + r.completionTokens);
           return {
             id,
             object: "chat.completion",
@@ -390,7 +410,7 @@ export function registerAiRoutes(
         })
         .then(async (r) => {
           flush();
-          await account(caller, r.promptTokens + r.completionTokens);
+          account(ctx, caller, r.promptTokens + r.completionTokens);
           chunk({}, finish(r), body.stream_options?.include_usage ? { usage: usageOf(r) } : {});
           send(null, "[DONE]");
         })
@@ -413,7 +433,7 @@ export function registerAiRoutes(
     body: oaiEmbeddingsBody,
     response: z.unknown(),
     errors: [404, 409, 429],
-    handler: async (_ctx, { body }, scope) => {
+    handler: async (ctx, { body }, scope) => {
       const runtime = need(deps.runtime);
       const model = await resolveModel(scope, "embedding", body.model);
       await admit(scope);
@@ -423,7 +443,7 @@ export function registerAiRoutes(
         const vectors = await runtime.embed(model, inputs);
         let tokens = 0;
         for (const t of inputs) tokens += await runtime.countTokens(model, t);
-        await account(caller, tokens);
+        account(ctx, caller, tokens);
         return {
           object: "list",
           // base64 is what OpenAI's own clients ask for: little-endian float32 bytes.

@@ -86,7 +86,7 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       const s = new LlamaChatSession({ contextSequence: seq, autoDisposeSequence: false });
       s.setChatHistory(req.history);
       m.sessions.set(slotKey(req.ctx, req.seq), s);
-      return { contextSize: seq.contextSize };
+      return null;
     }
     case "prompt": {
       const m = loaded(req.modelId);

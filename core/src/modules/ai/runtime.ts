@@ -49,7 +49,6 @@ export interface OpenChatRequest {
 
 /** An open chat holding one context sequence; `close` gives it back. */
 export interface ChatHandle {
-  contextSize: number;
   prompt(text: string, opts?: PromptOptions): Promise<GenerateResult>;
   close(): Promise<void>;
 }
@@ -405,16 +404,12 @@ export class AiRuntime {
       );
     }
     const where = { modelId: req.model.id, ...slot };
-    let opened: { contextSize: number };
-    try {
-      opened = await this.call<{ contextSize: number }>({ op: "open", history, ...where });
-    } catch (err) {
-      await loaded.release(slot).catch(() => undefined);
-      throw err;
-    }
+    // Not waited for: the inference thread takes its messages in order, so a prompt sent now finds the chat
+    // open (one thread round trip less before the first token); a failure to open fails the prompt with it.
+    const opening = this.call<null>({ op: "open", history, ...where });
+    opening.catch(() => undefined);
     let closed = false;
     return {
-      contextSize: opened.contextSize,
       prompt: async (text, opts = {}) => {
         const timeout = AbortSignal.timeout(this.config.ai.requestTimeoutMs);
         const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
@@ -438,7 +433,7 @@ export class AiRuntime {
           );
           // Already cancelled (the client left while the sequence was being set up): stop at once.
           if (signal.aborted) cancel();
-          const result = await running;
+          const [, result] = await Promise.all([opening, running]);
           if (signal.aborted && timeout.aborted && !opts.signal?.aborted) {
             throw new AppError(
               504,
