@@ -34,7 +34,6 @@ export class ScriptedEngine implements Engine {
     if (fail) throw fail;
     let step = 0;
     return {
-      contextSize: 2048,
       prompt: async (text: string, opts: PromptOptions = {}): Promise<GenerateResult> => {
         step += 1;
         const s: ScriptStep = {
