@@ -107,6 +107,8 @@ interface Fanned {
 interface ChannelOrder {
   last: number;
   held: Map<number, [Fanned, Buffer]>;
+  /** The channel's other events (edits, reactions, receipts, typing) that came while messages were held. */
+  after: [Fanned, Buffer][];
   timer?: NodeJS.Timeout;
 }
 
@@ -496,7 +498,13 @@ export class ChatHub {
   /** Sends an event to this node's sockets; a channel's new messages in the order of their numbers. */
   private dispatch(event: Fanned, frame: Buffer) {
     const seq = event.seq;
-    if (typeof seq !== "number") return this.deliver(event, frame);
+    if (typeof seq !== "number") {
+      // Behind the held messages, so that an edit never reaches a client before the message it edits.
+      const o = this.order.get(event.channelId);
+      if (o?.held.size) o.after.push([event, frame]);
+      else this.deliver(event, frame);
+      return;
+    }
     const o = this.order.get(event.channelId) ?? this.orderOf(event.channelId, seq - 1);
     if (seq > o.last + 1) {
       o.held.set(seq, [event, frame]);
@@ -519,7 +527,7 @@ export class ChatHub {
         break;
       }
     }
-    const o: ChannelOrder = { last, held: new Map() };
+    const o: ChannelOrder = { last, held: new Map(), after: [] };
     this.order.set(channelId, o);
     return o;
   }
@@ -530,10 +538,12 @@ export class ChatHub {
       o.held.delete(++o.last);
       this.deliver(...next);
     }
-    if (!o.held.size && o.timer) {
+    if (o.held.size) return;
+    if (o.timer) {
       clearTimeout(o.timer);
       o.timer = undefined;
     }
+    if (o.after.length) for (const next of o.after.splice(0)) this.deliver(...next);
   }
 
   /** The missing message did not come in time: send what waited, in order, from the next one held. */
