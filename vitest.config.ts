@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 // One runner, two projects: fast-ish integration tests (real PostgreSQL and NATS) and browser tests.
@@ -5,6 +6,8 @@ export default defineConfig({
   test: {
     projects: [
       {
+        // The web UI's own modules (tests/integration/chat-client.test.ts) import through SvelteKit's $lib.
+        resolve: { alias: { $lib: fileURLToPath(new URL("./ui/src/lib", import.meta.url)) } },
         test: {
           name: "integration",
           include: [
