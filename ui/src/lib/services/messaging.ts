@@ -33,8 +33,11 @@ export class ChatSocket {
   private attempts = 0;
   /** The highest message number seen per channel: the resume cursors. */
   readonly seen = new Map<string, number>();
-  /** Channels with a resume asked for after a gap, until the server answers "resumed". */
-  private readonly refilling = new Set<string>();
+  /**
+   * Channels with a resume asked for after a gap, until the server answers "resumed": the cursor asked from,
+   * and the highest message number that came meanwhile (not shown: the resume brings it, or the next one does).
+   */
+  private readonly refilling = new Map<string, { from: number; highest: number }>();
   connected = false;
   private nextRef = 0;
   private readonly waiting = new Map<
@@ -71,16 +74,15 @@ export class ChatSocket {
         }
         return;
       }
-      if (e.type === "resumed") this.refilling.clear();
+      if (e.type === "resumed") this.refilled();
       if (e.type === "message") {
         const last = this.seen.get(e.channelId);
         if (last !== undefined && e.message.seq <= last) return; // already shown (live and resumed can overlap)
         if (last !== undefined && e.message.seq > last + 1) {
           // One went missing on the way: ask for everything after the last one seen, which brings them in order.
-          if (!this.refilling.has(e.channelId)) {
-            this.refilling.add(e.channelId);
-            this.send({ type: "resume", cursors: { [e.channelId]: last } });
-          }
+          if (!this.refilling.has(e.channelId)) this.refill({ [e.channelId]: last });
+          const waiting = this.refilling.get(e.channelId);
+          if (waiting) waiting.highest = Math.max(waiting.highest, e.message.seq);
           return;
         }
         this.seen.set(e.channelId, e.message.seq);
@@ -106,6 +108,25 @@ export class ChatSocket {
       const delay = Math.min(10_000, 250 * 2 ** this.attempts++) * (0.5 + Math.random() / 2);
       setTimeout(() => !this.stopped && this.start(), delay);
     };
+  }
+
+  private refill(cursors: Record<string, number>): void {
+    for (const [id, from] of Object.entries(cursors)) this.refilling.set(id, { from, highest: 0 });
+    this.send({ type: "resume", cursors });
+  }
+
+  /**
+   * A resume was answered: where a message came meanwhile that it did not bring, ask again from there, as long
+   * as the last one brought something (a channel one has just left brings nothing: no asking forever).
+   */
+  private refilled(): void {
+    const again: Record<string, number> = {};
+    for (const [id, { from, highest }] of this.refilling) {
+      const last = this.seen.get(id) ?? 0;
+      if (highest > last && last > from) again[id] = last;
+    }
+    this.refilling.clear();
+    if (Object.keys(again).length) this.refill(again);
   }
 
   private setConnected(v: boolean): void {
