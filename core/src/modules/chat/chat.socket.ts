@@ -47,8 +47,9 @@ const MAX_ORDERED = 10_000;
 /**
  * One unmasked text frame (RFC 6455 section 5.2: FIN, opcode 1, the payload length in 7, 16 or 64 bits), header
  * and payload in one buffer. An event is framed once and the same bytes are written to each recipient's socket:
- * one write of one buffer per recipient, where ws.send would frame it again for each (bench:chat). Frames that
- * ws itself writes to the same socket (pings, "posted", close) are whole writes too, so none interleave.
+ * one write of one buffer per recipient, where ws.send would frame it again for each (bench:chat). Every event
+ * the hub sends goes this way; the frames ws itself writes to the same socket (pings, close) are whole writes
+ * too, so none interleave.
  */
 export function textFrame(text: string): Buffer {
   const n = Buffer.byteLength(text);
@@ -366,12 +367,9 @@ export class ChatHub {
     for (const orgId of new Set([...users.keys(), ...this.presence.keys()])) this.pushPresence(orgId);
   }
 
+  /** Sends one event to one client (the same path as fan-out: one frame, one write). */
   private send(client: Client, payload: unknown): void {
-    this.sendText(client, JSON.stringify(payload));
-  }
-
-  private sendText(client: Client, text: string): void {
-    if (this.writable(client)) client.ws.send(text, { binary: false });
+    this.sendFrame(client, textFrame(JSON.stringify(payload)));
   }
 
   /** Writes a frame made by textFrame, as it is, to the client's socket. */
