@@ -6,10 +6,11 @@ import OpenAI from "openai";
 import { z } from "zod";
 import { getTestServer, type TestServer } from "../support/server.js";
 import { readEvents } from "../support/sse.js";
-import { Client, createTestOrg, type TestOrg } from "../support/identity.js";
+import { Client, createMember, createTestOrg, type TestOrg } from "../support/identity.js";
 import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 import { importModel, inspectModelFile } from "../../core/src/modules/ai/models.service.js";
 import { withOrg } from "../../core/src/platform/db/tenant.js";
+import type { GenerateResult } from "../../core/src/modules/ai/runtime.js";
 
 const STORIES = new URL("../../../shared/models/stories260K.gguf", import.meta.url).pathname;
 const dir = mkdtempSync(path.join(tmpdir(), "ws-ai-"));
@@ -187,6 +188,67 @@ describe("chat over server-sent events", () => {
       await new Promise((res) => setTimeout(res, 50));
     // Given back: every loaded model's contexts are idle again.
     for (const s of await srv.ai!.status()) expect(s).toMatchObject({ busy: 0, free: 2, contexts: [0, 0] });
+  });
+
+  it("starts an admitted caller's next answer before admission, and gives out nothing of it when refused", async () => {
+    const member = await createMember(org, ["member"], "early");
+    const ask = (maxTokens = 12) =>
+      member.client.request("POST", "/api/ai/chat", {
+        model: "tiny",
+        messages: [{ role: "user", content: "Tell a long story" }],
+        maxTokens,
+      });
+    const runtime = srv.ai!;
+    const generate = runtime.generate.bind(runtime);
+    const runs: Promise<GenerateResult>[] = [];
+    runtime.generate = (req) => {
+      const run = generate(req);
+      runs.push(run);
+      return run;
+    };
+    try {
+      expect((await readEvents(await ask())).some((e) => e.event === "done")).toBe(true);
+      // Started on the first request's model as soon as the session was identified: the same stream as ever.
+      const second = await readEvents(await ask());
+      const done = second.find((e) => e.event === "done")?.data as {
+        message: { content: string };
+        usage: { completionTokens: number };
+      };
+      const text = second
+        .filter((e) => e.event === "token")
+        .map((e) => (e.data as { text: string }).text)
+        .join("");
+      expect(text).toBe(done.message.content);
+      expect(done.usage.completionTokens).toBeGreaterThan(0);
+      expect(runs).toHaveLength(2);
+
+      // The member loses ai.chat. The next request starts early on the guess, is refused, and none of its
+      // answer leaves; the generation is cancelled and its sequence given back.
+      const roles = (await org.owner.json<{ data: { id: string; key: string }[] }>("GET", "/api/roles")).data;
+      await org.owner.json("PUT", `/api/users/${member.id}/roles`, {
+        roleIds: roles.filter((r) => r.key === "guest").map((r) => r.id),
+      });
+      const refused = await ask(2000);
+      expect(refused.status).toBe(403);
+      expect(refused.headers.get("content-type")).toContain("application/json");
+      expect(await refused.text()).not.toContain("event:");
+      expect(runs).toHaveLength(3);
+      // Cancelled while generating, or while evaluating the prompt (which rejects with an AbortError).
+      const outcome = await runs[2]!.then(
+        (r) => r.finishReason,
+        (err: Error) => err.message,
+      );
+      expect(outcome).toMatch(/^cancelled$|aborted/);
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline && (await runtime.status()).some((s) => s.busy > 0))
+        await new Promise((res) => setTimeout(res, 50));
+      expect((await runtime.status()).every((s) => s.busy === 0)).toBe(true);
+      // A refused credential is not guessed again.
+      expect((await ask(2000)).status).toBe(403);
+      expect(runs).toHaveLength(3);
+    } finally {
+      runtime.generate = generate;
+    }
   });
 
   it("answers valid JSON when asked for a JSON schema", async () => {

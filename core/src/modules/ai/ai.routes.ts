@@ -12,6 +12,7 @@ import { requestLog } from "../../platform/http/envelope.js";
 import { admitAiRequest, recordUsageNow } from "../identity/org.service.js";
 import { listModels, orgModels, removeModel, setOrgModels, type ModelRow } from "./models.service.js";
 import type { AiRuntime, ChatMessage, GenerateResult } from "./runtime.js";
+import { Speculations, type SpeculativeRequest } from "./speculation.js";
 
 const message = z.object({
   role: z.enum(["system", "user", "assistant"]),
@@ -87,6 +88,33 @@ const oaiEmbeddingsBody = z.object({
   encoding_format: z.enum(["float", "base64"]).optional(),
 });
 
+/** What a chat body asks the model for. */
+const chatRequest = (body: z.infer<typeof chatBody>): SpeculativeRequest => ({
+  messages: body.messages as ChatMessage[],
+  maxTokens: body.maxTokens,
+  temperature: body.temperature,
+  jsonSchema: body.jsonSchema,
+});
+
+/** The same for an OpenAI-compatible chat completion (developer messages are system messages). */
+const oaiRequest = (body: z.infer<typeof oaiChatBody>): SpeculativeRequest => {
+  const format = body.response_format;
+  return {
+    messages: body.messages.map((m) => ({
+      role: m.role === "developer" ? "system" : m.role,
+      content: typeof m.content === "string" ? m.content : m.content.map((c) => c.text).join(""),
+    })),
+    maxTokens: body.max_completion_tokens ?? body.max_tokens,
+    temperature: body.temperature,
+    jsonSchema:
+      format?.type === "json_schema"
+        ? format.json_schema.schema
+        : format?.type === "json_object"
+          ? { type: "object" }
+          : undefined,
+  };
+};
+
 /** The error a failed generation reports in its stream; unexpected ones are logged with the request id. */
 function generationFailure(ctx: Context, err: unknown): AppError {
   if (err instanceof AppError) return err;
@@ -133,6 +161,9 @@ export function registerAiRoutes(
       );
     return m;
   }
+
+  /** Answers started before their request is admitted (time-to-first-token hiding; see speculation.ts). */
+  const speculations = new Speculations(() => deps.runtime);
 
   /** Usage statements not finished yet, per organization (see account). */
   const recording = new Map<string, Promise<void>>();
@@ -243,29 +274,26 @@ export function registerAiRoutes(
     response: z.string(),
     responseType: "text/event-stream",
     errors: [404, 409, 429, 503],
+    early: ({ body }, who) => speculations.start(who, "chat", body.model, chatRequest(body), true),
     handler: async (ctx, { body }, scope) => {
       const runtime = need(deps.runtime);
       const model = await resolveModel(scope, "chat", body.model);
       await admit(scope);
       const { stream, send, flush, signal } = openEventStream(ctx);
       const caller = scope.caller;
-      const started = performance.now();
       let first = 0;
-      // Generation runs after this handler returns: the request's transaction is committed by then.
-      void runtime
-        .generate({
-          orgId: caller.orgId,
-          model,
-          messages: body.messages as ChatMessage[],
-          maxTokens: body.maxTokens,
-          temperature: body.temperature,
-          jsonSchema: body.jsonSchema,
-          signal,
-          onToken: (text) => {
-            first ||= performance.now();
-            send("token", { text });
-          },
-        })
+      const onToken = (text: string) => {
+        first ||= performance.now();
+        send("token", { text });
+      };
+      // The answer started early if this credential's last request was admitted on the same model; else now.
+      // Either way it runs on after this handler returns, when the request's transaction has committed.
+      const adopted = speculations.adopt(scope.early, caller.orgId, model, { signal, onToken });
+      const started = adopted?.startedAt ?? performance.now();
+      void (
+        adopted?.result ??
+        runtime.generate({ ...chatRequest(body), orgId: caller.orgId, model, signal, onToken })
+      )
         .then(async (r: GenerateResult) => {
           const ms = performance.now() - started;
           flush();
@@ -332,24 +360,14 @@ export function registerAiRoutes(
     body: oaiChatBody,
     response: z.unknown(),
     errors: [404, 409, 429, 503],
+    early: ({ body }, who) =>
+      speculations.start(who, "openai", body.model, oaiRequest(body), Boolean(body.stream)),
     handler: async (ctx, { body }, scope) => {
       const runtime = need(deps.runtime);
       const model = await resolveModel(scope, "chat", body.model);
       await admit(scope);
-      const messages: ChatMessage[] = body.messages.map((m) => ({
-        role: m.role === "developer" ? "system" : m.role,
-        content: typeof m.content === "string" ? m.content : m.content.map((c) => c.text).join(""),
-      }));
-      const format = body.response_format;
-      const jsonSchema =
-        format?.type === "json_schema"
-          ? format.json_schema.schema
-          : format?.type === "json_object"
-            ? { type: "object" }
-            : undefined;
       const id = `chatcmpl-${randomUUID()}`;
       const created = Math.floor(Date.now() / 1000);
-      const maxTokens = body.max_completion_tokens ?? body.max_tokens;
       const caller = scope.caller;
       const usageOf = (r: GenerateResult) => ({
         prompt_tokens: r.promptTokens,
@@ -362,17 +380,13 @@ export function registerAiRoutes(
         ctx.res.on("close", () => {
           if (!ctx.res.writableFinished) ac.abort();
         });
-        // Generated after the commit: a long answer must not hold a connection or the quota row's lock.
+        if (ctx.res.destroyed) ac.abort();
+        // Started early (see /api/ai/chat) or after the commit: a long answer must not hold a connection or
+        // the quota row's lock.
+        const adopted = speculations.adopt(scope.early, caller.orgId, model, { signal: ac.signal });
         return afterCommit(async () => {
-          const r = await runtime.generate({
-            orgId: caller.orgId,
-            model,
-            messages,
-            maxTokens,
-            temperature: body.temperature,
-            jsonSchema,
-            signal: ac.signal,
-          });
+          const r = await (adopted?.result ??
+            runtime.generate({ ...oaiRequest(body), orgId: caller.orgId, model, signal: ac.signal }));
           account(ctx, caller, r.promptTokens + r.completionTokens);
           return {
             id,
@@ -397,17 +411,12 @@ export function registerAiRoutes(
           ...extra,
         });
       chunk({ role: "assistant", content: "" }, null);
-      void runtime
-        .generate({
-          orgId: caller.orgId,
-          model,
-          messages,
-          maxTokens,
-          temperature: body.temperature,
-          jsonSchema,
-          signal,
-          onToken: (text) => chunk({ content: text }, null),
-        })
+      const onToken = (text: string) => chunk({ content: text }, null);
+      const adopted = speculations.adopt(scope.early, caller.orgId, model, { signal, onToken });
+      void (
+        adopted?.result ??
+        runtime.generate({ ...oaiRequest(body), orgId: caller.orgId, model, signal, onToken })
+      )
         .then(async (r) => {
           flush();
           account(ctx, caller, r.promptTokens + r.completionTokens);

@@ -41,8 +41,12 @@ function loaded(modelId: string): Loaded {
   return m;
 }
 
-/** How long text chunks are gathered after one was sent to the main thread. */
-const FLUSH_MS = 8;
+/**
+ * How long text chunks are gathered after one was sent to the main thread: the event stream's own window (one
+ * frame of a 60 Hz screen, platform/http/sse.ts), so that each message is written at once and wakes the main
+ * thread once per write, not twice.
+ */
+const FLUSH_MS = 16;
 
 const slotKey = (ctx: number, seq: number) => `${ctx}:${seq}`;
 

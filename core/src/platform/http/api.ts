@@ -100,7 +100,8 @@ export interface RouteDef<
    * Work started as soon as the credential is identified and the input valid, before the caller is loaded and
    * the permission checked (latency hiding: e.g. a search's index query on the caller's last plan). Its result
    * reaches the handler as `scope.early`; it must give out nothing by itself, since the caller is not checked
-   * yet, and the handler must check whatever it uses of it.
+   * yet, and the handler must check whatever it uses of it. A result with an `abandon` method (work still
+   * running, e.g. a speculative generation) has it called when the request fails before or in the handler.
    */
   early?: (input: RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>, who: EarlyIdentity) => E;
   handler: (
@@ -121,6 +122,12 @@ const ERROR_TEXT: Record<number, string> = {
   429: "Rate limit or quota exceeded",
   500: "Internal error",
   503: "Not ready or overloaded",
+};
+
+/** Stops what an early hook left running (see RouteDef.early). */
+const abandon = (value: unknown) => {
+  const v = value as { abandon?: unknown } | null | undefined;
+  if (typeof v?.abandon === "function") (v.abandon as () => void)();
 };
 
 const NO_INPUT = Object.freeze({ body: undefined, query: undefined, params: undefined });
@@ -198,14 +205,19 @@ export class Api {
           : undefined;
         early?.catch(() => undefined);
         // load() enters the organization: one statement sets it and loads the caller.
-        const result = await auth.knex.transaction(async (trx) => {
-          const caller = await identity.load(trx);
-          ctx.state.caller = caller;
-          if (def.permission) requirePermission(caller, def.permission);
-          const valid = await input;
-          if (status !== 200) ctx.status = status;
-          return def.handler(ctx, valid, { caller, trx, early: (await early) as E });
-        });
+        const result = await auth.knex
+          .transaction(async (trx) => {
+            const caller = await identity.load(trx);
+            ctx.state.caller = caller;
+            if (def.permission) requirePermission(caller, def.permission);
+            const valid = await input;
+            if (status !== 200) ctx.status = status;
+            return def.handler(ctx, valid, { caller, trx, early: (await early) as E });
+          })
+          .catch((err: unknown) => {
+            void early?.then(abandon, () => undefined);
+            throw err;
+          });
         return result instanceof AfterCommit ? result.run() : result;
       },
       def.scope,

@@ -43,6 +43,8 @@ export function openEventStream(ctx: Context, heartbeatMs = 15_000): EventStream
     if (!ctx.res.writableFinished) ac.abort();
     close();
   });
+  // The client may have left while the request was authenticated and admitted.
+  if (ctx.res.destroyed) ac.abort();
   const held = coalescer((text) => {
     if (!stream.writableEnded) stream.write(text);
   }, COALESCE_MS);
