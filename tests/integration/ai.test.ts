@@ -373,13 +373,19 @@ describe("the OpenAI-compatible API, through the openai client", () => {
 });
 
 describe("limits", () => {
-  it("answers 429 when the organization's daily AI requests are used up", async () => {
-    const other = await createTestOrg(srv, "quota");
-    await withOrg(srv.db.knex, other.orgId, (trx) =>
+  /** A new organization whose plan is overridden with `limits`. */
+  const orgOnPlan = async (label: string, limits: Record<string, number>) => {
+    const o = await createTestOrg(srv, label);
+    await withOrg(srv.db.knex, o.orgId, (trx) =>
       trx("organizations")
-        .where({ id: other.orgId })
-        .update({ plan_overrides: JSON.stringify({ aiRequestsPerDay: 1 }) }),
+        .where({ id: o.orgId })
+        .update({ plan_overrides: JSON.stringify(limits) }),
     );
+    return o;
+  };
+
+  it("answers 429 when the organization's daily AI requests are used up", async () => {
+    const other = await orgOnPlan("quota", { aiRequestsPerDay: 1 });
     const ask = () =>
       other.owner.request("POST", "/api/ai/chat", {
         model: "tiny",
@@ -393,12 +399,7 @@ describe("limits", () => {
   });
 
   it("answers 429 once the day's tokens are used up, counting the answer that just ended", async () => {
-    const other = await createTestOrg(srv, "tokens");
-    await withOrg(srv.db.knex, other.orgId, (trx) =>
-      trx("organizations")
-        .where({ id: other.orgId })
-        .update({ plan_overrides: JSON.stringify({ tokensPerDay: 5 }) }),
-    );
+    const other = await orgOnPlan("tokens", { tokensPerDay: 5 });
     const ask = async () => {
       const r = await other.owner.request("POST", "/api/ai/chat", {
         model: "tiny",

@@ -276,7 +276,7 @@ export function registerAiRoutes(
     errors: [404, 409, 429, 503],
     early: ({ body }, who) => speculations.start(who, "chat", body.model, chatRequest(body), true),
     handler: async (ctx, { body }, scope) => {
-      const runtime = need(deps.runtime);
+      need(deps.runtime);
       const model = await resolveModel(scope, "chat", body.model);
       await admit(scope);
       const { stream, send, flush, signal } = openEventStream(ctx);
@@ -288,12 +288,14 @@ export function registerAiRoutes(
       };
       // The answer started early if this credential's last request was admitted on the same model; else now.
       // Either way it runs on after this handler returns, when the request's transaction has committed.
-      const adopted = speculations.adopt(scope.early, caller.orgId, model, { signal, onToken });
-      const started = adopted?.startedAt ?? performance.now();
-      void (
-        adopted?.result ??
-        runtime.generate({ ...chatRequest(body), orgId: caller.orgId, model, signal, onToken })
-      )
+      const { result, startedAt: started } = speculations.generate(scope.early, {
+        ...chatRequest(body),
+        orgId: caller.orgId,
+        model,
+        signal,
+        onToken,
+      });
+      void result
         .then(async (r: GenerateResult) => {
           const ms = performance.now() - started;
           flush();
@@ -363,9 +365,10 @@ export function registerAiRoutes(
     early: ({ body }, who) =>
       speculations.start(who, "openai", body.model, oaiRequest(body), Boolean(body.stream)),
     handler: async (ctx, { body }, scope) => {
-      const runtime = need(deps.runtime);
+      need(deps.runtime);
       const model = await resolveModel(scope, "chat", body.model);
       await admit(scope);
+      const request = { ...oaiRequest(body), orgId: scope.caller.orgId, model };
       const id = `chatcmpl-${randomUUID()}`;
       const created = Math.floor(Date.now() / 1000);
       const caller = scope.caller;
@@ -381,12 +384,10 @@ export function registerAiRoutes(
           if (!ctx.res.writableFinished) ac.abort();
         });
         if (ctx.res.destroyed) ac.abort();
-        // Started early (see /api/ai/chat) or after the commit: a long answer must not hold a connection or
-        // the quota row's lock.
-        const adopted = speculations.adopt(scope.early, caller.orgId, model, { signal: ac.signal });
+        const { result } = speculations.generate(scope.early, { ...request, signal: ac.signal });
+        // Answered after the commit: a long answer must not hold a connection or the quota row's lock.
         return afterCommit(async () => {
-          const r = await (adopted?.result ??
-            runtime.generate({ ...oaiRequest(body), orgId: caller.orgId, model, signal: ac.signal }));
+          const r = await result;
           account(ctx, caller, r.promptTokens + r.completionTokens);
           return {
             id,
@@ -412,12 +413,9 @@ export function registerAiRoutes(
         });
       chunk({ role: "assistant", content: "" }, null);
       const onToken = (text: string) => chunk({ content: text }, null);
-      const adopted = speculations.adopt(scope.early, caller.orgId, model, { signal, onToken });
-      void (
-        adopted?.result ??
-        runtime.generate({ ...oaiRequest(body), orgId: caller.orgId, model, signal, onToken })
-      )
-        .then(async (r) => {
+      void speculations
+        .generate(scope.early, { ...request, signal, onToken })
+        .result.then(async (r) => {
           flush();
           account(ctx, caller, r.promptTokens + r.completionTokens);
           chunk({}, finish(r), body.stream_options?.include_usage ? { usage: usageOf(r) } : {});
