@@ -21,6 +21,7 @@ import { registerNotificationRoutes } from "./modules/notifications/notification
 import { ToolRegistry } from "./platform/tools/registry.js";
 import { actorOf, audit } from "./modules/identity/audit.js";
 import type { Bus } from "./platform/bus/bus.js";
+import { installClientInfo } from "./platform/http/client.js";
 import { Outbox } from "./platform/bus/outbox.js";
 import { KbIndex } from "./modules/kb/kb.index.js";
 import { registerKbRoutes } from "./modules/kb/kb.routes.js";
@@ -78,6 +79,7 @@ export interface BuiltApp {
 export function buildApp(deps: AppDeps): BuiltApp {
   const { config, log } = deps;
   const app = new Koa({ proxy: config.http.trustProxy });
+  installClientInfo(app, config.http);
   app.silent = true; // errors are logged by our middleware, once, with the request id
   const metrics = createHttpMetrics();
   const api = new Api(config.http.bodyLimit);
@@ -91,11 +93,12 @@ export function buildApp(deps: AppDeps): BuiltApp {
     metrics,
     info: { name: "WorkSynapse", version: VERSION, roles: config.roles, database: deps.database },
     openapi,
+    metricsToken: config.metrics.token,
   });
 
   const authenticator =
     deps.knex && deps.masterKey ? new Authenticator(deps.knex, config, deps.masterKey) : null;
-  const limiters = deps.knex ? createLimiters(deps.knex, config) : null;
+  const limiters = deps.knex ? createLimiters(deps.knex, config, log.child({ module: "identity" })) : null;
   if (deps.knex && authenticator && limiters) {
     api.setAuth({ knex: deps.knex, identify: (ctx) => authenticator.identify(ctx), limit: limiters.api });
   }

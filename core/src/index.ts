@@ -20,6 +20,14 @@ export { defineQueue, defineEvent, type QueueDef, type EventDef } from "./platfo
 export { Outbox, OutboxRelay } from "./platform/bus/outbox.js";
 export { createOrganization, needsSetup } from "./modules/identity/identity.service.js";
 export { verifyAuditChains, type AuditVerification } from "./modules/identity/audit.js";
+export {
+  checkpointFile,
+  checkpointKeys,
+  readCheckpoints,
+  sinkOf,
+  writeCheckpoints,
+} from "./modules/identity/audit.anchor.js";
+export { ensureMasterKey } from "./platform/secrets.js";
 export { withOrg } from "./platform/db/tenant.js";
 export { importModel, listModels, removeModel, inspectModelFile } from "./modules/ai/models.service.js";
 export { AiRuntime } from "./modules/ai/runtime.js";

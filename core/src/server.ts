@@ -11,6 +11,7 @@ import { handleIndexJob } from "./modules/kb/kb.ingest.js";
 import { kbDir } from "./modules/kb/kb.service.js";
 import { closeParser } from "./modules/kb/parse/parser.js";
 import { handleSyncJob, SSO_SYNC_QUEUE, startSyncScheduler } from "./modules/sso/sso.sync.js";
+import { startCheckpointer } from "./modules/identity/audit.anchor.js";
 import { startReminderScheduler } from "./modules/projects/projects.reminders.js";
 import type { ToolRegistry } from "./platform/tools/registry.js";
 import { ensureMasterKey } from "./platform/secrets.js";
@@ -98,6 +99,7 @@ export async function startServer(
       ? new AiRuntime(config, log.child({ module: "ai" }))
       : undefined;
   const stopSchedulers: (() => void)[] = [];
+  let stopCheckpointer: (() => Promise<void>) | undefined;
   if (config.roles.includes("worker")) {
     const ssoLog = log.child({ module: "sso" });
     const masterKey = ensureMasterKey(config, log);
@@ -105,6 +107,12 @@ export async function startServer(
       await bus.work(SSO_SYNC_QUEUE, (job) => handleSyncJob({ knex: db.knex, masterKey, log: ssoLog }, job)),
     );
     stopSchedulers.push(startSyncScheduler({ knex: db.knex, outbox, log: ssoLog }));
+    stopCheckpointer = startCheckpointer({
+      knex: db.knex,
+      config,
+      masterKey,
+      log: log.child({ module: "audit" }),
+    });
     stopSchedulers.push(
       startReminderScheduler({
         knex: db.knex,
@@ -179,6 +187,8 @@ export async function startServer(
       stopSchedulers.forEach((stopScheduler) => stopScheduler());
       await Promise.all(workers.map((w) => w.stop()));
       await relay.stop();
+      // A last checkpoint of the audit chains, with the database still open.
+      await stopCheckpointer?.();
       const timeout = setTimeout(() => {
         log.warn("in-flight requests did not finish in time; closing their connections");
         server?.closeAllConnections();

@@ -23,6 +23,12 @@ import {
   createOrganization,
   needsSetup,
   verifyAuditChains,
+  checkpointFile,
+  checkpointKeys,
+  ensureMasterKey,
+  readCheckpoints,
+  sinkOf,
+  writeCheckpoints,
   AiRuntime,
   importModel,
   listModels,
@@ -475,23 +481,109 @@ export function program(): Command {
   const auditCmd = cmd.command("audit").description("audit log");
   auditCmd
     .command("verify")
-    .description("recompute every audit hash chain; exit 1 naming the first broken record")
+    .description(
+      "recompute every audit chain (hashes and keyed MACs) and compare it with the signed checkpoints; exit 1 naming the first problem",
+    )
     .action(async () => {
       const cfg = config();
+      const masterKey = ensureMasterKey(cfg, silentLogger());
+      const checkpoints = readCheckpoints(checkpointFile(cfg.dataDir), checkpointKeys(masterKey).publicKey);
       const owner = openOwnerDatabase(cfg);
       try {
-        const v = await verifyAuditChains(owner.knex);
-        if (v.ok) out(`audit log intact: ${v.checked} records checked`);
+        const v = await verifyAuditChains(owner.knex, { masterKey, checkpoints });
+        const cps = `${v.checkpoints.valid} signed checkpoints of ${v.checkpoints.chains} chains`;
+        if (v.ok)
+          out(
+            `audit log intact: ${v.checked} records checked (${v.legacy} from before the chain was keyed), ${cps} match`,
+          );
         else {
           const b = v.firstBroken;
+          const where = `organization ${b?.orgId ?? "installation"}, sequence ${b?.seq}`;
           out(
-            `audit log BROKEN at record id ${b?.id} (organization ${b?.orgId ?? "installation"}, sequence ${b?.seq}): ${b?.reason}. ${v.checked} records before it are intact.`,
+            `audit log BROKEN${b?.id ? ` at record id ${b.id}` : ""} (${where}): ${b?.reason}. ${v.checked} records before it are intact.`,
           );
           process.exitCode = 1;
         }
       } finally {
         await owner.close();
       }
+    });
+  auditCmd
+    .command("export")
+    .description("write audit records as JSON lines, each with its chain proof (prevHash, hash, mac)")
+    .option("--since <time>", "only records at or after this ISO 8601 time")
+    .option("--org <id>", "only this organization's chain")
+    .action(async (o: { since?: string; org?: string }) => {
+      if (o.since && Number.isNaN(Date.parse(o.since))) {
+        process.stderr.write(`--since: not an ISO 8601 time: ${o.since}\n`);
+        process.exit(2);
+      }
+      const cfg = config();
+      const owner = openOwnerDatabase(cfg);
+      try {
+        const rows = await owner
+          .knex("audit_log")
+          .modify((q) => {
+            if (o.since) q.where("at", ">=", new Date(o.since));
+            if (o.org) q.where("org_id", o.org);
+          })
+          .orderByRaw("coalesce(org_id, '00000000-0000-0000-0000-000000000000'::uuid), seq")
+          .select("*");
+        for (const r of rows as Record<string, unknown>[]) {
+          process.stdout.write(
+            JSON.stringify({
+              org: r.org_id,
+              seq: Number(r.seq),
+              at: (r.at as Date).toISOString(),
+              actorType: r.actor_type,
+              actorId: r.actor_id,
+              action: r.action,
+              targetType: r.target_type,
+              targetId: r.target_id,
+              ip: r.ip,
+              userAgent: r.user_agent,
+              outcome: r.outcome,
+              details: r.details,
+              proof: { prevHash: r.prev_hash, hash: r.hash, mac: r.mac },
+            }) + "\n",
+          );
+        }
+      } finally {
+        await owner.close();
+      }
+    });
+  auditCmd
+    .command("checkpoint")
+    .description(
+      "write a signed checkpoint of every audit chain's head now (the worker does it periodically)",
+    )
+    .action(async () => {
+      const cfg = config();
+      const masterKey = ensureMasterKey(cfg, silentLogger());
+      const owner = openOwnerDatabase(cfg);
+      try {
+        const n = await writeCheckpoints(owner.knex, {
+          dataDir: cfg.dataDir,
+          masterKey,
+          sink: sinkOf(cfg.audit.sink),
+          log: silentLogger(),
+        });
+        out(`${n} checkpoints written to ${checkpointFile(cfg.dataDir)}`);
+      } finally {
+        await owner.close();
+      }
+    });
+  auditCmd
+    .command("public-key")
+    .description("print the public key that verifies audit checkpoints (PEM), for a SIEM")
+    .action(() => {
+      const cfg = config();
+      out(
+        checkpointKeys(ensureMasterKey(cfg, silentLogger()))
+          .publicKey.export({ type: "spki", format: "pem" })
+          .toString()
+          .trim(),
+      );
     });
 
   const dbCmd = cmd.command("db").description("database administration");

@@ -41,13 +41,18 @@ beforeAll(async () => {
       personLdif("bob", "Bob Baker", "bob@northwind.example", BOB.password) +
       groupLdif("staff", ["alice", "bob"]),
   );
-  idp = await startSamlIdp([
-    {
-      username: SAM.username,
-      password: SAM.password,
-      attributes: { mail: [SAM.email], displayName: ["Sam Saml"], groups: ["it-admins", "everyone"] },
-    },
-  ]);
+  // The IdP on another loopback address is another site to the browser (a different port alone is not): its
+  // POST to our assertion consumer is cross-site, as a real IdP's is.
+  idp = await startSamlIdp(
+    [
+      {
+        username: SAM.username,
+        password: SAM.password,
+        attributes: { mail: [SAM.email], displayName: ["Sam Saml"], groups: ["it-admins", "everyone"] },
+      },
+    ],
+    "127.0.0.2",
+  );
   core = spawnCore({
     WORKSYNAPSE_DATA_DIR: mkdtempSync(path.join(tmpdir(), "ws-e2e-sso-")),
     NATS_URL,

@@ -23,7 +23,9 @@ export interface PageWatch {
   foreignRequests: string[];
 }
 
-const LOCAL = new Set(["127.0.0.1", "localhost", "[::1]"]);
+/** Loopback: the whole 127/8 range (tests put a "cross-site" IdP on 127.0.0.2), localhost and ::1. */
+const isLoopback = (host: string) =>
+  host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
 
 /** Records console errors, uncaught errors and any request that is not to a loopback host. */
 export function watchPage(page: Page): PageWatch {
@@ -36,7 +38,7 @@ export function watchPage(page: Page): PageWatch {
     const u = new URL(r.url());
     if (
       (u.protocol === "http:" || u.protocol === "https:" || u.protocol === "ws:") &&
-      !LOCAL.has(u.hostname)
+      !isLoopback(u.hostname)
     ) {
       w.foreignRequests.push(r.url());
     }

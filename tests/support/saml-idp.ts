@@ -38,13 +38,16 @@ const php = (v: unknown): string => {
   return `'${String(v).replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
 };
 
-/** Starts SimpleSAMLphp as an IdP with a username/password source holding `users`. */
-export async function startSamlIdp(users: IdpUser[]): Promise<SamlIdp> {
+/**
+ * Starts SimpleSAMLphp as an IdP with a username/password source holding `users`, on `host` (a loopback
+ * address: another one than the server's makes the IdP another site, as a real IdP is, for the browser).
+ */
+export async function startSamlIdp(users: IdpUser[], host = "127.0.0.1"): Promise<SamlIdp> {
   const dir = mkdtempSync(path.join(tmpdir(), "ws-idp-"));
   for (const d of ["config", "metadata", "cert", "log", "data", "tmp"]) mkdirSync(path.join(dir, d));
   const cert = selfSigned("test-idp", path.join(dir, "cert"));
   const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${host}:${port}`;
   const entityId = `${url}/saml2/idp/metadata.php`;
   const conf = {
     baseurlpath: `${url}/`,
@@ -107,7 +110,7 @@ export async function startSamlIdp(users: IdpUser[]): Promise<SamlIdp> {
         .join("\n")}\n`,
     );
   writeSps();
-  const child: ChildProcess = spawn("php", ["-S", `127.0.0.1:${port}`, "-t", WWW], {
+  const child: ChildProcess = spawn("php", ["-S", `${host}:${port}`, "-t", WWW], {
     // Several workers: the built-in server is otherwise one request at a time, and a kept-alive idle
     // connection (a browser's, or fetch's) would stall everyone else.
     env: { ...process.env, SIMPLESAMLPHP_CONFIG_DIR: path.join(dir, "config"), PHP_CLI_SERVER_WORKERS: "4" },

@@ -30,7 +30,26 @@ export const configSchema = z.object({
       host: z.string().default("0.0.0.0").describe("Address the HTTP server binds to."),
       port: port.default(8080).describe("HTTP port for the UI and API."),
       bodyLimit: z.string().default("1mb").describe("Largest JSON or form body accepted."),
-      trustProxy: bool.default(false).describe("Trust X-Forwarded-* headers from a reverse proxy."),
+      trustProxy: bool
+        .default(false)
+        .describe(
+          "Behind a reverse proxy: take the client address and scheme from X-Forwarded-For and X-Forwarded-Proto, as the trusted proxies set them.",
+        ),
+      proxyHops: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(10)
+        .default(1)
+        .describe(
+          "How many reverse proxies stand in front of the server (with trustProxy): the client address is the X-Forwarded-For entry that many places from the right.",
+        ),
+      trustedProxies: z
+        .array(z.string().min(1))
+        .default([])
+        .describe(
+          "Addresses or networks of the trusted reverse proxies (e.g. 10.0.0.0/8, loopback); when set, it replaces proxyHops: X-Forwarded-For is followed from the right only through these.",
+        ),
       shutdownTimeoutMs: z.coerce
         .number()
         .int()
@@ -47,6 +66,8 @@ export const configSchema = z.object({
       port: 8080,
       bodyLimit: "1mb",
       trustProxy: false,
+      proxyHops: 1,
+      trustedProxies: [],
       shutdownTimeoutMs: 15000,
     }),
   log: z
@@ -397,6 +418,32 @@ export const configSchema = z.object({
       chunkTokens: 500,
       chunkOverlap: 60,
     }),
+  metrics: z
+    .object({
+      token: secret(
+        z.string().min(16).optional(),
+        "Bearer token Prometheus must send to read /metrics (its bearer_token_file). Unset: /metrics refuses every request.",
+      ),
+    })
+    .default({}),
+  audit: z
+    .object({
+      checkpointIntervalMs: z.coerce
+        .number()
+        .int()
+        .min(1000)
+        .default(60_000)
+        .describe(
+          "How often the worker writes a signed checkpoint of each audit chain's head outside the database.",
+        ),
+      sink: z
+        .string()
+        .optional()
+        .describe(
+          "Where checkpoints are also sent, for a SIEM: a file path (JSON lines appended), or syslog://host:port (RFC 5424 over UDP) or syslog+tcp://host:port.",
+        ),
+    })
+    .default({ checkpointIntervalMs: 60_000 }),
   secrets: z
     .object({
       masterKey: secret(

@@ -7,6 +7,8 @@ import { withOrg } from "../../platform/db/tenant.js";
 import { startRun, type AgentDeps, type Emit } from "../assistant/agent.js";
 import { appendMessage, createRun, type Citation } from "../assistant/assistant.service.js";
 import { orgModels } from "../ai/models.service.js";
+import { admitAiRequest } from "../identity/org.service.js";
+import { AppError } from "../../platform/http/errors.js";
 import {
   audienceOf,
   messageById,
@@ -121,38 +123,59 @@ export async function askInChat(
 ): Promise<void> {
   if (!can(caller, "assistant.use")) return;
   const question = asked.body.replace(MENTION, " ").trim() || asked.body;
-  const setup = await withOrg(agent.knex, caller.orgId, async (trx) => {
-    const model = (await orgModels(trx, caller.orgId)).chat;
-    if (!model) return null;
-    const threadId = asked.parentId ?? asked.id;
-    const { message: reply, audience } = await storeMessage(
-      trx,
-      caller,
-      asked.channelId,
-      "…",
-      threadId,
-      true,
+  const threadOf = asked.parentId ?? asked.id;
+  let setup;
+  try {
+    setup = await withOrg(agent.knex, caller.orgId, async (trx) => {
+      const model = (await orgModels(trx, caller.orgId)).chat;
+      if (!model) return null;
+      // The same admission as every AI request: counted against the plan's daily requests and tokens.
+      await admitAiRequest({ caller, trx });
+      const threadId = threadOf;
+      const { message: reply, audience } = await storeMessage(
+        trx,
+        caller,
+        asked.channelId,
+        "…",
+        threadId,
+        true,
+      );
+      const [conv] = (await trx("ai_conversations")
+        .insert({ org_id: caller.orgId, user_id: caller.userId, title: `Chat: ${question.slice(0, 70)}` })
+        .returning("id")) as { id: string }[];
+      const userMessage = await appendMessage(trx, conv?.id as string, { role: "user", content: question });
+      const runId = await createRun(
+        { caller, trx },
+        { conversationId: conv?.id as string, model: model.name, question },
+      );
+      await trx("chat_messages").where({ id: reply.id }).update({ ai_run_id: runId });
+      return {
+        model,
+        runId,
+        conversationId: conv?.id as string,
+        userMessageId: userMessage.id,
+        replyId: reply.id,
+        reply,
+        parent: await messageById(trx, asked.channelId, threadId),
+        audience,
+      };
+    });
+  } catch (err) {
+    if (!(err instanceof AppError) || err.status !== 429) throw err;
+    // Refused by the plan's quota: the asker sees why in the thread, and nothing else is stored.
+    const { message, audience } = await withOrg(agent.knex, caller.orgId, (trx) =>
+      storeMessage(
+        trx,
+        caller,
+        asked.channelId,
+        `(The assistant cannot answer: ${err.message})`,
+        threadOf,
+        true,
+      ),
     );
-    const [conv] = (await trx("ai_conversations")
-      .insert({ org_id: caller.orgId, user_id: caller.userId, title: `Chat: ${question.slice(0, 70)}` })
-      .returning("id")) as { id: string }[];
-    const userMessage = await appendMessage(trx, conv?.id as string, { role: "user", content: question });
-    const runId = await createRun(
-      { caller, trx },
-      { conversationId: conv?.id as string, model: model.name, question },
-    );
-    await trx("chat_messages").where({ id: reply.id }).update({ ai_run_id: runId });
-    return {
-      model,
-      runId,
-      conversationId: conv?.id as string,
-      userMessageId: userMessage.id,
-      replyId: reply.id,
-      reply,
-      parent: await messageById(trx, asked.channelId, threadId),
-      audience,
-    };
-  });
+    notify(caller.orgId, { type: "message", channelId: asked.channelId, audience, message });
+    return;
+  }
   if (!setup) return;
   notify(caller.orgId, {
     type: "message",

@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto";
 import http from "node:http";
 import type { Duplex } from "node:stream";
 import type Koa from "koa";
+import type { Context } from "koa";
 import type { Knex } from "knex";
 import { WebSocketServer, type WebSocket } from "ws";
 import { z } from "zod";
@@ -224,10 +225,10 @@ export class ChatHub {
     return this.clients.size;
   }
 
-  private expectedOrigin(req: http.IncomingMessage): string {
+  /** The origin pages of this server have: the public URL, else the scheme the trusted proxies vouch for. */
+  private expectedOrigin(ctx: Context): string {
     if (this.deps.config.auth.publicUrl) return new URL(this.deps.config.auth.publicUrl).origin;
-    const secure = (req.socket as { encrypted?: boolean }).encrypted === true;
-    return `${secure ? "https" : "http"}://${req.headers.host ?? ""}`;
+    return `${ctx.protocol}://${ctx.host}`;
   }
 
   /** The server's `upgrade` handler for /ws. */
@@ -244,11 +245,11 @@ export class ChatHub {
       const url = new URL(req.url ?? "/", "http://x");
       if (url.pathname !== "/ws") return refuse(404, "Not found.");
       const cookieAuth = !req.headers.authorization && !req.headers["x-api-key"];
-      // Browsers always send Origin on WebSocket handshakes; a page of another site is refused here.
-      if (cookieAuth && req.headers.origin !== this.expectedOrigin(req))
-        return refuse(403, "This connection comes from another site and was refused.");
       const res = new http.ServerResponse(req);
       const ctx = this.deps.app.createContext(req, res);
+      // Browsers always send Origin on WebSocket handshakes; a page of another site is refused here.
+      if (cookieAuth && req.headers.origin !== this.expectedOrigin(ctx))
+        return refuse(403, "This connection comes from another site and was refused.");
       const identity = await this.deps.authenticator.identify(ctx);
       if (!identity) return refuse(401, "Sign in first.");
       // load() enters the organization (one statement with loading the caller), as in every signed-in route.

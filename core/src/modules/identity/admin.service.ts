@@ -9,6 +9,17 @@ import { assertPassword, createSession, type RequestMeta } from "./identity.serv
 import { hashPassword } from "./passwords.js";
 import { newApiKey, newToken, tokenHash } from "./tokens.js";
 import { withOrg } from "../../platform/db/tenant.js";
+import { assertDistinctEmail, emailColumns } from "./emails.js";
+
+/** Runs a write, turning a unique-constraint violation into 409 naming the field. */
+async function conflictOnDuplicate<T>(write: PromiseLike<T>, message: string, field = "name"): Promise<T> {
+  try {
+    return await write;
+  } catch (err) {
+    if ((err as { code?: string }).code === "23505") throw AppError.conflict(message, { field });
+    throw err;
+  }
+}
 
 /** An authenticated service call: who asks, in which org-scoped transaction. */
 export interface Svc {
@@ -88,12 +99,57 @@ async function roleIdsOf(trx: Knex.Transaction, ids: string[]): Promise<string[]
 }
 
 /** Refuses to grant roles that hold permissions the caller lacks (no privilege escalation). */
-async function assertCanGrant(trx: Knex.Transaction, caller: Caller, roleIds: string[]): Promise<void> {
+export async function assertCanGrant(
+  trx: Knex.Transaction,
+  caller: Caller,
+  roleIds: string[],
+): Promise<void> {
   if (roleIds.length === 0) return;
   const roles = await trx("roles").whereIn("id", roleIds).select("key", "builtin", "permissions");
   const missing = [...permissionsOf(roles)].filter((p) => !can(caller, p));
   if (missing.length > 0)
     throw AppError.forbidden(`You cannot grant permissions you do not hold: ${missing.join(", ")}.`);
+}
+
+/**
+ * The privilege ceiling (NIST 800-53 AC-6): the caller may change, deactivate, reset or end the sessions of
+ * these users only if the caller holds every permission each of them holds; only a system administrator may
+ * act on a system administrator. Users the caller cannot see (other organizations) are 404.
+ */
+export async function assertOutranks(
+  trx: Knex.Transaction,
+  caller: Caller,
+  userIds: string[],
+): Promise<void> {
+  const ids = [...new Set(userIds)];
+  if (ids.length === 0) return;
+  const rows = (await trx("users").whereIn("id", ids).select("id", "system_admin")) as {
+    id: string;
+    system_admin: boolean;
+  }[];
+  if (rows.length !== ids.length) throw AppError.notFound("No such user.");
+  for (const row of rows) {
+    if (row.system_admin && !caller.systemAdmin)
+      throw AppError.forbidden("Only a system administrator can change a system administrator.");
+    const missing = [...permissionsOf(await rolesOfUser(trx, row.id))].filter((p) => !can(caller, p));
+    if (missing.length > 0)
+      throw new AppError(
+        403,
+        "forbidden",
+        `You cannot change someone who holds permissions you do not: ${missing.sort().join(", ")}.`,
+        { userId: row.id, missing },
+      );
+  }
+}
+
+/** Users who hold a role directly or through a group. */
+async function holdersOf(trx: Knex.Transaction, roleId: string): Promise<string[]> {
+  const direct = (await trx("user_roles").where({ role_id: roleId }).pluck("user_id")) as string[];
+  const viaGroups = (await trx("group_members as gm")
+    .join("group_roles as gr", "gr.group_id", "gm.group_id")
+    .where("gr.role_id", roleId)
+    .pluck("gm.user_id")) as string[];
+  return [...new Set([...direct, ...viaGroups])];
 }
 
 /** Creates a user with a password an administrator chose (shared with them out of band). */
@@ -104,12 +160,13 @@ export async function createUser(
   assertPassword(input.password, input.email);
   const roleIds = await roleIdsOf(trx, input.roleIds);
   await assertCanGrant(trx, caller, roleIds);
+  await assertDistinctEmail(trx, input.email);
   let row: Record<string, unknown>;
   try {
     [row] = (await trx("users")
       .insert({
         org_id: caller.orgId,
-        email: input.email,
+        ...emailColumns(input.email),
         display_name: input.displayName,
         password_hash: await hashPassword(input.password),
       })
@@ -144,12 +201,14 @@ export async function updateUser(
   await userRow(trx, id);
   if (input.status === "deactivated" && id === caller.userId)
     throw AppError.conflict("You cannot deactivate yourself.");
+  await assertOutranks(trx, caller, [id]);
   const patch: Record<string, unknown> = {};
   if (input.displayName !== undefined) patch.display_name = input.displayName;
   if (input.status !== undefined) patch.status = input.status;
   if (Object.keys(patch).length) await trx("users").where({ id }).update(patch);
   if (input.status === "deactivated") {
     await trx("sessions").where({ user_id: id }).whereNull("revoked_at").update({ revoked_at: trx.fn.now() });
+    await trx("api_keys").where({ user_id: id }).whereNull("revoked_at").update({ revoked_at: trx.fn.now() });
   }
   await audit(trx, {
     ...actorOf(caller),
@@ -166,6 +225,7 @@ export async function updateUser(
 export async function setUserRoles({ caller, trx }: Svc, id: string, roleIdsIn: string[]) {
   await userRow(trx, id);
   const roleIds = await roleIdsOf(trx, roleIdsIn);
+  await assertOutranks(trx, caller, [id]);
   await assertCanGrant(trx, caller, roleIds);
   const before = (await rolesOfUser(trx, id)).map((r) => r.key);
   await trx("user_roles").where({ user_id: id }).delete();
@@ -190,9 +250,13 @@ export async function setUserRoles({ caller, trx }: Svc, id: string, roleIdsIn: 
   return presentUser(trx, await userRow(trx, id));
 }
 
-/** An administrator sets a new password: the account unlocks and its sessions end. */
+/**
+ * An administrator sets a new password: the account unlocks, its sessions end and its API keys are revoked
+ * (whoever may have learned the old password may have made keys with it).
+ */
 export async function resetPassword({ caller, trx }: Svc, id: string, password: string) {
   const row = await userRow(trx, id);
+  await assertOutranks(trx, caller, [id]);
   assertPassword(password, row.email as string);
   await trx("users")
     .where({ id })
@@ -203,13 +267,21 @@ export async function resetPassword({ caller, trx }: Svc, id: string, password: 
       failed_window_start: null,
       locked_until: null,
     });
-  await trx("sessions").where({ user_id: id }).whereNull("revoked_at").update({ revoked_at: trx.fn.now() });
+  const sessions = await trx("sessions")
+    .where({ user_id: id })
+    .whereNull("revoked_at")
+    .update({ revoked_at: trx.fn.now() });
+  const keys = await trx("api_keys")
+    .where({ user_id: id })
+    .whereNull("revoked_at")
+    .update({ revoked_at: trx.fn.now() });
   await audit(trx, {
     ...actorOf(caller),
     action: "user.password_reset",
     targetType: "user",
     targetId: id,
     outcome: "success",
+    details: { sessionsEnded: sessions, apiKeysRevoked: keys },
   });
 }
 
@@ -291,12 +363,13 @@ export async function acceptInvitation(
       .first();
     if (!inv) throw AppError.notFound("This invitation link is not valid any more.");
     assertPassword(input.password, inv.email as string);
+    await assertDistinctEmail(trx, inv.email as string);
     let user: { id: string };
     try {
       [user] = (await trx("users")
         .insert({
           org_id: found.org_id,
-          email: inv.email,
+          ...emailColumns(inv.email as string),
           display_name: input.displayName,
           password_hash: await hashPassword(input.password),
         })
@@ -410,13 +483,20 @@ export async function updateRole(
   id: string,
   input: { name?: string; description?: string; permissions?: string[] },
 ) {
-  await customRole(trx, id);
+  const current = await customRole(trx, id);
+  checkPermissionCodes(caller, current.permissions as string[]);
   if (input.permissions) checkPermissionCodes(caller, input.permissions);
+  await assertOutranks(trx, caller, await holdersOf(trx, id));
   const patch: Record<string, unknown> = {};
   if (input.name !== undefined) patch.name = input.name;
   if (input.description !== undefined) patch.description = input.description;
   if (input.permissions !== undefined) patch.permissions = input.permissions;
-  const [row] = await trx("roles").where({ id }).update(patch).returning("*");
+  const [row] = Object.keys(patch).length
+    ? await conflictOnDuplicate(
+        trx("roles").where({ id }).update(patch).returning("*"),
+        "A role with this name exists.",
+      )
+    : [current];
   await audit(trx, {
     ...actorOf(caller),
     action: "role.update",
@@ -430,7 +510,9 @@ export async function updateRole(
 
 /** Deletes a custom role (its grants go with it). */
 export async function deleteRole({ caller, trx }: Svc, id: string) {
-  await customRole(trx, id);
+  const current = await customRole(trx, id);
+  checkPermissionCodes(caller, current.permissions as string[]);
+  await assertOutranks(trx, caller, await holdersOf(trx, id));
   await trx("roles").where({ id }).delete();
   await audit(trx, {
     ...actorOf(caller),
@@ -511,7 +593,8 @@ export async function updateGroup(
   input: { name?: string; description?: string },
 ) {
   await groupRow(trx, id);
-  if (Object.keys(input).length) await trx("groups").where({ id }).update(input);
+  if (Object.keys(input).length)
+    await conflictOnDuplicate(trx("groups").where({ id }).update(input), "A group with this name exists.");
   await audit(trx, {
     ...actorOf(caller),
     action: "group.update",
@@ -523,9 +606,18 @@ export async function updateGroup(
   return presentGroup(trx, await groupRow(trx, id));
 }
 
-/** Deletes a group. */
+/** The ids of a group's members and of the roles it grants. */
+async function groupGrants(trx: Knex.Transaction, id: string) {
+  const members = (await trx("group_members").where({ group_id: id }).pluck("user_id")) as string[];
+  const roles = (await trx("group_roles").where({ group_id: id }).pluck("role_id")) as string[];
+  return { members, roles };
+}
+
+/** Deletes a group (its members lose the roles it granted). */
 export async function deleteGroup({ caller, trx }: Svc, id: string) {
   await groupRow(trx, id);
+  const { members, roles } = await groupGrants(trx, id);
+  if (roles.length) await assertOutranks(trx, caller, members);
   await trx("groups").where({ id }).delete();
   await audit(trx, {
     ...actorOf(caller),
@@ -544,6 +636,18 @@ export async function setGroupMembers({ caller, trx }: Svc, id: string, userIds:
     ? ((await trx("users").whereIn("id", unique).select("id")) as { id: string }[])
     : [];
   if (found.length !== unique.length) throw AppError.notFound("A user in the list does not exist.");
+  // Joining or leaving a group that grants roles changes those people's roles.
+  const { members, roles } = await groupGrants(trx, id);
+  if (roles.length) {
+    const changed = [
+      ...unique.filter((u) => !members.includes(u)),
+      ...members.filter((u) => !unique.includes(u)),
+    ];
+    if (changed.length) {
+      await assertCanGrant(trx, caller, roles);
+      await assertOutranks(trx, caller, changed);
+    }
+  }
   await trx("group_members").where({ group_id: id }).delete();
   if (unique.length)
     await trx("group_members").insert(
@@ -564,7 +668,10 @@ export async function setGroupMembers({ caller, trx }: Svc, id: string, userIds:
 export async function setGroupRoles({ caller, trx }: Svc, id: string, roleIdsIn: string[]) {
   await groupRow(trx, id);
   const roleIds = await roleIdsOf(trx, roleIdsIn);
-  await assertCanGrant(trx, caller, roleIds);
+  const { members, roles } = await groupGrants(trx, id);
+  // The roles taken away must be ones the caller could grant, and every member's roles change.
+  await assertCanGrant(trx, caller, [...new Set([...roleIds, ...roles])]);
+  await assertOutranks(trx, caller, members);
   await trx("group_roles").where({ group_id: id }).delete();
   if (roleIds.length)
     await trx("group_roles").insert(

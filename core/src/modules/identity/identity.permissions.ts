@@ -6,6 +6,12 @@ export const IDENTITY_PERMISSIONS: Record<string, PermissionSpec> = {
     description: "Invite, create, deactivate users, reset passwords, assign roles",
     roles: ["admin"],
   },
+  // Held by owners alone (owners hold every permission): it puts owners above administrators, so an
+  // administrator can neither grant the Owner role nor act on an owner (the privilege ceiling).
+  "admin.owners": {
+    description: "Grant the Owner role and manage owners (held by owners only)",
+    roles: [],
+  },
   "admin.groups": { description: "Create groups, manage members and group roles", roles: ["admin"] },
   "admin.roles": { description: "Create and edit custom roles", roles: ["admin"] },
   "admin.settings": { description: "Change organization settings", roles: ["admin"] },

@@ -11,11 +11,78 @@ import { checkCsrf, clearSessionCookie, setSessionCookie, type Authenticator } f
 import * as identity from "./identity.service.js";
 import * as org from "./org.service.js";
 import * as s from "./identity.schemas.js";
+import { audit } from "./audit.js";
+import type { Logger } from "../../platform/log.js";
+
+/** What is known of a sign-in attempt when it is refused: where the audit record of the refusal goes. */
+export interface SignInAttempt {
+  /** The organization whose sign-in page was used (SSO pages), found only if the attempt is refused. */
+  org?: () => Promise<string | null>;
+  /** The account named (password sign-in): its organization is looked up. */
+  email?: string;
+  userAgent?: string;
+}
 
 /** Rate limits kept in PostgreSQL, so they hold across nodes. */
 export interface Limiters {
-  signIn(ip: string): Promise<void>;
+  /** Consumes a sign-in attempt of an address; throws 429 past the limit (the refusal is audited). */
+  signIn(ip: string, attempt?: SignInAttempt): Promise<void>;
   api(key: string): Promise<void>;
+}
+
+/** Most refusal records written in one minute by one process, whatever the number of addresses refused. */
+const REFUSAL_RECORDS_PER_MINUTE = 100;
+
+/**
+ * Audits refused sign-in attempts, aggregated: one record per address per limiter window (its first refusal;
+ * the record says how long the address stays refused), and at most REFUSAL_RECORDS_PER_MINUTE records a minute
+ * per process, the next record counting those left out, so a flood cannot fill the log.
+ */
+function refusalAuditor(knex: Knex, points: number, log: Logger) {
+  let minute = 0;
+  let written = 0;
+  let suppressed = 0;
+  return async (ip: string, consumed: number, retryAfterSeconds: number, attempt: SignInAttempt) => {
+    if (consumed !== points + 1) return; // only the first refusal of a window
+    const now = Math.floor(Date.now() / 60_000);
+    if (now !== minute) {
+      minute = now;
+      written = 0;
+    }
+    if (written >= REFUSAL_RECORDS_PER_MINUTE) {
+      suppressed += 1;
+      return;
+    }
+    written += 1;
+    const left = suppressed;
+    suppressed = 0;
+    try {
+      let orgId = attempt.org ? await attempt.org() : null;
+      if (!orgId && attempt.email)
+        orgId =
+          (
+            (await knex.raw("select org_id from auth_find_user(?)", [attempt.email])).rows[0] as
+              { org_id: string } | undefined
+          )?.org_id ?? null;
+      await audit(knex, {
+        orgId,
+        actorType: "anonymous",
+        action: "auth.rate_limited",
+        ip,
+        userAgent: attempt.userAgent ?? null,
+        outcome: "denied",
+        details: {
+          limitPerMinute: points,
+          refusedForSeconds: retryAfterSeconds,
+          ...(attempt.email ? { email: attempt.email.slice(0, 200) } : {}),
+          ...(left ? { refusalsNotRecorded: left } : {}),
+        },
+      });
+    } catch (err) {
+      // The refusal stands whether or not its record could be written; the failure is logged.
+      log.error({ err }, "could not audit a refused sign-in attempt");
+    }
+  };
 }
 
 /**
@@ -39,7 +106,7 @@ export function knexQueryClient(knex: Knex) {
 }
 
 /** Creates the sign-in (per address) and API (per user or key) limiters. */
-export function createLimiters(knex: Knex, config: Config): Limiters {
+export function createLimiters(knex: Knex, config: Config, log: Logger): Limiters {
   const client = knexQueryClient(knex);
   const make = (keyPrefix: string, points: number) =>
     new RateLimiterPostgres({
@@ -66,17 +133,19 @@ export function createLimiters(knex: Knex, config: Config): Limiters {
       },
     );
   };
-  const consume = async (limiter: RateLimiterPostgres, key: string, what: string) => {
-    try {
-      await limiter.consume(key);
-    } catch (err) {
-      if (err instanceof RateLimiterRes) throw refuse(err.msBeforeNext, what);
-      throw err;
-    }
-  };
   const apiPoints = config.auth.apiPerMinute;
+  const auditRefusal = refusalAuditor(knex, config.auth.signInPerIpPerMinute, log);
   return {
-    signIn: (ip) => consume(signIn, ip, "sign-in attempts from this address"),
+    signIn: async (ip, attempt = {}) => {
+      try {
+        await signIn.consume(ip);
+      } catch (err) {
+        if (!(err instanceof RateLimiterRes)) throw err;
+        const refusal = refuse(err.msBeforeNext, "sign-in attempts from this address");
+        await auditRefusal(ip, err.consumedPoints, Math.ceil(err.msBeforeNext / 1000), attempt);
+        throw refusal;
+      }
+    },
     api: batchedLimit(api, apiPoints, (ms) => refuse(ms, "requests")),
   };
 }
@@ -184,7 +253,7 @@ export function registerIdentityRoutes(
     errors: [403, 409, 429],
     handler: async (ctx, { body }) => {
       checkCsrf(ctx, config);
-      await need(deps.limiters).signIn(ctx.ip);
+      await need(deps.limiters).signIn(ctx.ip, { userAgent: meta(ctx).userAgent });
       const knex = need(deps.knex);
       const { orgId, userId } = await identity.setupInstallation(knex, body, meta(ctx));
       const session = await knex.transaction(async (trx) => {
@@ -206,7 +275,7 @@ export function registerIdentityRoutes(
     errors: [401, 403, 429],
     handler: async (ctx, { body }) => {
       checkCsrf(ctx, config);
-      await need(deps.limiters).signIn(ctx.ip);
+      await need(deps.limiters).signIn(ctx.ip, { email: body.email, userAgent: meta(ctx).userAgent });
       const result = await identity.signIn(need(deps.knex), config, body, meta(ctx));
       setSessionCookie(ctx, result.token, result.expires);
       return { data: await meAfterSignIn(ctx, result.token) };
@@ -224,7 +293,7 @@ export function registerIdentityRoutes(
     errors: [403, 404, 409, 429],
     handler: async (ctx, { body }) => {
       checkCsrf(ctx, config);
-      await need(deps.limiters).signIn(ctx.ip);
+      await need(deps.limiters).signIn(ctx.ip, { userAgent: meta(ctx).userAgent });
       const result = await admin.acceptInvitation(need(deps.knex), config, body, meta(ctx));
       setSessionCookie(ctx, result.token, result.expires);
       return { data: await meAfterSignIn(ctx, result.token) };

@@ -4,6 +4,7 @@ import type { Config } from "../../config/schema.js";
 import type { Caller } from "../../platform/auth/caller.js";
 import { BUILTIN_ROLES } from "../../platform/auth/permissions.js";
 import { withOrg } from "../../platform/db/tenant.js";
+import { assertDistinctEmail, emailColumns } from "./emails.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "./audit.js";
 import { permissionsOf, rolesOfUser } from "./auth.js";
@@ -100,9 +101,13 @@ export async function createOrganization(
   });
 }
 
-async function insertUser(trx: Knex.Transaction, row: Record<string, unknown>): Promise<void> {
+async function insertUser(
+  trx: Knex.Transaction,
+  row: Record<string, unknown> & { email: string },
+): Promise<void> {
+  await assertDistinctEmail(trx, row.email);
   try {
-    await trx("users").insert(row);
+    await trx("users").insert({ ...row, ...emailColumns(row.email) });
   } catch (err) {
     if ((err as { code?: string }).code === "23505") {
       throw AppError.conflict("An account with this email address already exists.", { field: "email" });

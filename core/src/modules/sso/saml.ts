@@ -77,11 +77,14 @@ export function parseStrictXml(xml: string): Document {
       if (level !== "warning") problem ??= String(msg);
     },
   }).parseFromString(xml, "text/xml");
-  if (problem || !doc?.documentElement)
+  if (problem || !doc?.documentElement) {
+    // The parser's own text is internal (and echoes input back): only where it stopped is passed on.
+    const at = /line:(\d+),col:(\d+)/.exec(problem ?? "");
     throw reject(
       "malformed",
-      `The message is not well-formed XML${problem ? `: ${problem.slice(0, 200)}` : ""}.`,
+      `This is not well-formed XML${at ? ` (the first error is at line ${at[1]}, column ${at[2]})` : ""}.`,
     );
+  }
   return doc;
 }
 

@@ -69,6 +69,23 @@ function failurePage(ctx: Context, status: number, message: string, reason: stri
   );
 }
 
+/** The script of the resubmit page: inline scripts are forbidden by our CSP, a same-origin file is not. */
+const RESUBMIT_JS = 'document.getElementById("ws-resubmit").submit();\n';
+
+/** A page that posts the IdP's response back to the same address from our own origin (see the ACS route). */
+function resubmitPage(ctx: Context, form: Record<string, unknown>): string {
+  const fields = ["SAMLResponse", "RelayState"]
+    .filter((k) => typeof form[k] === "string")
+    .map((k) => `<input type="hidden" name="${k}" value="${esc(form[k] as string)}">`)
+    .join("");
+  return page(
+    ctx,
+    200,
+    "Signing in",
+    `<form id="ws-resubmit" method="post" action="${esc(ctx.path)}">${fields}<input type="hidden" name="ws_resubmitted" value="1"><p>Signing you in…</p><noscript><button type="submit">Continue</button></noscript></form><script src="/api/sso/saml/resubmit.js"></script>`,
+  );
+}
+
 /** The SP's own addresses for an organization, from the configured public URL (else the request's origin). */
 export function spEndpoints(config: Config, ctx: Context, slug: string) {
   const base = config.auth.publicUrl
@@ -137,8 +154,8 @@ export function registerSsoRoutes(
     errors: [401, 403, 404, 409, 429, 503],
     handler: async (ctx, { body }) => {
       checkCsrf(ctx, config);
-      await need(deps.limiters).signIn(ctx.ip);
       const knex = need(deps.knex);
+      await need(deps.limiters).signIn(ctx.ip, attemptAt(ctx, body.organization));
       const { orgId } = await sso.orgOfSlug(knex, body.organization).catch(unknownOrgIs404);
       const p = await withOrg(knex, orgId, (trx) => sso.findProvider(trx, "ldap"));
       if (!p?.enabled) throw AppError.notFound("This organization does not sign in with a directory.");
@@ -184,9 +201,15 @@ export function registerSsoRoutes(
   });
 
   /** The per-address sign-in limit for browser-facing SSO routes: a page (not JSON) when it is exceeded. */
-  async function limitPage(ctx: Context): Promise<string | undefined> {
+  /** A sign-in attempt at an organization's page: a refusal is audited in that organization's log. */
+  const attemptAt = (ctx: Context, slug: string) => ({
+    userAgent: meta(ctx).userAgent,
+    org: async () => (await sso.orgOfSlug(need(deps.knex), slug).catch(() => null))?.orgId ?? null,
+  });
+
+  async function limitPage(ctx: Context, slug: string): Promise<string | undefined> {
     try {
-      await need(deps.limiters).signIn(ctx.ip);
+      await need(deps.limiters).signIn(ctx.ip, attemptAt(ctx, slug));
       return undefined;
     } catch (err) {
       if (!(err instanceof AppError) || err.status !== 429) throw err;
@@ -274,7 +297,7 @@ export function registerSsoRoutes(
     errors: [404, 429],
     handler: async (ctx, { params, query }) => {
       // Each start stores a request: limited per address like any sign-in attempt.
-      const limited = await limitPage(ctx);
+      const limited = await limitPage(ctx, params.org);
       if (limited) return limited;
       try {
         const url = await startSamlRequest(ctx, params.org, {
@@ -288,6 +311,12 @@ export function registerSsoRoutes(
         throw err;
       }
     },
+  });
+
+  api.get("/api/sso/saml/resubmit.js", (ctx) => {
+    ctx.type = "text/javascript; charset=utf-8";
+    ctx.set("Cache-Control", "public, max-age=3600");
+    ctx.body = RESUBMIT_JS;
   });
 
   api.publicRoute({
@@ -309,7 +338,7 @@ export function registerSsoRoutes(
         if (err instanceof sso.SsoError) return failurePage(ctx, 404, err.message, err.reason);
         throw err;
       }
-      const limited = await limitPage(ctx);
+      const limited = await limitPage(ctx, params.org);
       if (limited) return limited;
       const fail = async (reason: string, message: string, status = 401) => {
         await sso.auditSsoFailure(knex, orgId, "saml", reason, message, meta(ctx));
@@ -327,6 +356,10 @@ export function registerSsoRoutes(
       if (typeof samlResponse !== "string" || !samlResponse)
         return fail("malformed", "The form carries no SAMLResponse.", 400);
       const binding = ctx.cookies.get(BINDING_COOKIE);
+      // Over plain HTTP the binding cookie is SameSite=Lax, which a browser leaves out of the IdP's cross-site
+      // POST. The response is then posted once more from a page of ours (same-site, so the cookie comes): the
+      // binding still holds, since only the browser that started the sign-in has the cookie.
+      if (!binding && form.ws_resubmitted === undefined) return resubmitPage(ctx, form);
       try {
         const outcome = await withOrg(knex, orgId, async (trx) => {
           const p = await sso.findProvider(trx, "saml");

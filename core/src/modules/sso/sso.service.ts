@@ -6,6 +6,9 @@ import { openSecret, sealSecret } from "../../platform/crypto.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
 import { createSession, type RequestMeta } from "../identity/identity.service.js";
+import { assertCanGrant } from "../identity/admin.service.js";
+import { limitsOf } from "../identity/org.service.js";
+import { assertDistinctEmail, emailColumns } from "../identity/emails.js";
 import { Directory, ldapConfigSchema, normalizeDn } from "./ldap.js";
 import { samlConfigSchema } from "./saml.js";
 
@@ -118,6 +121,7 @@ export async function saveProvider(
   kind: ProviderKind,
   input: SaveProviderInput,
 ): Promise<ProviderRow> {
+  if (input.enabled) await assertSsoAllowed(trx, caller.orgId);
   const parsed = (kind === "ldap" ? ldapConfigSchema : samlConfigSchema).safeParse(input.config);
   if (!parsed.success) {
     throw new AppError(400, "validation_failed", "The provider settings are not valid.", {
@@ -134,8 +138,9 @@ export async function saveProvider(
     const found = await trx("roles").whereIn("id", roleIds).select("id", "key");
     if (found.length !== roleIds.length)
       throw new AppError(400, "unknown_role", "A mapped role does not exist in this organization.");
-    if (found.some((r) => r.key === "owner") && !caller.permissions.has("admin.roles"))
-      throw AppError.forbidden("Mapping a group to the owner role needs the admin.roles permission.");
+    // Whoever maps a directory group to a role grants that role to the group's people: the same ceiling as
+    // granting it by hand.
+    await assertCanGrant(trx, caller, roleIds);
   }
   const existing = await findProvider(trx, kind);
   const base = {
@@ -183,6 +188,17 @@ export async function saveProvider(
     },
   });
   return (await findProvider(trx, kind)) as ProviderRow;
+}
+
+/** Refuses to turn single sign-on on for an organization whose plan does not include it. */
+async function assertSsoAllowed(trx: Knex.Transaction, orgId: string): Promise<void> {
+  if (!(await limitsOf(trx, orgId)).limits.ssoAllowed)
+    throw new AppError(
+      403,
+      "plan_limit",
+      "The organization's plan does not include single sign-on. A system administrator can change the plan.",
+      { limit: "ssoAllowed" },
+    );
 }
 
 /** Deletes a provider; its users keep their accounts (and local roles) but lose the directory's roles. */
@@ -271,6 +287,14 @@ export async function provision(
     );
   if (!person.email || !/^[^@\s]+@[^@\s]+$/.test(person.email) || person.email.length > 320)
     throw new SsoError("no_email", "The identity provider sent no usable email address for you.", 400);
+  // An asserted address must be in normal form and must not imitate another account's (a look-alike would
+  // show as that person in every list): refused and audited, never linked or created.
+  try {
+    await assertDistinctEmail(trx, person.email);
+  } catch (err) {
+    if (err instanceof AppError) throw new SsoError(err.code, err.message, err.status);
+    throw err;
+  }
   let user = (await trx("users")
     .where({ external_source: p.kind, external_id: person.externalId })
     .first("id", "status", "email", "display_name")) as Record<string, string> | undefined;
@@ -290,7 +314,7 @@ export async function provision(
         const rows = await trx("users")
           .insert({
             org_id: p.orgId,
-            email: person.email,
+            ...emailColumns(person.email),
             display_name: (person.name || person.email).slice(0, 200),
             external_source: p.kind,
             external_id: person.externalId,
@@ -328,6 +352,8 @@ export async function signInExternal(
   meta: RequestMeta,
   saml?: { nameId: string; nameIdFormat: string; sessionIndex: string | null },
 ): Promise<{ userId: string; token: string; expires: Date }> {
+  if (!(await limitsOf(trx, p.orgId)).limits.ssoAllowed)
+    throw new SsoError("plan_limit", "The organization's plan does not include single sign-on.", 403);
   const { userId, created } = await provision(trx, p, person);
   await trx("users").where({ id: userId }).update({ last_login_at: trx.fn.now() });
   const session = await createSession(trx, config, p.orgId, userId, meta, {
@@ -393,7 +419,11 @@ export async function setPolicy(
   { caller, trx }: Scope,
   input: { ssoRequired: boolean; breakGlassUserId: string | null },
 ) {
+  // Row-level security hides other organizations' people: an id of theirs is "no such user" like a made-up one.
+  if (input.breakGlassUserId && !(await trx("users").where({ id: input.breakGlassUserId }).first("id")))
+    throw new AppError(404, "not_found", "The break-glass person is not a user of this organization.");
   if (input.ssoRequired) {
+    await assertSsoAllowed(trx, caller.orgId);
     if (!input.breakGlassUserId)
       throw new AppError(400, "break_glass_required", "Name a break-glass owner who keeps password sign-in.");
     const owner = await trx.raw(

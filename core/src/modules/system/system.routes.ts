@@ -6,6 +6,8 @@ import { z } from "zod";
 import type { Api } from "../../platform/http/api.js";
 import { dataOf } from "../../platform/http/api.js";
 import { ASSETS_DIR } from "../../platform/paths.js";
+import { AppError } from "../../platform/http/errors.js";
+import { sameSecret } from "../../platform/crypto.js";
 import { livenessSchema, readinessSchema, systemInfoSchema } from "./system.schemas.js";
 
 /** Readiness state shared with the process lifecycle. */
@@ -28,6 +30,8 @@ export function registerSystemRoutes(
     metrics: HttpMetrics;
     info: z.infer<typeof systemInfoSchema>;
     openapi: () => unknown;
+    /** The bearer token /metrics asks for; unset: metrics are refused to everyone. */
+    metricsToken?: string;
   },
 ): void {
   api.publicRoute({
@@ -78,7 +82,23 @@ export function registerSystemRoutes(
     tags: ["system"],
     response: z.string(),
     responseType: "text/plain; version=0.0.4",
-    handler: async () => deps.metrics.render(),
+    errors: [401],
+    handler: async (ctx) => {
+      // Metrics tell an outsider a lot (routes, load, versions): Prometheus sends the configured bearer token.
+      const token = deps.metricsToken;
+      const sent = /^Bearer (.+)$/i.exec(ctx.get("authorization"))?.[1] ?? "";
+      if (!token || !sameSecret(sent, token)) {
+        ctx.set("WWW-Authenticate", 'Bearer realm="metrics"');
+        throw new AppError(
+          401,
+          "unauthenticated",
+          token
+            ? "Send the metrics token as a bearer token."
+            : "Metrics are off: set metrics.token (WORKSYNAPSE_METRICS_TOKEN) and give Prometheus the same token.",
+        );
+      }
+      return deps.metrics.render();
+    },
   });
 
   api.publicRoute({

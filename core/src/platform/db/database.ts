@@ -3,7 +3,9 @@ import path from "node:path";
 import knexPkg, { type Knex } from "knex";
 import ClientPgLite from "knex-pglite";
 import type { Config } from "../../config/schema.js";
-import type { Logger } from "../log.js";
+import { silentLogger, type Logger } from "../log.js";
+import { ensureMasterKey } from "../secrets.js";
+import { bindMasterKey } from "./keys.js";
 import { runMigrations } from "./migrate.js";
 
 /** Knex instance type used throughout core. */
@@ -119,8 +121,10 @@ export function openOwnerDatabase(config: Config): {
   kind: "postgres" | "pglite";
   close(): Promise<void>;
 } {
+  const masterKey = ensureMasterKey(config, silentLogger());
   if (!config.database.url && !config.database.ownerUrl) {
     const { knex, unlock } = openPglite(config);
+    bindMasterKey(knex, masterKey);
     return {
       knex,
       kind: "pglite",
@@ -136,6 +140,7 @@ export function openOwnerDatabase(config: Config): {
     2,
     `select set_config('worksynapse.app_role', ${roleLiteral}, false)`,
   );
+  bindMasterKey(knex, masterKey);
   return { knex, kind: "postgres", close: () => knex.destroy() };
 }
 
@@ -183,6 +188,7 @@ export async function openDatabase(config: Config, opts: OpenOptions): Promise<D
     }
   }
   const knex = openPostgres(config.database.url, config.database.poolMax, `set role ${quoteIdent(appRole)}`);
+  bindMasterKey(knex, ensureMasterKey(config, opts.log));
   try {
     await assertSafeRole(knex);
   } catch (err) {

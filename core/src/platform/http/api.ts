@@ -230,8 +230,12 @@ export class Api {
   ): Promise<RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>> {
     if (!def.body && !def.query && !def.params)
       return NO_INPUT as RouteInput<z.infer<B>, z.infer<Q>, z.infer<P>>;
+    const body = def.body ? await validBody(ctx, def.body, this.bodyLimit) : undefined;
+    // A PATCH that names no field changes nothing: it is refused, as a client error, rather than run.
+    if (def.method === "patch" && typeof body === "object" && body !== null && Object.keys(body).length === 0)
+      throw new AppError(400, "empty_patch", "Send at least one field to change.");
     return {
-      body: (def.body ? await validBody(ctx, def.body, this.bodyLimit) : undefined) as z.infer<B>,
+      body: body as z.infer<B>,
       query: (def.query ? parseOr400(def.query, ctx.query) : undefined) as z.infer<Q>,
       params: (def.params ? parseOr400(def.params, ctx.params) : undefined) as z.infer<P>,
     };

@@ -39,7 +39,12 @@ export function requestEnvelope(log: Logger, metrics: HttpMetrics, allowed: Allo
         throw AppError.notFound(`No route for ${ctx.method} ${ctx.path}.`);
       }
     } catch (err) {
-      renderError(ctx, err, (e) => requestLog(ctx).error({ err: e }, "unhandled error in request"));
+      renderError(
+        ctx,
+        err,
+        (e) => requestLog(ctx).error({ err: e }, "unhandled error in request"),
+        (e) => requestLog(ctx).warn({ err: e }, "database refused a request's input"),
+      );
     } finally {
       const seconds = (performance.now() - start) / 1000;
       const status = res.statusCode;

@@ -56,11 +56,41 @@ export const errorBodySchema = z
   })
   .meta({ id: "Error" });
 
-/** Maps a thrown value of a known library shape (body parser, Koa) to an AppError, else undefined. */
+/**
+ * PostgreSQL errors caused by what a client sent, as clear 4xx answers (SQLSTATE -> status, code, message).
+ * Services check what they can first; this is the net under them, so a database error never reaches a
+ * client raw nor as a 500.
+ */
+const DATABASE_ERRORS: Record<string, [number, string, string]> = {
+  "22021": [400, "invalid_text", "A text value holds a character that cannot be stored."],
+  "22P05": [400, "invalid_text", "A text value holds a character that cannot be stored."],
+  "22001": [400, "value_too_long", "A value is longer than allowed."],
+  "54000": [400, "value_too_large", "A value is too large to store."],
+  "22003": [400, "number_out_of_range", "A number is out of range."],
+  "2201W": [400, "number_out_of_range", "A number is out of range."],
+  "2201X": [400, "number_out_of_range", "A number is out of range."],
+  "22P02": [400, "invalid_value", "A value is not in the expected format."],
+  "22007": [400, "invalid_value", "A date or time is not valid."],
+  "22008": [400, "invalid_value", "A date or time is out of range."],
+  "23505": [409, "conflict", "This conflicts with an existing record."],
+  "23503": [409, "conflict", "This refers to a record that does not exist or is still in use."],
+};
+
+/** The AppError for a PostgreSQL error a client caused, else undefined. */
+export function fromDatabase(err: unknown): AppError | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== "string" || !/^[0-9A-Z]{5}$/.test(code)) return undefined;
+  const known = DATABASE_ERRORS[code];
+  return known ? new AppError(known[0], known[1], known[2]) : undefined;
+}
+
+/** Maps a thrown value of a known library shape (body parser, Koa, database) to an AppError, else undefined. */
 function fromKnown(err: unknown): AppError | undefined {
   if (err instanceof AppError) return err;
   if (err instanceof z.ZodError) return AppError.validation(err);
   if (typeof err !== "object" || err === null) return undefined;
+  const db = fromDatabase(err);
+  if (db) return db;
   const e = err as {
     status?: number;
     statusCode?: number;
@@ -97,8 +127,15 @@ function fromKnown(err: unknown): AppError | undefined {
 export type AllowedMethods = (path: string) => string[];
 
 /** Writes any thrown value as `{ error: { code, message, details } }`; never a stack or SQL. */
-export function renderError(ctx: Context, err: unknown, onUnexpected: (err: unknown) => void): void {
+export function renderError(
+  ctx: Context,
+  err: unknown,
+  onUnexpected: (err: unknown) => void,
+  onDatabase: (err: unknown) => void = () => undefined,
+): void {
   let appErr = fromKnown(err);
+  // A database error that got this far means a service missed a check: answered as 4xx, logged to be fixed.
+  if (appErr && !(err instanceof AppError) && fromDatabase(err)) onDatabase(err);
   if (!appErr) {
     onUnexpected(err);
     appErr = new AppError(

@@ -6,8 +6,11 @@ import { AppError } from "./errors.js";
 
 let srv: TestServer;
 
+const METRICS_TOKEN = "metrics-token-for-tests-0123456789";
+
 beforeAll(async () => {
   srv = await getTestServer({
+    env: { WORKSYNAPSE_METRICS_TOKEN: METRICS_TOKEN },
     routes: [
       (api) =>
         api.publicRoute({
@@ -164,10 +167,25 @@ describe("HTTP platform", () => {
 
   it("exposes Prometheus metrics labelled by route template, not raw path", async () => {
     await post(`/api/test/echo/${ID}`, JSON.stringify({ name: "a", count: 1 }));
-    const text = await (await srv.fetch("/metrics")).text();
+    const text = await (
+      await srv.fetch("/metrics", { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
+    ).text();
     expect(text).toContain('route="/api/test/echo/:id"');
     expect(text).not.toContain(ID);
     expect(text).toContain("process_cpu_user_seconds_total");
+  });
+
+  it("refuses /metrics without the bearer token (and with a wrong one), naming the setting", async () => {
+    for (const headers of <Record<string, string>[]>[
+      {},
+      { authorization: "Bearer wrong-token-0123456789" },
+      { authorization: "Basic eDp5" },
+    ]) {
+      const r = await srv.fetch("/metrics", { headers });
+      expect(r.status).toBe(401);
+      expect(r.headers.get("www-authenticate")).toContain("Bearer");
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe("unauthenticated");
+    }
   });
 
   it("publishes a valid OpenAPI 3.1 document with every route and a bundled docs page", async () => {

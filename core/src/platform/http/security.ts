@@ -43,7 +43,8 @@ export function applySecurityHeaders(ctx: Context): void {
   if (typeof type === "string" && type.startsWith("text/html"))
     for (const [k, v] of DOCUMENT) res.setHeader(k, v);
   else res.setHeader("Content-Security-Policy", API_CSP);
-  if ((ctx.req.socket as { encrypted?: boolean }).encrypted || (ctx.app.proxy && ctx.secure)) {
+  // ctx.secure is the socket's TLS, or the trusted proxies' X-Forwarded-Proto (platform/http/client.ts).
+  if (ctx.secure) {
     res.setHeader("Strict-Transport-Security", "max-age=31536000");
   }
 }
