@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { Attribute, Change } from "ldapts";
-import { setUpInstallation, spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
+import { apiAs, setUpInstallation, spawnCore, waitForOk, type CoreProcess } from "../support/process.js";
 import { axeViolations, launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { NATS_URL } from "../support/env.js";
 import { groupLdif, OUS, personLdif, startSlapd, type Slapd } from "../support/slapd.js";
@@ -61,6 +61,10 @@ beforeAll(async () => {
   url = await core.url;
   await waitForOk(`${url}/readyz`);
   const cookie = await setUpInstallation(url, ADMIN);
+  // Single sign-on comes with the professional plan: the system administrator (the first owner) sets it.
+  const api = apiAs(url, cookie);
+  const orgs = await api<{ data: { id: string }[] }>("GET", "/api/system/organizations");
+  await api("PATCH", `/api/system/organizations/${orgs.data[0]?.id}`, { plan: "professional" });
   const sp = (
     (await (await fetch(`${url}/api/sso`, { headers: { cookie } })).json()) as {
       data: { serviceProvider: { entityId: string; acsUrl: string; sloUrl: string } };

@@ -735,3 +735,50 @@ describe("conversations, memory and bad input", () => {
     expect((await srv.fetch("/api/assistant/conversations")).status).toBe(401);
   });
 });
+
+describe("@assistant in chat under the plan's quota", () => {
+  it("goes through the same admission as every AI request: past the daily limit it answers why, and nothing runs", async () => {
+    const limited = await createTestOrg(srv, "chatquota");
+    await srv.db.knex.transaction(async (trx) => {
+      await trx.raw("select set_config('app.org_id', ?, true)", [limited.orgId]);
+      await trx("organizations")
+        .where({ id: limited.orgId })
+        .update({ plan_overrides: JSON.stringify({ aiRequestsPerDay: 0 }) });
+    });
+    const channel = (
+      await limited.owner.json<Data<{ id: string }>>(
+        "POST",
+        "/api/chat/channels",
+        { kind: "public", name: `quota-${limited.marker.toLowerCase()}`, memberIds: [] },
+        201,
+      )
+    ).data.id;
+    const prompts = engine.prompts.length;
+    engine.script = () => ({ action: "answer", answer: "This must not be said." });
+    const q = (
+      await limited.owner.json<Data<{ id: string }>>(
+        "POST",
+        `/api/chat/channels/${channel}/messages`,
+        { body: "@assistant what is on today?" },
+        201,
+      )
+    ).data;
+    let reply: { author: string; body: string } | undefined;
+    for (let i = 0; i < 100 && !reply; i++) {
+      const msgs = (
+        await limited.owner.json<Data<{ author: string; body: string }[]>>(
+          "GET",
+          `/api/chat/channels/${channel}/messages?thread=${q.id}`,
+        )
+      ).data;
+      reply = msgs.find((m) => m.author === "assistant");
+      if (!reply) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(reply?.body).toMatch(
+      /The assistant cannot answer: The organization's plan allows 0 ai\.requests per day/,
+    );
+    expect(engine.prompts.length).toBe(prompts);
+    const runs = await limited.owner.json<Data<unknown[]>>("GET", "/api/assistant/runs?limit=5");
+    expect(runs.data).toEqual([]);
+  });
+});

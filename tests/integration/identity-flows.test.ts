@@ -269,8 +269,11 @@ describe("users, roles and groups", () => {
     const roles = (await admin.client.json<Data<{ id: string; key: string }[]>>("GET", "/api/roles")).data;
     const owner = roles.find((r) => r.key === "owner");
     const target = await createMember(org, ["member"], "tgt");
-    // owner holds nothing more than admin today, so the grant is allowed; removing the only owner is not
-    await admin.client.json("PUT", `/api/users/${target.id}/roles`, { roleIds: [owner?.id] });
+    // the Owner role holds admin.owners, which an admin lacks: granting it is refused (tests/integration/privilege.test.ts)
+    expect(
+      (await admin.client.request("PUT", `/api/users/${target.id}/roles`, { roleIds: [owner?.id] })).status,
+    ).toBe(403);
+    await org.owner.json("PUT", `/api/users/${target.id}/roles`, { roleIds: [owner?.id] });
     const ownerOnly = (
       await org.owner.json<Data<{ id: string; key: string }[]>>("GET", "/api/roles")
     ).data.find((r) => r.key === "member");

@@ -37,8 +37,8 @@ async function snapshotB(): Promise<string> {
 beforeAll(async () => {
   // Thousands of calls from one owner in seconds: the per-key limit is tested in bruteforce.test.ts.
   srv = await getTestServer({ env: { WORKSYNAPSE_AUTH_API_PER_MINUTE: "1000000" } });
-  a = await createTestOrg(srv, "alpha");
-  b = await createTestOrg(srv, "bravo");
+  a = await createTestOrg(srv, "alpha", { plan: "professional" });
+  b = await createTestOrg(srv, "bravo", { plan: "professional" });
   // Give B one of everything, each carrying B's marker.
   const member = await createMember(b, ["member"], "bmember");
   const roles = (await b.owner.json<{ data: { id: string; key: string }[] }>("GET", "/api/roles")).data;

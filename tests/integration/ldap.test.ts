@@ -113,7 +113,7 @@ beforeAll(async () => {
   );
   // Many sign-ins from one address in a few seconds: the per-address limit is tested in bruteforce.test.ts.
   srv = await getTestServer({ env: { WORKSYNAPSE_AUTH_SIGN_IN_PER_IP_PER_MINUTE: "100000" } });
-  org = await createTestOrg(srv, "ldap");
+  org = await createTestOrg(srv, "ldap", { plan: "professional" });
   slug = (await org.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data
     .organization.slug;
   roles = (await org.owner.json<Data<{ id: string; key: string; name: string }[]>>("GET", "/api/roles")).data;

@@ -1,6 +1,7 @@
 // The SAML service provider against responses signed here: one valid response accepted once, and every
 // known way of altering it refused with its reason in the audit log. Real PostgreSQL, NATS and HTTP.
 import { inflateRawSync } from "node:zlib";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getTestServer, type TestServer } from "../support/server.js";
 import { createTestOrg, type TestOrg } from "../support/identity.js";
@@ -35,8 +36,8 @@ type Data<T> = { data: T };
 beforeAll(async () => {
   // Many sign-ins from one address in a few seconds: the per-address limit is tested in bruteforce.test.ts.
   srv = await getTestServer({ env: { WORKSYNAPSE_AUTH_SIGN_IN_PER_IP_PER_MINUTE: "100000" } });
-  org = await createTestOrg(srv, "saml");
-  other = await createTestOrg(srv, "other");
+  org = await createTestOrg(srv, "saml", { plan: "professional" });
+  other = await createTestOrg(srv, "other", { plan: "professional" });
   idpKey = selfSigned("corp-idp");
   rogueKey = selfSigned("rogue-idp");
   slug = (await org.owner.json<Data<{ organization: { slug: string } }>>("GET", "/api/auth/me")).data
@@ -89,7 +90,12 @@ const spec = (inResponseTo: string, over: Partial<ResponseSpec> = {}): ResponseS
   ...over,
 });
 
-async function post(xml: string, cookie: string, raw = false): Promise<Response> {
+async function post(
+  xml: string,
+  cookie: string,
+  raw = false,
+  extra: Record<string, string> = {},
+): Promise<Response> {
   return srv.fetch(`/api/sso/saml/${slug}/acs`, {
     method: "POST",
     redirect: "manual",
@@ -98,7 +104,7 @@ async function post(xml: string, cookie: string, raw = false): Promise<Response>
       cookie,
       origin: "https://idp.corp.example",
     },
-    body: new URLSearchParams({ SAMLResponse: raw ? xml : b64(xml), RelayState: "" }).toString(),
+    body: new URLSearchParams({ SAMLResponse: raw ? xml : b64(xml), RelayState: "", ...extra }).toString(),
   });
 }
 
@@ -265,7 +271,18 @@ describe("SAML service provider", () => {
     // A fresh browser (another binding cookie) presents the victim's response.
     expect(mine.cookie).not.toBe(theirs.cookie);
     await expectRejected(xml, mine.cookie, "other_browser");
-    await expectRejected(xml, "", "other_browser");
+    // With no binding cookie at all (a cross-site POST over plain HTTP leaves out the SameSite=Lax cookie) the
+    // response is posted back once from a page of ours; posted back without the cookie, it is refused.
+    const page = await post(xml, "");
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('name="ws_resubmitted"');
+    expect(html).toContain(`value="${b64(xml)}"`);
+    expect(html).toContain('<script src="/api/sso/saml/resubmit.js"></script>');
+    expect((await srv.fetch("/api/sso/saml/resubmit.js")).headers.get("content-type")).toMatch(/javascript/);
+    const again = await post(xml, "", false, { ws_resubmitted: "1" });
+    expect(again.status).toBe(401);
+    expect(await again.text()).toContain("other_browser");
     // The browser that started it can still use it (the refused attempts consumed nothing).
     expect((await post(xml, theirs.cookie)).status).toBe(303);
   });
@@ -563,5 +580,43 @@ describe("SAML service provider", () => {
       "config.idpCerts.0",
       "config.idpSsoUrl",
     ]);
+  });
+});
+
+describe("what an identity provider may assert", () => {
+  const signInAs = async (email: string, nameId = email) => {
+    const { id, cookie } = await start();
+    const xml = sign(
+      responseXml(spec(id, { nameId, attributes: { mail: [email], displayName: ["X"], groups: ["staff"] } })),
+      idpKey.key,
+    );
+    return { xml, cookie };
+  };
+
+  it("refuses an address that looks like an existing account's (Cyrillic, fullwidth, zero-width)", async () => {
+    const real = await signInAs("paypal.ops@corp.example");
+    expect((await post(real.xml, real.cookie)).status).toBe(303);
+    // "а" below is CYRILLIC SMALL LETTER A: the same on screen, another address.
+    const cyrillic = await signInAs("pаypal.ops@corp.example", "attacker-1");
+    await expectRejected(cyrillic.xml, cyrillic.cookie, "email_confusable");
+    const fullwidth = await signInAs("ｐaypal.ops@corp.example", "attacker-2");
+    await expectRejected(fullwidth.xml, fullwidth.cookie, "email_not_normal");
+    const zeroWidth = await signInAs("pay\u200bpal.ops@corp.example", "attacker-3");
+    await expectRejected(zeroWidth.xml, zeroWidth.cookie, "email_not_normal");
+    const people = await org.owner.json<Data<{ email: string }[]>>("GET", "/api/users?search=ops@corp");
+    expect(people.data.map((p) => p.email)).toEqual(["paypal.ops@corp.example"]);
+  });
+
+  it("refuses single sign-on once the organization's plan no longer includes it", async () => {
+    const su = new pg.Client({ connectionString: srv.pg.url });
+    await su.connect();
+    try {
+      await su.query("update organizations set plan = 'starter' where id = $1", [org.orgId]);
+      const bob = await signInAs("bob.plan@corp.example");
+      await expectRejected(bob.xml, bob.cookie, "plan_limit");
+    } finally {
+      await su.query("update organizations set plan = 'professional' where id = $1", [org.orgId]);
+      await su.end();
+    }
   });
 });

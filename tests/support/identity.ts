@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import pg from "pg";
 import type { TestServer } from "./server.js";
 import { createOrganization } from "../../core/src/modules/identity/identity.service.js";
 
@@ -65,8 +66,15 @@ export interface TestOrg {
   owner: Client;
 }
 
-/** Creates an organization whose names carry a unique marker string, and signs its owner in. */
-export async function createTestOrg(srv: TestServer, label = "org"): Promise<TestOrg> {
+/**
+ * Creates an organization whose names carry a unique marker string, and signs its owner in. `plan` sets its
+ * plan as a system administrator would (the default, starter, does not include single sign-on).
+ */
+export async function createTestOrg(
+  srv: TestServer,
+  label = "org",
+  opts: { plan?: "starter" | "professional" | "enterprise" } = {},
+): Promise<TestOrg> {
   const marker = `MARK${randomBytes(4).toString("hex").toUpperCase()}`;
   const ownerEmail = `owner-${marker.toLowerCase()}@${label}.example`;
   const { orgId, ownerId } = await createOrganization(
@@ -80,6 +88,15 @@ export async function createTestOrg(srv: TestServer, label = "org"): Promise<Tes
     },
     { actorType: "system", actorId: "test" },
   );
+  if (opts.plan) {
+    const su = new pg.Client({ connectionString: srv.pg.url });
+    await su.connect();
+    try {
+      await su.query("update organizations set plan = $2 where id = $1", [orgId, opts.plan]);
+    } finally {
+      await su.end();
+    }
+  }
   return { orgId, ownerId, ownerEmail, marker, owner: await signIn(srv, ownerEmail) };
 }
 

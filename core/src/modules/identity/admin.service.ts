@@ -487,6 +487,11 @@ export async function updateRole(
   checkPermissionCodes(caller, current.permissions as string[]);
   if (input.permissions) checkPermissionCodes(caller, input.permissions);
   await assertOutranks(trx, caller, await holdersOf(trx, id));
+  if (
+    input.name !== undefined &&
+    (await trx("roles").whereNot({ id }).whereRaw("lower(name) = lower(?)", [input.name]).first("id"))
+  )
+    throw AppError.conflict("A role with this name exists.", { field: "name" });
   const patch: Record<string, unknown> = {};
   if (input.name !== undefined) patch.name = input.name;
   if (input.description !== undefined) patch.description = input.description;

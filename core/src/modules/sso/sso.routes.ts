@@ -72,6 +72,15 @@ function failurePage(ctx: Context, status: number, message: string, reason: stri
 /** The script of the resubmit page: inline scripts are forbidden by our CSP, a same-origin file is not. */
 const RESUBMIT_JS = 'document.getElementById("ws-resubmit").submit();\n';
 
+/**
+ * Whether a (not yet verified) response answers a request of ours: only those are bound to a browser.
+ * An unsolicited, IdP-initiated response carries no InResponseTo and needs no cookie.
+ */
+function answersARequest(samlResponse: string): boolean {
+  const xml = Buffer.from(samlResponse, "base64").toString("utf8");
+  return /\sInResponseTo\s*=/.test(xml);
+}
+
 /** A page that posts the IdP's response back to the same address from our own origin (see the ACS route). */
 function resubmitPage(ctx: Context, form: Record<string, unknown>): string {
   const fields = ["SAMLResponse", "RelayState"]
@@ -359,7 +368,8 @@ export function registerSsoRoutes(
       // Over plain HTTP the binding cookie is SameSite=Lax, which a browser leaves out of the IdP's cross-site
       // POST. The response is then posted once more from a page of ours (same-site, so the cookie comes): the
       // binding still holds, since only the browser that started the sign-in has the cookie.
-      if (!binding && form.ws_resubmitted === undefined) return resubmitPage(ctx, form);
+      if (!binding && form.ws_resubmitted === undefined && answersARequest(samlResponse))
+        return resubmitPage(ctx, form);
       try {
         const outcome = await withOrg(knex, orgId, async (trx) => {
           const p = await sso.findProvider(trx, "saml");
