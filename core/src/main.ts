@@ -26,9 +26,15 @@ async function main(): Promise<void> {
   let signals = 0;
   let stopRequested = false;
   const stop = () => {
+    // Whatever the bus and the database do, the process is gone by the deadline; exit 1 says work was
+    // abandoned (the queue redelivers it).
+    setTimeout(() => {
+      log.error({ ms: config.shutdownDeadlineMs }, "shutdown did not finish by its deadline; exiting");
+      process.exit(1);
+    }, config.shutdownDeadlineMs).unref();
     server
       ?.stop()
-      .then(() => process.exit(0))
+      .then((clean) => process.exit(clean ? 0 : 1))
       .catch((err: unknown) => {
         log.error({ err }, "shutdown failed");
         process.exit(1);

@@ -37,8 +37,11 @@ export interface RunningServer {
   ai?: AiRuntime;
   /** The AI tool registry of the web role (the assistant runs tools through it). */
   tools?: ToolRegistry;
-  /** Graceful shutdown in a fixed order; safe to call twice. */
-  stop(): Promise<void>;
+  /**
+   * Graceful shutdown in a fixed order, each step bounded; safe to call twice. False when a step failed or
+   * timed out (its work is abandoned, to be redelivered).
+   */
+  stop(): Promise<boolean>;
 }
 
 /** Extra wiring for a process: more routes and queues (tests and embedders use it). */
@@ -86,9 +89,8 @@ export async function startServer(
     draining: false,
     checks: {
       database: () => db.ping(),
-      bus: async () => {
-        if (!bus.isConnected()) throw new Error("not connected");
-      },
+      // A real round trip, not the client's idea of its connection (which stays "connected" while reconnecting).
+      bus: () => bus.ping(1500),
     },
   };
   const workers: Worker[] = [];
@@ -171,12 +173,32 @@ export async function startServer(
 
   log.info({ roles: config.roles, database: db.kind }, "started");
 
-  let stopping: Promise<void> | undefined;
+  let stopping: Promise<boolean> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       const t0 = Date.now();
       log.info("shutting down: readiness off");
       readiness.draining = true;
+      // Each step is bounded and a failure does not stop the ones after it (a dead bus must not keep the
+      // database open); work abandoned here is redelivered by the queue to another process or the next start.
+      let clean = true;
+      const step = async (name: string, run: () => unknown, ms: number) => {
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          await Promise.race([
+            Promise.resolve().then(run),
+            new Promise((_, reject) => {
+              timer = setTimeout(() => reject(new Error(`did not finish within ${ms} ms`)), ms);
+            }),
+          ]);
+        } catch (err) {
+          clean = false;
+          log.error({ err, step: name }, "shutdown step failed; going on");
+        } finally {
+          clearTimeout(timer);
+        }
+      };
+      const grace = config.http.shutdownTimeoutMs;
       // Stop accepting new connections; in-flight requests go on.
       const httpClosed = server
         ? new Promise<void>((resolve) => server?.close(() => resolve()))
@@ -185,23 +207,27 @@ export async function startServer(
       // Live sockets close first (1012): their clients reconnect to another node and resume.
       closeRealtime?.();
       stopSchedulers.forEach((stopScheduler) => stopScheduler());
-      await Promise.all(workers.map((w) => w.stop()));
-      await relay.stop();
+      await step("workers", () => Promise.all(workers.map((w) => w.stop())), grace);
+      await step("outbox relay", () => relay.stop(), 5000);
       // A last checkpoint of the audit chains, with the database still open.
-      await stopCheckpointer?.();
+      await step("audit checkpoint", () => stopCheckpointer?.(), 5000);
       const timeout = setTimeout(() => {
         log.warn("in-flight requests did not finish in time; closing their connections");
         server?.closeAllConnections();
-      }, config.http.shutdownTimeoutMs);
-      await httpClosed;
+      }, grace);
+      await step("http", () => httpClosed, grace + 1000);
       clearTimeout(timeout);
-      await ai?.close();
-      await kbIndex.close();
-      closeParser();
-      await bus.close();
-      await localNats?.stop();
-      await db.close();
-      log.info({ ms: Date.now() - t0 }, "shutdown complete");
+      await step("ai", () => ai?.close(), 5000);
+      await step("kb index", () => kbIndex.close(), 5000);
+      await step("parser", () => closeParser(), 1000);
+      await step("bus", () => bus.close(), 5000);
+      await step("local nats-server", () => localNats?.stop(), 12000);
+      await step("database", () => db.close(), 5000);
+      log.info(
+        { ms: Date.now() - t0, clean },
+        clean ? "shutdown complete" : "shutdown complete, some work abandoned",
+      );
+      return clean;
     })());
 
   return { url: baseUrl, db, bus, outbox, readiness, ai, tools, stop };

@@ -101,10 +101,14 @@ describe("AI project manager on real inference", () => {
             `/api/projects/${project.id}/tasks?sort=number`,
           )
         ).data;
-        expect(created.map((t) => t.id)).toEqual(ids);
-        expect(created.map((t) => t.title)).toEqual(body.map((t) => t.title));
-        for (const [n, t] of body.entries())
-          expect(created[n]!.blockedBy.sort()).toEqual(t.dependsOn.map((d) => ids[Number(d) - 1]).sort());
+        // Blockers are created first, so numbers follow dependencies, not the proposal's order: compare by id.
+        const byId = new Map(created.map((t) => [t.id, t]));
+        expect([...byId.keys()].sort()).toEqual([...ids].sort());
+        for (const [n, t] of body.entries()) {
+          const task = byId.get(ids[n] as string)!;
+          expect(task.title).toBe(t.title);
+          expect(task.blockedBy.sort()).toEqual(t.dependsOn.map((d) => ids[Number(d) - 1]).sort());
+        }
         const run = await withOrg(srv.db.knex, org.orgId, (trx) =>
           trx("ai_runs").where({ id: proposal.runId }).first(),
         );

@@ -25,6 +25,14 @@ export const configSchema = z.object({
     .min(1)
     .default(["web", "worker"])
     .describe("Which roles this process runs (comma-separated in env or --roles)."),
+  shutdownDeadlineMs: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .default(30_000)
+    .describe(
+      "SIGTERM ends the process within this time whatever the bus and database do; past it, or when a shutdown step failed, it exits 1 (abandoned jobs are redelivered).",
+    ),
   http: z
     .object({
       host: z.string().default("0.0.0.0").describe("Address the HTTP server binds to."),

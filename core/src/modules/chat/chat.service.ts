@@ -8,7 +8,7 @@ import type { Config } from "../../config/schema.js";
 import type { Scope } from "../../platform/http/api.js";
 import type { Caller } from "../../platform/auth/caller.js";
 import { withOrg } from "../../platform/db/tenant.js";
-import { fsyncDir, type Received } from "../../platform/http/uploads.js";
+import { formatMegabytes, fsyncDir, type Received } from "../../platform/http/uploads.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
 import { addNotifications } from "../notifications/notifications.service.js";
@@ -786,7 +786,7 @@ export async function postFiles(
     throw new AppError(
       413,
       "file_too_large",
-      `${tooLarge.name} is larger than ${Math.round(config.chat.maxFileBytes / 1048576)} MB.`,
+      `${tooLarge.name} is larger than ${formatMegabytes(config.chat.maxFileBytes)}.`,
     );
   const empty = files.find((f) => f.size === 0);
   if (empty) throw new AppError(400, "empty_file", `${empty.name} is empty.`);

@@ -6,7 +6,7 @@ import type { Knex } from "knex";
 import type { Caller } from "../../platform/auth/caller.js";
 import { withOrg } from "../../platform/db/tenant.js";
 import { AppError } from "../../platform/http/errors.js";
-import { fsyncDir, receiveFiles, type Received } from "../../platform/http/uploads.js";
+import { formatMegabytes, fsyncDir, receiveFiles, type Received } from "../../platform/http/uploads.js";
 import { detectKind, FileRefused, MIME } from "./parse/detect.js";
 import { documentDir, enqueueIndex, kbDir, presentDocument, type KbDeps } from "./kb.service.js";
 
@@ -56,7 +56,7 @@ export async function upload(
 async function store(knex: Knex, caller: Caller, deps: KbDeps, collectionId: string, f: Received) {
   const max = deps.config.kb.maxFileBytes;
   if (f.tooLarge)
-    throw new FileRefused("file_too_large", `${f.name} is larger than ${Math.round(max / 1048576)} MB.`);
+    throw new FileRefused("file_too_large", `${f.name} is larger than ${formatMegabytes(max)}.`);
   const kind = await detectKind(f.tmp, f.name, (await stat(f.tmp)).size);
   const existing = await withOrg(knex, caller.orgId, async (trx) => ({
     same: await trx("kb_documents").where({ collection_id: collectionId, sha256: f.sha256 }).first(),

@@ -6,7 +6,7 @@ import type { Config } from "../../config/schema.js";
 import { can } from "../../platform/auth/caller.js";
 import type { Scope } from "../../platform/http/api.js";
 import { AppError } from "../../platform/http/errors.js";
-import { fsyncDir, type Received } from "../../platform/http/uploads.js";
+import { formatMegabytes, fsyncDir, type Received } from "../../platform/http/uploads.js";
 import { actorOf, audit } from "../identity/audit.js";
 import { addNotifications } from "../notifications/notifications.service.js";
 import type { CATEGORIES, PRIORITIES, ROLES } from "./projects.schemas.js";
@@ -1204,7 +1204,7 @@ export async function addAttachments(svc: Svc, config: Config, id: string, files
     throw new AppError(
       413,
       "file_too_large",
-      `${tooLarge.name} is larger than ${Math.round(config.projects.maxFileBytes / 1048576)} MB.`,
+      `${tooLarge.name} is larger than ${formatMegabytes(config.projects.maxFileBytes)}.`,
     );
   const empty = files.find((f) => f.size === 0);
   if (empty) throw new AppError(400, "empty_file", `${empty.name} is empty.`);

@@ -17,6 +17,9 @@ export interface Readiness {
   checks: Record<string, () => Promise<void>>;
 }
 
+/** How long /readyz waits for a check before reporting it failed. */
+const CHECK_DEADLINE_MS = 2000;
+
 const require = createRequire(import.meta.url);
 const SWAGGER_DIR = path.dirname(require.resolve("swagger-ui-dist/package.json"));
 const DOCS_DIR = path.join(ASSETS_DIR, "api-docs");
@@ -44,6 +47,32 @@ export function registerSystemRoutes(
     handler: async () => ({ status: "ok" }),
   });
 
+  // One run of each check at a time: probes arriving while it runs share it, so a stalled dependency never
+  // piles up checks; each answer comes within CHECK_DEADLINE_MS.
+  const running = new Map<string, Promise<{ ok: boolean; error?: string }>>();
+  const runCheck = (name: string) => {
+    let run = running.get(name);
+    if (!run) {
+      const check = deps.readiness.checks[name] as () => Promise<void>;
+      run = check().then(
+        () => ({ ok: true }),
+        (err: unknown) => ({ ok: false, error: err instanceof Error ? err.message.slice(0, 200) : "failed" }),
+      );
+      running.set(name, run);
+      void run.finally(() => running.delete(name));
+    }
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      run,
+      new Promise<{ ok: boolean; error: string }>((resolve) => {
+        timer = setTimeout(
+          () => resolve({ ok: false, error: `no answer within ${CHECK_DEADLINE_MS} ms` }),
+          CHECK_DEADLINE_MS,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+  };
+
   api.publicRoute({
     method: "get",
     path: "/readyz",
@@ -55,16 +84,8 @@ export function registerSystemRoutes(
     handler: async (ctx) => {
       const checks: Record<string, { ok: boolean; error?: string }> = {};
       await Promise.all(
-        Object.entries(deps.readiness.checks).map(async ([name, check]) => {
-          try {
-            await Promise.race([
-              check(),
-              new Promise((_, reject) => setTimeout(() => reject(new Error("timed out")), 2000).unref()),
-            ]);
-            checks[name] = { ok: true };
-          } catch (err) {
-            checks[name] = { ok: false, error: err instanceof Error ? err.message.slice(0, 200) : "failed" };
-          }
+        Object.keys(deps.readiness.checks).map(async (name) => {
+          checks[name] = await runCheck(name);
         }),
       );
       const ok = Object.values(checks).every((c) => c.ok);

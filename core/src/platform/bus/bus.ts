@@ -72,6 +72,8 @@ export interface Bus {
   /** Listens to what other processes broadcast; returns the function that stops it. */
   onBroadcast(subject: string, handler: (payload: unknown, subject: string) => void): () => void;
   isConnected(): boolean;
+  /** A round trip to the server (PING/PONG); rejects when it does not come back within `timeoutMs`. */
+  ping(timeoutMs: number): Promise<void>;
   /** Drains consumers and closes the connection. */
   close(): Promise<void>;
 }
@@ -271,6 +273,21 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
     broadcast: (subject, payload) => send(others, subject, payload),
     onBroadcast: (subject, handler) => subscribe(others, subject, handler),
     isConnected: () => !nc.isClosed() && !nc.isDraining(),
+    ping: async (timeoutMs) => {
+      if (nc.isClosed()) throw new Error("connection closed");
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        // flush() waits for the server's PONG; while disconnected it waits for the reconnect.
+        await Promise.race([
+          nc.flush(),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
     close: async () => {
       await Promise.all([...workers].map((w) => w.stop()));
       if (!others.isClosed()) await others.drain();

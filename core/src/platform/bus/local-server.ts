@@ -79,12 +79,41 @@ function killStale(pidFile: string, log: Logger): void {
   }
 }
 
-/** Starts nats-server bound to loopback with JetStream in <dataDir>/nats, waits until it listens. */
+/** Delays between restarts of a nats-server that exited: growing, capped, reset after a minute up. */
+const RESTART_DELAYS_MS = [250, 500, 1000, 2000, 5000, 10000];
+
+/**
+ * The command that runs nats-server: under `setpriv --pdeathsig KILL` where util-linux has it, so the kernel
+ * kills nats-server when the process that started it dies, even by SIGKILL (no orphan holding the port and
+ * the JetStream store). Elsewhere the pid file lets the next start stop a leftover one.
+ */
+function command(bin: string, args: string[]): [string, string[]] {
+  const setpriv = findExecutable("setpriv");
+  return setpriv ? [setpriv, ["--pdeathsig", "KILL", "--", bin, ...args]] : [bin, args];
+}
+
+function findExecutable(name: string): string | undefined {
+  for (const dir of [...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean), "/usr/bin", "/bin"]) {
+    try {
+      accessSync(path.join(dir, name), constants.X_OK);
+      return path.join(dir, name);
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Starts nats-server bound to loopback with JetStream in <dataDir>/nats, waits until it listens, and supervises
+ * it: when it exits unexpectedly its exit is logged and it is started again on the same port (the bus clients
+ * reconnect to it), with growing delays while it keeps failing.
+ */
 export async function startLocalNats(opts: {
   bin?: string;
   dataDir: string;
   log: Logger;
-}): Promise<LocalNats> {
+}): Promise<LocalNats & { readonly pid: number | undefined; readonly restarts: number }> {
   const bin = findNatsServer(opts.bin);
   if (!bin) throw new NatsBinaryMissing();
   const version = natsServerVersion(bin);
@@ -93,7 +122,6 @@ export async function startLocalNats(opts: {
   mkdirSync(portsDir, { recursive: true });
   const pidFile = path.join(dir, "nats-server.pid");
   killStale(pidFile, opts.log);
-  for (const f of readdirSync(portsDir)) rmSync(path.join(portsDir, f), { force: true });
 
   // sync_interval arrived in 2.10: with it every acknowledged message is fsynced before the ack.
   const syncAlways = atLeast(version, 2, 10);
@@ -103,55 +131,119 @@ export async function startLocalNats(opts: {
       "nats-server < 2.10 cannot fsync every write: a killed process loses nothing, but a power cut may lose the last seconds of bus messages (the outbox in the database is re-relayed)",
     );
   }
-  const conf = [
-    "listen: 127.0.0.1:-1",
-    `ports_file_dir: ${JSON.stringify(portsDir)}`,
-    `pid_file: ${JSON.stringify(pidFile)}`,
-    "jetstream {",
-    `  store_dir: ${JSON.stringify(path.join(dir, "jetstream"))}`,
-    ...(syncAlways ? ["  sync_interval: always"] : []),
-    "}",
-  ].join("\n");
   const confFile = path.join(dir, "nats-server.conf");
-  writeFileSync(confFile, conf + "\n");
+  const writeConf = (listen: string) =>
+    writeFileSync(
+      confFile,
+      [
+        `listen: ${listen}`,
+        `ports_file_dir: ${JSON.stringify(portsDir)}`,
+        `pid_file: ${JSON.stringify(pidFile)}`,
+        "jetstream {",
+        `  store_dir: ${JSON.stringify(path.join(dir, "jetstream"))}`,
+        ...(syncAlways ? ["  sync_interval: always"] : []),
+        "}",
+      ].join("\n") + "\n",
+    );
 
-  const child: ChildProcess = spawn(bin, ["-c", confFile], { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  child.stderr?.on("data", (d: Buffer) => {
-    stderr = (stderr + d.toString()).slice(-4000);
-  });
-  let exited: number | null = null;
-  const exitPromise = new Promise<void>((resolve) =>
-    child.once("exit", (code) => {
-      exited = code ?? -1;
-      resolve();
-    }),
-  );
+  let child: ChildProcess | undefined;
+  let stopping = false;
+  let restarts = 0;
+  let failures = 0;
+  let restartTimer: NodeJS.Timeout | undefined;
+  let exitPromise: Promise<void> = Promise.resolve();
 
-  const deadline = Date.now() + 15000;
-  let url: string | undefined;
-  while (!url) {
-    if (exited !== null)
-      throw new Error(`nats-server exited with ${exited}: ${stderr.trim().split("\n").pop()}`);
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error("nats-server did not start within 15 s");
+  /** Spawns nats-server and resolves with its client URL once it listens. */
+  const spawnOnce = async (): Promise<string> => {
+    for (const f of readdirSync(portsDir)) rmSync(path.join(portsDir, f), { force: true });
+    const [cmd, args] = command(bin, ["-c", confFile]);
+    const proc: ChildProcess = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+    child = proc;
+    let stderr = "";
+    proc.stderr?.on("data", (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-4000);
+    });
+    let exited: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+    const startedAt = Date.now();
+    exitPromise = new Promise<void>((resolve) =>
+      proc.once("exit", (code, signal) => {
+        exited = { code, signal };
+        resolve();
+        if (stopping || child !== proc) return;
+        // Up for a minute: the next failure starts the delays again.
+        if (Date.now() - startedAt > 60_000) failures = 0;
+        const delay = RESTART_DELAYS_MS[Math.min(failures, RESTART_DELAYS_MS.length - 1)] as number;
+        failures += 1;
+        opts.log.error(
+          {
+            pid: proc.pid,
+            code,
+            signal,
+            stderr: stderr.trim().split("\n").slice(-3).join(" | "),
+            restartInMs: delay,
+          },
+          "local nats-server exited; restarting it",
+        );
+        restartTimer = setTimeout(() => void restart(), delay);
+      }),
+    );
+    const deadline = Date.now() + 15000;
+    for (;;) {
+      if (exited) {
+        const e = exited as { code: number | null; signal: NodeJS.Signals | null };
+        throw new Error(`nats-server exited with ${e.code ?? e.signal}: ${stderr.trim().split("\n").pop()}`);
+      }
+      if (Date.now() > deadline) {
+        proc.kill("SIGKILL");
+        throw new Error("nats-server did not start within 15 s");
+      }
+      const file = readdirSync(portsDir).find((f) => f.endsWith(".ports"));
+      if (file) {
+        const ports = JSON.parse(readFileSync(path.join(portsDir, file), "utf8")) as { nats?: string[] };
+        if (ports.nats?.[0]) return ports.nats[0];
+      }
+      await new Promise((r) => setTimeout(r, 50));
     }
-    const file = readdirSync(portsDir).find((f) => f.endsWith(".ports"));
-    if (file) {
-      const ports = JSON.parse(readFileSync(path.join(portsDir, file), "utf8")) as { nats?: string[] };
-      url = ports.nats?.[0];
+  };
+
+  const restart = async () => {
+    restartTimer = undefined;
+    if (stopping) return;
+    try {
+      await spawnOnce();
+      restarts += 1;
+      opts.log.info({ pid: child?.pid, restarts }, "local nats-server restarted");
+    } catch (err) {
+      // Its exit handler has scheduled the next try already, unless it never started at all.
+      if (!restartTimer && !stopping) {
+        const delay = RESTART_DELAYS_MS[Math.min(failures++, RESTART_DELAYS_MS.length - 1)] as number;
+        opts.log.error({ err, restartInMs: delay }, "local nats-server did not restart");
+        restartTimer = setTimeout(() => void restart(), delay);
+      }
     }
-    if (!url) await new Promise((r) => setTimeout(r, 50));
-  }
-  opts.log.info({ url, version, pid: child.pid }, "started local nats-server");
+  };
+
+  writeConf("127.0.0.1:-1");
+  const url = await spawnOnce();
+  // Restarts listen on the same port, so every client's reconnect finds the new process.
+  writeConf(new URL(url).host);
+  opts.log.info({ url, version, pid: child?.pid }, "started local nats-server");
   return {
     url,
     version,
+    get pid() {
+      return child?.pid;
+    },
+    get restarts() {
+      return restarts;
+    },
     stop: async () => {
-      if (exited !== null) return;
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
+      stopping = true;
+      if (restartTimer) clearTimeout(restartTimer);
+      const proc = child;
+      if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 10000);
       await exitPromise;
       clearTimeout(timer);
       rmSync(pidFile, { force: true });

@@ -48,6 +48,8 @@ export class Outbox {
 }
 
 const CLEANUP_MS = 5 * 60_000;
+/** How long a relay pass owns the rows it claimed (longer than a publish's timeout). */
+const LEASE_SECONDS = 30;
 
 /** Moves committed outbox rows to JetStream; safe on several nodes (SKIP LOCKED) and after crashes (msg id dedupe). */
 export class OutboxRelay {
@@ -102,25 +104,38 @@ export class OutboxRelay {
     // rows; the locking transaction runs only when there is something to publish.
     const pending = await this.knex("outbox").whereNull("published_at").first("id");
     for (let more = Boolean(pending); more;) {
-      const sent = await this.knex.transaction(async (trx) => {
-        const rows = (await trx("outbox")
-          .select("id", "subject", "payload", "msg_id")
-          .whereNull("published_at")
-          .orderBy("id")
-          .limit(batch)
-          .forUpdate()
-          .skipLocked()) as { id: string; subject: string; payload: unknown; msg_id: string }[];
-        if (rows.length === 0) return 0;
-        await Promise.all(rows.map((r) => this.bus.publish(r.subject, r.payload, r.msg_id)));
-        await trx("outbox")
-          .whereIn(
-            "id",
-            rows.map((r) => r.id),
-          )
-          .update({ published_at: trx.fn.now() });
-        return rows.length;
-      });
-      more = sent === batch;
+      // Claim a batch with a lease, in one statement: no transaction stays open while the bus answers (or
+      // does not), and another node skips these rows until the lease ends.
+      const rows = (
+        await this.knex.raw(
+          `update outbox set lease_until = now() + make_interval(secs => ?)
+           where id in (select id from outbox
+             where published_at is null and (lease_until is null or lease_until < now())
+             order by id limit ? for update skip locked)
+           returning id, subject, payload, msg_id`,
+          [LEASE_SECONDS, batch],
+        )
+      ).rows as { id: string; subject: string; payload: unknown; msg_id: string }[];
+      if (rows.length === 0) break;
+      rows.sort((a, b) => Number(a.id) - Number(b.id));
+      // A publish that fails leaves its row to the next pass once the lease ends; the msg id makes a repeat of one
+      // that did reach the stream a duplicate the stream drops.
+      const results = await Promise.allSettled(
+        rows.map((r) => this.bus.publish(r.subject, r.payload, r.msg_id)),
+      );
+      const done = rows.filter((_, i) => results[i]?.status === "fulfilled").map((r) => r.id);
+      if (done.length)
+        await this.knex("outbox")
+          .whereIn("id", done)
+          .update({ published_at: this.knex.fn.now(), lease_until: null });
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) {
+        // Released at once, so the next pass (every pollMs) tries again as soon as the bus is back.
+        const left = rows.filter((_, i) => results[i]?.status === "rejected").map((r) => r.id);
+        await this.knex("outbox").whereIn("id", left).update({ lease_until: null });
+        throw failed.reason;
+      }
+      more = rows.length === batch;
     }
     // Published rows are kept a day for inspection, then removed (looked at every few minutes, not every pass).
     if (Date.now() - this.cleaned < CLEANUP_MS) return;

@@ -42,7 +42,8 @@ export function applySecurityHeaders(ctx: Context): void {
   const type = res.getHeader("Content-Type");
   if (typeof type === "string" && type.startsWith("text/html"))
     for (const [k, v] of DOCUMENT) res.setHeader(k, v);
-  else res.setHeader("Content-Security-Policy", API_CSP);
+  // A response that set its own policy keeps it (downloads: a sandbox, so a file never runs as our page).
+  else if (!res.hasHeader("Content-Security-Policy")) res.setHeader("Content-Security-Policy", API_CSP);
   // ctx.secure is the socket's TLS, or the trusted proxies' X-Forwarded-Proto (platform/http/client.ts).
   if (ctx.secure) {
     res.setHeader("Strict-Transport-Security", "max-age=31536000");

@@ -41,6 +41,46 @@ class Meter extends Transform {
   }
 }
 
+/**
+ * 413 for an upload past the request limit. The connection closes after the answer, so the rest of the body is
+ * never read (Node would otherwise read it to the end to keep the connection).
+ */
+const tooLarge = (max: number) =>
+  new AppError(
+    413,
+    "upload_too_large",
+    `An upload may hold at most ${max} bytes (${formatMegabytes(max)}).`,
+    { limit: max },
+    { Connection: "close" },
+  );
+
+/** A byte count as people read a size limit: "50 MB". */
+export const formatMegabytes = (bytes: number) => `${Math.round((bytes / 1048576) * 10) / 10} MB`;
+
+/** Longest stored file name, in UTF-8 bytes (what file systems and archive formats allow). */
+const MAX_NAME_BYTES = 255;
+
+/**
+ * A file name as stored and shown: the last path segment, NFC (as macOS's NFD names look elsewhere), without
+ * control or format characters, at most 255 UTF-8 bytes with its extension kept when it must be shortened.
+ */
+export function cleanFileName(raw: string | undefined): string {
+  let name = (raw ?? "")
+    .normalize("NFC")
+    .replace(/[\p{Cc}\p{Cf}]/gu, "")
+    .split(/[/\\]/)
+    .pop()
+    ?.trim();
+  if (!name || name === "." || name === "..") name = "unnamed";
+  if (Buffer.byteLength(name) <= MAX_NAME_BYTES) return name;
+  const dot = name.lastIndexOf(".");
+  const ext = dot > 0 && name.length - dot <= 16 ? name.slice(dot) : "";
+  let stem = [...name.slice(0, name.length - ext.length)];
+  // Shortened by whole characters (never half a UTF-8 sequence or a surrogate pair).
+  while (stem.length && Buffer.byteLength(stem.join("") + "…" + ext) > MAX_NAME_BYTES) stem.pop();
+  return stem.join("") + "…" + ext;
+}
+
 /** fsyncs a directory, so a rename into it survives a crash. */
 export const fsyncDir = async (dir: string) => {
   const fh = await open(dir, "r");
@@ -66,8 +106,7 @@ export async function receiveFiles(
   if (!/^multipart\/form-data/i.test(type))
     throw new AppError(415, "unsupported_media_type", "Upload files as multipart/form-data.");
   const declared = Number(ctx.get("content-length") || 0);
-  if (declared > limits.maxUploadBytes)
-    throw new AppError(413, "upload_too_large", `An upload may hold at most ${limits.maxUploadBytes} bytes.`);
+  if (declared > limits.maxUploadBytes) throw tooLarge(limits.maxUploadBytes);
   await mkdir(tmpDir, { recursive: true });
   const files: Received[] = [];
   const writes: Promise<void>[] = [];
@@ -79,9 +118,13 @@ export async function receiveFiles(
       try {
         bb = busboy({
           headers: ctx.req.headers,
+          // Browsers send file names as raw UTF-8 in filename="..." (busboy reads latin1 by default);
+          // filename*=UTF-8''... (RFC 5987) is decoded as it says.
+          defParamCharset: "utf8",
           limits: {
             files: limits.maxFiles,
-            fileSize: limits.maxFileBytes,
+            // One byte past the limit: a file of exactly the limit is allowed ("at most N bytes").
+            fileSize: limits.maxFileBytes + 1,
             fields: 10,
             parts: limits.maxFiles + 10,
           },
@@ -91,7 +134,7 @@ export async function receiveFiles(
         return;
       }
       bb.on("file", (_field, stream, info) => {
-        const name = path.basename(info.filename || "unnamed").slice(0, 255);
+        const name = cleanFileName(info.filename);
         const rec: Received = {
           name,
           tmp: path.join(tmpDir, randomUUID()),
@@ -105,13 +148,7 @@ export async function receiveFiles(
           if (total > limits.maxUploadBytes) {
             ctx.req.unpipe(bb);
             stream.destroy();
-            reject(
-              new AppError(
-                413,
-                "upload_too_large",
-                `An upload may hold at most ${limits.maxUploadBytes} bytes.`,
-              ),
-            );
+            reject(tooLarge(limits.maxUploadBytes));
           }
         });
         stream.on("limit", () => (rec.tooLarge = true));
