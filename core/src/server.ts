@@ -8,6 +8,7 @@ import { MODULE_QUEUES } from "./modules/catalog.js";
 import { KB_INDEX_QUEUE } from "./modules/kb/kb.events.js";
 import { KbIndex } from "./modules/kb/kb.index.js";
 import { handleIndexJob } from "./modules/kb/kb.ingest.js";
+import { startStallWatchdog } from "./modules/kb/kb.watchdog.js";
 import { kbDir } from "./modules/kb/kb.service.js";
 import { closeParser } from "./modules/kb/parse/parser.js";
 import { handleSyncJob, SSO_SYNC_QUEUE, startSyncScheduler } from "./modules/sso/sso.sync.js";
@@ -123,6 +124,7 @@ export async function startServer(
       }),
     );
     const kbLog = log.child({ module: "kb" });
+    stopSchedulers.push(startStallWatchdog({ knex: db.knex, outbox, config, log: kbLog }));
     workers.push(
       await bus.work(KB_INDEX_QUEUE, (job) =>
         handleIndexJob(

@@ -414,6 +414,14 @@ export const configSchema = z.object({
         .default(500)
         .describe("Target size of a chunk, in tokens (about 4 characters each)."),
       chunkOverlap: z.coerce.number().int().min(0).default(60).describe("Tokens repeated between chunks."),
+      stallAfterMs: z.coerce
+        .number()
+        .int()
+        .min(1000)
+        .default(30 * 60_000)
+        .describe(
+          "A document with no indexing progress for this long is queued again (twice), then failed with a reason.",
+        ),
     })
     .default({
       maxFileBytes: 50 * 1024 * 1024,
@@ -425,6 +433,7 @@ export const configSchema = z.object({
       zipMaxBytes: 100 * 1024 * 1024,
       chunkTokens: 500,
       chunkOverlap: 60,
+      stallAfterMs: 30 * 60_000,
     }),
   metrics: z
     .object({

@@ -159,7 +159,14 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       const run = m.embeddingQueue.then(async () => {
         const ctx = await (m.embedding as Promise<LlamaEmbeddingContext>);
         const out: number[][] = [];
-        for (const t of req.texts) out.push([...(await ctx.getEmbeddingFor(t)).vector]);
+        // A text longer than the embedding context is embedded by its first part (as embedding models do), rather
+        // than failing its document forever; a few tokens are left for the ones the model adds itself.
+        const limit = Math.max(1, req.contextSize - 8);
+        for (const t of req.texts) {
+          const tokens = m.model.tokenize(t);
+          const input = tokens.length > limit ? tokens.slice(0, limit) : t;
+          out.push([...(await ctx.getEmbeddingFor(input)).vector]);
+        }
         return out;
       });
       m.embeddingQueue = run.catch(() => undefined);

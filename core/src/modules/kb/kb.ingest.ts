@@ -89,7 +89,8 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
     await withOrg(deps.knex, orgId, (trx) =>
       trx("kb_documents")
         .where({ id, generation })
-        .update({ status, progress, updated_at: trx.fn.now(), ...extra }),
+        // Progress: the stall watchdog (kb.watchdog.ts) starts counting again.
+        .update({ status, progress, updated_at: trx.fn.now(), stall_retries: 0, ...extra }),
     );
     const msg: KbProgress = {
       documentId: id,
