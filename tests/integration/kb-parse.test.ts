@@ -17,7 +17,14 @@ import {
 } from "../support/kb-fixtures.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "ws-kb-parse-"));
-const LIMITS = { timeoutMs: 4000, memoryMb: 256, zipMaxEntries: 2000, zipMaxBytes: 100 * 1024 * 1024 };
+const LIMITS = {
+  timeoutMs: 4000,
+  memoryMb: 256,
+  zipMaxEntries: 2000,
+  zipMaxBytes: 100 * 1024 * 1024,
+  maxPages: 5000,
+  maxTextChars: 20_000_000,
+};
 const put = (name: string, data: Buffer | string) => {
   const f = path.join(dir, name);
   writeFileSync(f, data);
@@ -87,16 +94,50 @@ describe("document parsing in a child process", () => {
   });
 
   it("stops a PDF that keeps the parser busy at the wall-clock limit", async () => {
+    // With the page limit on (the default), its 400,000 pages are refused before any is read.
+    const t1 = Date.now();
+    const refused = await failure(parse("loop0.pdf", makeLoopingPdf(), "pdf"));
+    expect(refused.code).toBe("too_large");
+    expect(Date.now() - t1).toBeLessThan(3000);
     const t0 = Date.now();
-    // Enough memory to keep going: the wall clock stops it.
+    // Past the page limit and with enough memory to keep going: the wall clock stops it.
+    const loose = { ...LIMITS, maxPages: 1_000_000 };
     const err = await failure(
-      parseDocument(put("loop.pdf", makeLoopingPdf()), "pdf", { ...LIMITS, timeoutMs: 2500, memoryMb: 2048 }),
+      parseDocument(put("loop.pdf", makeLoopingPdf()), "pdf", { ...loose, timeoutMs: 2500, memoryMb: 2048 }),
     );
     expect(err.code).toBe("parse_timeout");
     expect(Date.now() - t0).toBeLessThan(2500 + 3000);
-    // With the default heap, the same file hits the memory limit first: also stopped, also explained.
-    const mem = await failure(parse("loop2.pdf", makeLoopingPdf(), "pdf"));
+    // With the default memory, the same file hits the memory limit first: also stopped, also explained.
+    const mem = await failure(parseDocument(put("loop2.pdf", makeLoopingPdf()), "pdf", loose));
     expect(["parse_timeout", "parse_memory"]).toContain(mem.code);
+  });
+
+  it("refuses a PDF past the page limit before reading it, and a document past the text limit", async () => {
+    const pdf = await makePdf(Array.from({ length: 12 }, (_, i) => [`Page ${i + 1} of the long report.`]));
+    const pages = await failure(parseDocument(put("long.pdf", pdf), "pdf", { ...LIMITS, maxPages: 10 }));
+    expect(pages.code).toBe("too_large");
+    expect(pages.message).toBe("The PDF has 12 pages; at most 10 are read.");
+    const text = await failure(
+      parseDocument(put("wordy.txt", "word ".repeat(600)), "txt", { ...LIMITS, maxTextChars: 1000 }),
+    );
+    expect(text.code).toBe("too_large");
+    expect(text.message).toMatch(/more than 1,000 characters/);
+    // Within the limits the same PDF reads, page by page.
+    expect((await parseDocument(put("long2.pdf", pdf), "pdf", LIMITS)).pages).toBe(12);
+  });
+
+  it("watches the parser's whole resident memory, not only its heap", async () => {
+    const { residentMb } = await import("../../core/src/modules/kb/parse/parser.js");
+    const own = residentMb(process.pid) as number;
+    expect(own).toBeGreaterThan(10);
+    expect(Math.abs(own - process.memoryUsage().rss / 1048576)).toBeLessThan(64);
+    // A file read into memory is held outside the JavaScript heap: the resident-set watch stops it.
+    const big = put("big.txt", Buffer.alloc(160 * 1024 * 1024, "a"));
+    const err = await failure(parseDocument(big, "txt", { ...LIMITS, memoryMb: 128 }));
+    expect(err.code).toBe("parse_memory");
+    expect(err.message).toBe("Reading the document needed more than 128 MB of memory; it was stopped.");
+    // The next document gets a fresh parser.
+    expect((await parse("after.txt", "Still reading.", "txt")).blocks[0]?.text).toBe("Still reading.");
   });
 
   it("never reads a file a DOCX links to", async () => {

@@ -392,9 +392,18 @@ export const configSchema = z.object({
       parseMemoryMb: z.coerce
         .number()
         .int()
-        .min(64)
+        .min(128)
         .default(512)
-        .describe("Heap limit of the parser process."),
+        .describe(
+          "Memory limit of the parser process, all of it (resident set, not only the JavaScript heap): past it the process is killed and the document fails.",
+        ),
+      maxPages: z.coerce.number().int().min(1).default(5000).describe("Most pages of a PDF that is read."),
+      maxTextChars: z.coerce
+        .number()
+        .int()
+        .min(1000)
+        .default(20_000_000)
+        .describe("Most text, in characters, one document may yield."),
       zipMaxEntries: z.coerce
         .number()
         .int()
@@ -429,6 +438,8 @@ export const configSchema = z.object({
       maxFilesPerUpload: 20,
       parseTimeoutMs: 60000,
       parseMemoryMb: 512,
+      maxPages: 5000,
+      maxTextChars: 20_000_000,
       zipMaxEntries: 2000,
       zipMaxBytes: 100 * 1024 * 1024,
       chunkTokens: 500,

@@ -27,6 +27,8 @@ export type SearchMode = "hybrid" | "vector" | "fts";
 
 /** Reciprocal rank fusion constant (the usual 60). */
 const RRF_K = 60;
+/** The columns full-text search reads. */
+const FTS_COLUMNS = ["text", "heading"];
 /** The columns a chunk is read with. */
 export const COLUMNS = [
   "id",
@@ -53,6 +55,9 @@ const uuidList = (ids: string[]) => {
  * within a second (readConsistencyInterval).
  */
 export class KbIndex {
+  /** Tables known to have the heading full-text index. */
+  private readonly headingIndexed = new Set<string>();
+
   private db?: Promise<lancedb.Connection>;
   private readonly tables = new Map<string, Promise<lancedb.Table | null>>();
 
@@ -119,6 +124,7 @@ export class KbIndex {
     const db = await this.conn();
     if ((await db.tableNames()).includes(name)) await db.dropTable(name);
     this.tables.delete(name);
+    this.headingIndexed.delete(name);
   }
 
   /**
@@ -177,12 +183,19 @@ export class KbIndex {
     await this.refreshFts(t);
   }
 
+  /**
+   * Full-text indexes on the chunk text and on its heading path (a word of a section's heading finds the
+   * section's chunks, in every format that has headings), created once rows exist, then brought up to date.
+   */
   private async refreshFts(t: lancedb.Table): Promise<void> {
     const indices = await t.listIndices();
-    if (!indices.some((i) => i.columns.includes("text"))) {
+    const missing = FTS_COLUMNS.filter((c) => !indices.some((i) => i.columns.includes(c)));
+    if (missing.length) {
       if ((await t.countRows()) > 0)
-        await t.createIndex("text", { config: lancedb.Index.fts({ withPosition: false }) });
-    } else {
+        for (const c of missing)
+          await t.createIndex(c, { config: lancedb.Index.fts({ withPosition: false }) });
+    }
+    if (missing.length < FTS_COLUMNS.length) {
       // Rows added since the index was built are not searchable by full text until the index is updated.
       await t.optimize({ cleanupOlderThan: new Date(Date.now() - 60_000) });
     }
@@ -226,17 +239,11 @@ export class KbIndex {
             .toArray()
         : Promise.resolve([]),
       useFts && q.text.trim()
-        ? t
-            .search(q.text, "fts")
-            .where(where)
-            .select([...cols, "_score"])
-            .limit(depth)
-            .toArray()
-            .catch((err: unknown) => {
-              // A table whose rows all came before any text (or none yet) has no full-text index to search.
-              if (/INVERTED index|no index/i.test(String(err))) return [];
-              throw err;
-            })
+        ? this.fullText(t, q.text, where, depth).catch((err: unknown) => {
+            // A table whose rows all came before any text (or none yet) has no full-text index to search.
+            if (/INVERTED index|no index/i.test(String(err))) return [];
+            throw err;
+          })
         : Promise.resolve([]),
     ]);
     const fused = new Map<string, Hit>();
@@ -248,6 +255,22 @@ export class KbIndex {
       });
     }
     return [...fused.values()].sort((a, b) => b.score - a.score);
+  }
+
+  /** Full-text search over text and headings (text alone on a table whose heading index is not built yet). */
+  private async fullText(t: lancedb.Table, text: string, where: string, depth: number): Promise<ChunkRow[]> {
+    // Once a table has it, it keeps it: looked up until then only (listIndices costs a search a round trip).
+    let indexed = this.headingIndexed.has(t.name);
+    if (!indexed && (await t.listIndices()).some((i) => i.columns.includes("heading"))) {
+      this.headingIndexed.add(t.name);
+      indexed = true;
+    }
+    return (await t
+      .search(text, "fts", indexed ? FTS_COLUMNS : "text")
+      .where(where)
+      .select([...COLUMNS, "_score"])
+      .limit(depth)
+      .toArray()) as ChunkRow[];
   }
 
   /** Closes the connection. */

@@ -111,6 +111,8 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
       memoryMb: deps.config.kb.parseMemoryMb,
       zipMaxEntries: deps.config.kb.zipMaxEntries,
       zipMaxBytes: deps.config.kb.zipMaxBytes,
+      maxPages: deps.config.kb.maxPages,
+      maxTextChars: deps.config.kb.maxTextChars,
     });
   } catch (err) {
     // A document that cannot be read fails for good (with its reason); trying again would fail the same way.

@@ -17,7 +17,7 @@ export interface Extracted {
 /** A document that cannot be read, with a reason a person understands. */
 export class ExtractError extends Error {
   constructor(
-    readonly code: "encrypted" | "corrupt" | "zip_limits" | "empty" | "unsupported",
+    readonly code: "encrypted" | "corrupt" | "zip_limits" | "empty" | "unsupported" | "too_large",
     message: string,
   ) {
     super(message);
@@ -28,6 +28,10 @@ export class ExtractError extends Error {
 export interface ExtractLimits {
   zipMaxEntries: number;
   zipMaxBytes: number;
+  /** Most pages of a PDF read; a longer one is refused before any page is read. */
+  maxPages: number;
+  /** Most text, in characters, one document may yield. */
+  maxTextChars: number;
 }
 
 /** The formats the knowledge base reads. */
@@ -44,6 +48,9 @@ export async function extract(kind: Kind, data: Buffer, limits: ExtractLimits): 
   const out = await EXTRACTORS[kind](data, limits);
   if (!out.blocks.some((b) => b.text.trim()))
     throw new ExtractError("empty", "The document contains no text.");
+  let chars = 0;
+  for (const b of out.blocks) chars += b.text.length;
+  if (chars > limits.maxTextChars) throw tooMuchText(limits.maxTextChars);
   return out;
 }
 
@@ -64,8 +71,14 @@ const EXTRACTORS: Record<Kind, (data: Buffer, limits: ExtractLimits) => Promise<
   }),
 };
 
-async function extractPdf(data: Buffer): Promise<Extracted> {
-  const { getDocumentProxy, extractText } = await import("unpdf");
+const tooMuchText = (max: number) =>
+  new ExtractError(
+    "too_large",
+    `The document holds more than ${max.toLocaleString("en")} characters of text.`,
+  );
+
+async function extractPdf(data: Buffer, limits: ExtractLimits): Promise<Extracted> {
+  const { getDocumentProxy } = await import("unpdf");
   let pdf;
   try {
     // isEvalSupported: false: pdf.js never compiles code from a document (CVE-2024-4367).
@@ -80,11 +93,27 @@ async function extractPdf(data: Buffer): Promise<Extracted> {
     if (name === "PasswordException") throw new ExtractError("encrypted", "The PDF is password-protected.");
     throw new ExtractError("corrupt", "The PDF is damaged or not a PDF.");
   }
-  const { totalPages, text } = await extractText(pdf, { mergePages: false });
+  const totalPages = pdf.numPages;
+  if (totalPages > limits.maxPages)
+    throw new ExtractError(
+      "too_large",
+      `The PDF has ${totalPages} pages; at most ${limits.maxPages} are read.`,
+    );
+  // Page by page, stopping as soon as the text passes the limit (a page's text is never all held twice).
   const blocks: Block[] = [];
-  text.forEach((pageText, i) => {
-    for (const p of paragraphs(pageText)) blocks.push({ text: p, page: i + 1, headings: [] });
-  });
+  let chars = 0;
+  for (let i = 1; i <= totalPages; i++) {
+    const page = await pdf.getPage(i);
+    // As unpdf's extractText does for each page, but one page at a time (it reads every page at once).
+    const content = await page.getTextContent();
+    const text = content.items
+      .map((item) => ("str" in item ? item.str + (item.hasEOL ? "\n" : "") : ""))
+      .join("");
+    page.cleanup();
+    chars += text.length;
+    if (chars > limits.maxTextChars) throw tooMuchText(limits.maxTextChars);
+    for (const p of paragraphs(text)) blocks.push({ text: p, page: i, headings: [] });
+  }
   return { blocks, pages: totalPages };
 }
 

@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Block, Extracted, ExtractLimits, Kind } from "./extract.js";
 import type { ParseRequest } from "./worker.js";
@@ -21,7 +21,24 @@ export interface ParseLimits extends ExtractLimits {
 }
 
 /** Documents one parser process reads before it is replaced (a fresh heap now and then). */
-const USES_PER_PROCESS = 50;
+const USES_PER_PROCESS = 20;
+/** How often a busy parser's resident memory is read. */
+const RSS_POLL_MS = 100;
+/** A parser idle this long is stopped: memory a document made it take is given back. */
+const IDLE_MS = 30_000;
+/** Memory of the process that is not the JavaScript heap (code, buffers, pdf.js's native parts). */
+const NATIVE_MB = 96;
+
+/** The resident set of a process in MB (Linux /proc), or null where it cannot be read. */
+export function residentMb(pid: number | undefined): number | null {
+  if (!pid) return null;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) / 1024 : null;
+  } catch {
+    return null;
+  }
+}
 
 /**
  * The compiled worker: next to this file when running from dist; from source (tests), the build's copy
@@ -48,7 +65,8 @@ class ParserProcess {
 
   constructor(readonly memoryMb: number) {
     this.child = fork(workerPath(), [], {
-      execArgv: [`--max-old-space-size=${memoryMb}`],
+      // The heap gets what the process limit leaves after its native part; the whole process is watched too.
+      execArgv: [`--max-old-space-size=${Math.max(64, memoryMb - NATIVE_MB)}`],
       serialization: "advanced",
       stdio: ["ignore", "ignore", "pipe", "ipc"],
       env: { NODE_ENV: "production" },
@@ -85,15 +103,36 @@ class ParserProcess {
 
   run(req: ParseRequest): Promise<Reply> {
     this.uses += 1;
+    let watch: NodeJS.Timeout | undefined;
     return new Promise((resolve, reject) => {
       this.pending = { id: req.id, resolve, reject };
       // While a document is being read, the channel keeps the process alive.
       this.child.channel?.ref();
       this.child.send(req);
+      // The heap limit alone does not bound the process (pdf.js and zlib allocate outside it): its resident set
+      // is read while it works, and past the limit it is killed.
+      watch = setInterval(() => {
+        const rss = residentMb(this.child.pid);
+        if (rss !== null && rss > this.memoryMb) {
+          this.stop();
+          reject(
+            new ParseFailed(
+              "parse_memory",
+              `Reading the document needed more than ${this.memoryMb} MB of memory; it was stopped.`,
+            ),
+          );
+        }
+      }, RSS_POLL_MS);
     }).finally(() => {
+      clearInterval(watch);
       this.pending = null;
       this.child.channel?.unref();
     }) as Promise<Reply>;
+  }
+
+  /** Resident memory now, in MB (null where it cannot be read). */
+  rss(): number | null {
+    return residentMb(this.child.pid);
   }
 
   /** Kills the process; it counts as gone at once, so the next document never lands on it. */
@@ -105,11 +144,14 @@ class ParserProcess {
 }
 
 /**
- * Parses documents in a child process with a heap limit and a wall-clock limit per document. The process
- * is reused while it behaves; after a timeout or a crash, and every 50 documents, a new one is started.
+ * Parses documents in a child process with a memory limit (its whole resident set) and a wall-clock limit per
+ * document, one document at a time. The process is reused while it behaves; after a timeout, a crash or a
+ * document that left it holding more than half its limit, and every 20 documents, a new one is started; an
+ * idle one is stopped after 30 s.
  */
 export class DocumentParser {
   private proc: ParserProcess | null = null;
+  private idle: NodeJS.Timeout | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private nextId = 1;
 
@@ -121,7 +163,15 @@ export class DocumentParser {
   }
 
   private async parseNow(file: string, kind: Kind, limits: ParseLimits): Promise<Extracted> {
-    if (!this.proc?.alive || this.proc.memoryMb !== limits.memoryMb || this.proc.uses >= USES_PER_PROCESS) {
+    clearTimeout(this.idle);
+    // A process that kept much of the memory its last document took is replaced, not reused.
+    const heavy = (this.proc?.rss() ?? 0) > limits.memoryMb / 2;
+    if (
+      !this.proc?.alive ||
+      this.proc.memoryMb !== limits.memoryMb ||
+      this.proc.uses >= USES_PER_PROCESS ||
+      heavy
+    ) {
       this.proc?.stop();
       this.proc = new ParserProcess(limits.memoryMb);
     }
@@ -144,7 +194,12 @@ export class DocumentParser {
           id: this.nextId++,
           file,
           kind,
-          limits: { zipMaxEntries: limits.zipMaxEntries, zipMaxBytes: limits.zipMaxBytes },
+          limits: {
+            zipMaxEntries: limits.zipMaxEntries,
+            zipMaxBytes: limits.zipMaxBytes,
+            maxPages: limits.maxPages,
+            maxTextChars: limits.maxTextChars,
+          },
         }),
         timeout,
       ]);
@@ -152,11 +207,14 @@ export class DocumentParser {
       return reply.result;
     } finally {
       clearTimeout(timer);
+      this.idle = setTimeout(() => this.close(), IDLE_MS);
+      this.idle.unref();
     }
   }
 
   /** Stops the parser process. */
   close(): void {
+    clearTimeout(this.idle);
     this.proc?.stop();
     this.proc = null;
   }
