@@ -23,6 +23,19 @@ export default defineConfig({
         },
       },
       {
+        // Fault injection (tests/faults): processes killed, the bus stopped, the database restarted, the disk
+        // filled, under load. One file at a time, alone: it owns its PostgreSQL and its processes.
+        test: {
+          name: "faults",
+          include: ["tests/faults/**/*.test.ts"],
+          globalSetup: ["tests/support/global-setup.ts"],
+          testTimeout: 180_000,
+          hookTimeout: 240_000,
+          pool: "forks",
+          fileParallelism: false,
+        },
+      },
+      {
         test: {
           name: "e2e",
           include: ["tests/e2e/**/*.test.ts"],

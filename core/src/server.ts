@@ -65,7 +65,12 @@ export async function startServer(
   try {
     let url = config.nats.url;
     if (!url) {
-      localNats = await startLocalNats({ bin: config.nats.serverBin, dataDir: config.dataDir, log });
+      localNats = await startLocalNats({
+        bin: config.nats.serverBin,
+        dataDir: config.dataDir,
+        log,
+        port: config.nats.localPort,
+      });
       url = localNats.url;
     }
     bus = await connectBus({

@@ -120,6 +120,11 @@ export const configSchema = z.object({
         .string()
         .optional()
         .describe("Path of the nats-server binary for the local bus. Env: NATS_SERVER_BIN."),
+      localPort: port
+        .default(0)
+        .describe(
+          "Loopback port of the local nats-server (0: any free port, kept across its restarts); fixed, a worker process on the same machine can use it as NATS_URL.",
+        ),
       prefix: z
         .string()
         .regex(/^[A-Za-z0-9_-]+$/)
@@ -127,7 +132,7 @@ export const configSchema = z.object({
         .describe("Prefix of every stream and subject, so installations can share one NATS."),
       token: secret(z.string().optional(), "Token for an external NATS server."),
     })
-    .default({ prefix: "ws" }),
+    .default({ prefix: "ws", localPort: 0 }),
   auth: z
     .object({
       publicUrl: z

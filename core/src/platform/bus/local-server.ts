@@ -113,6 +113,8 @@ export async function startLocalNats(opts: {
   bin?: string;
   dataDir: string;
   log: Logger;
+  /** 0: any free port. */
+  port?: number;
 }): Promise<LocalNats & { readonly pid: number | undefined; readonly restarts: number }> {
   const bin = findNatsServer(opts.bin);
   if (!bin) throw new NatsBinaryMissing();
@@ -223,7 +225,7 @@ export async function startLocalNats(opts: {
     }
   };
 
-  writeConf("127.0.0.1:-1");
+  writeConf(`127.0.0.1:${opts.port || -1}`);
   const url = await spawnOnce();
   // Restarts listen on the same port, so every client's reconnect finds the new process.
   writeConf(new URL(url).host);

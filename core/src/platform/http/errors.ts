@@ -91,6 +91,15 @@ function fromKnown(err: unknown): AppError | undefined {
   if (typeof err !== "object" || err === null) return undefined;
   const db = fromDatabase(err);
   if (db) return db;
+  // The data disk is full: not the client's fault, and nothing was stored; said plainly.
+  if ((err as { code?: unknown }).code === "ENOSPC")
+    return new AppError(
+      507,
+      "disk_full",
+      "The server's disk is full, so nothing was stored. An administrator must free space.",
+      undefined,
+      { "Retry-After": "60" },
+    );
   const e = err as {
     status?: number;
     statusCode?: number;

@@ -153,18 +153,23 @@ export async function receiveFiles(
         });
         stream.on("limit", () => (rec.tooLarge = true));
         // The pipe is set up at once: a listener added later would miss data already flowing.
-        writes.push(
-          pipeline(stream, meter, createWriteStream(rec.tmp, { mode: 0o600 })).then(async () => {
-            const fh = await open(rec.tmp, "r+");
-            try {
-              await fh.sync();
-            } finally {
-              await fh.close();
-            }
-            rec.size = meter.bytes;
-            rec.sha256 = meter.hash.digest("hex");
-          }),
-        );
+        const write = pipeline(stream, meter, createWriteStream(rec.tmp, { mode: 0o600 })).then(async () => {
+          const fh = await open(rec.tmp, "r+");
+          try {
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+          rec.size = meter.bytes;
+          rec.sha256 = meter.hash.digest("hex");
+        });
+        // A write that fails (a full disk) ends the upload at once; handled here, so its rejection is never
+        // left unhandled (which would end the process) while the rest of the body is still arriving.
+        write.catch((err: unknown) => {
+          ctx.req.unpipe(bb);
+          reject(err);
+        });
+        writes.push(write);
       });
       bb.on("field", (name, value) => {
         if (fields) fields[name.slice(0, 100)] = value.slice(0, 10_000);
