@@ -188,7 +188,7 @@ async function loadStep() {
     "search",
     "assistant",
   ][i % 12] as string;
-  let status = 0;
+  let status: number;
   try {
     if (kind === "note") {
       const title = `Fault note ${i}`;
