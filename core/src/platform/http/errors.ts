@@ -61,6 +61,7 @@ export const errorBodySchema = z
  * Services check what they can first; this is the net under them, so a database error never reaches a
  * client raw nor as a 500.
  */
+const DB_DOWN = "The database is not reachable right now. Try again in a moment.";
 const DATABASE_ERRORS: Record<string, [number, string, string]> = {
   "22021": [400, "invalid_text", "A text value holds a character that cannot be stored."],
   "22P05": [400, "invalid_text", "A text value holds a character that cannot be stored."],
@@ -74,6 +75,13 @@ const DATABASE_ERRORS: Record<string, [number, string, string]> = {
   "22008": [400, "invalid_value", "A date or time is out of range."],
   "23505": [409, "conflict", "This conflicts with an existing record."],
   "23503": [409, "conflict", "This refers to a record that does not exist or is still in use."],
+  // The database going away (restart, failover): not the request's fault, and worth trying again.
+  "57P01": [503, "database_unavailable", DB_DOWN],
+  "57P02": [503, "database_unavailable", DB_DOWN],
+  "57P03": [503, "database_unavailable", DB_DOWN],
+  "08000": [503, "database_unavailable", DB_DOWN],
+  "08003": [503, "database_unavailable", DB_DOWN],
+  "08006": [503, "database_unavailable", DB_DOWN],
 };
 
 /** The AppError for a PostgreSQL error a client caused, else undefined. */
@@ -81,7 +89,14 @@ export function fromDatabase(err: unknown): AppError | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== "string" || !/^[0-9A-Z]{5}$/.test(code)) return undefined;
   const known = DATABASE_ERRORS[code];
-  return known ? new AppError(known[0], known[1], known[2]) : undefined;
+  if (!known) return undefined;
+  return new AppError(
+    known[0],
+    known[1],
+    known[2],
+    undefined,
+    known[0] === 503 ? { "Retry-After": "5" } : undefined,
+  );
 }
 
 /** Maps a thrown value of a known library shape (body parser, Koa, database) to an AppError, else undefined. */
@@ -91,6 +106,23 @@ function fromKnown(err: unknown): AppError | undefined {
   if (typeof err !== "object" || err === null) return undefined;
   const db = fromDatabase(err);
   if (db) return db;
+  // A connection to the database that was cut, or a pool with none free in time.
+  const name = (err as { name?: unknown }).name;
+  if (
+    name === "KnexTimeoutError" ||
+    /Connection terminated|connection is closed/i.test(String((err as { message?: unknown }).message))
+  )
+    return new AppError(503, "database_unavailable", DB_DOWN, undefined, { "Retry-After": "5" });
+  // A service the server depends on refused or dropped the connection (the database restarting, most often).
+  const sysCode = (err as { code?: unknown }).code;
+  if (sysCode === "ECONNREFUSED" || sysCode === "ECONNRESET")
+    return new AppError(
+      503,
+      "unavailable",
+      "A service the server depends on is not reachable right now. Try again in a moment.",
+      undefined,
+      { "Retry-After": "5" },
+    );
   // The data disk is full: not the client's fault, and nothing was stored; said plainly.
   if ((err as { code?: unknown }).code === "ENOSPC")
     return new AppError(
