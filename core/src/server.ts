@@ -9,6 +9,7 @@ import { KB_INDEX_QUEUE } from "./modules/kb/kb.events.js";
 import { KbIndex } from "./modules/kb/kb.index.js";
 import { handleIndexJob } from "./modules/kb/kb.ingest.js";
 import { startStallWatchdog } from "./modules/kb/kb.watchdog.js";
+import { repairIndexes } from "./modules/kb/kb.repair.js";
 import { kbDir } from "./modules/kb/kb.service.js";
 import { closeParser } from "./modules/kb/parse/parser.js";
 import { handleSyncJob, SSO_SYNC_QUEUE, startSyncScheduler } from "./modules/sso/sso.sync.js";
@@ -130,6 +131,10 @@ export async function startServer(
     );
     const kbLog = log.child({ module: "kb" });
     stopSchedulers.push(startStallWatchdog({ knex: db.knex, outbox, config, log: kbLog }));
+    // In the background: a damaged organization table is rebuilt, the rest of the start does not wait.
+    void repairIndexes({ knex: db.knex, index: kbIndex, outbox, log: kbLog }).catch((err: unknown) =>
+      kbLog.error({ err }, "the knowledge-base index check failed"),
+    );
     workers.push(
       await bus.work(KB_INDEX_QUEUE, (job) =>
         handleIndexJob(

@@ -118,6 +118,23 @@ export class KbIndex {
     return t;
   }
 
+  /** The organizations that have a table. */
+  async organizations(): Promise<string[]> {
+    const names = await (await this.conn()).tableNames();
+    return names
+      .filter((n) => /^org_[0-9a-f]{32}$/.test(n))
+      .map((n) => n.slice(4).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, "$1-$2-$3-$4-$5"));
+  }
+
+  /** Reads an organization's table end to end (its schema, row count and one full-text and one plain scan). */
+  async check(orgId: string): Promise<void> {
+    const t = await this.table(orgId);
+    if (!t) return;
+    await t.schema();
+    await t.countRows();
+    await t.query().select(["id"]).limit(1_000_000).toArray();
+  }
+
   /** Drops an organization's table (re-index with another embedding model). */
   async drop(orgId: string): Promise<void> {
     const name = KbIndex.tableOf(orgId);

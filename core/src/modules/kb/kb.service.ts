@@ -4,6 +4,7 @@ import type { Knex } from "knex";
 import type { Config } from "../../config/schema.js";
 import { can, type Caller } from "../../platform/auth/caller.js";
 import type { Outbox } from "../../platform/bus/outbox.js";
+import { withDeadline } from "../../platform/deadline.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
 import { listGrants, replaceGrants, type Grant } from "../identity/grants.js";
@@ -217,7 +218,10 @@ export async function documentRow(svc: Svc, id: string, need: "view" | "manage" 
 export async function getDocument(svc: Svc, deps: KbDeps, id: string) {
   const doc = await documentRow(svc, id);
   const served = doc.indexed_generation as number | null;
-  const chunks = served === null ? [] : await deps.index.chunksOf(svc.caller.orgId, id, served);
+  const chunks =
+    served === null
+      ? []
+      : await withDeadline(deps.index.chunksOf(svc.caller.orgId, id, served), INDEX_DEADLINE_MS, indexLate);
   return {
     ...presentDocument(doc),
     chunkList: chunks.map((c) => ({
@@ -491,7 +495,7 @@ export async function runSearch(
     input.mode !== "fts" && deps.ai && plan.model
       ? ((await deps.ai.embed(plan.model, [input.query]))[0] ?? null)
       : null;
-  return deps.index.search(plan.orgId, {
+  return searchWithin(deps.index, plan.orgId, {
     text: input.query,
     vector,
     collectionIds: plan.collectionIds,
@@ -583,4 +587,14 @@ export interface SearchGuess {
 export async function search(svc: Svc, deps: KbDeps, input: SearchInput) {
   const plan = await planSearch(svc, input);
   return finishSearch(plan, await runSearch(deps, plan, input), input);
+}
+
+/** How long a request waits for the LanceDB index before answering 503. */
+const INDEX_DEADLINE_MS = 10_000;
+const indexLate = () =>
+  AppError.unavailable("The knowledge-base index did not answer in time. Try again in a moment.", 5);
+
+/** A search of the index that answers 503 (with Retry-After) rather than hang when the index stalls. */
+function searchWithin(index: KbIndex, orgId: string, q: Parameters<KbIndex["search"]>[1]) {
+  return withDeadline(index.search(orgId, q), INDEX_DEADLINE_MS, indexLate);
 }

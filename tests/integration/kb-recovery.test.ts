@@ -1,12 +1,17 @@
-// The stall watchdog: a document left in a non-terminal state with no job to move it (lost with a dead bus, a
+// Recovery of the knowledge base. The stall watchdog: a document left in a non-terminal state with no job to move it (lost with a dead bus, a
 // hung worker) is queued again, and after two re-queues without progress it fails with a reason.
+import { readdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { getTestServer, type TestServer } from "../support/server.js";
-import { createTestOrg, type TestOrg } from "../support/identity.js";
+import { createTestOrg, type Client, type TestOrg } from "../support/identity.js";
 import { settledDocs, uploadFilesOk } from "../support/kb.js";
 import { rescueStalledDocuments } from "../../core/src/modules/kb/kb.watchdog.js";
 import { silentLogger } from "../../core/src/platform/log.js";
+import { startServer } from "../../core/src/server.js";
+import { KbIndex } from "../../core/src/modules/kb/kb.index.js";
+import { kbDir } from "../../core/src/modules/kb/kb.service.js";
 
 type Data<T> = { data: T };
 const servers: TestServer[] = [];
@@ -80,5 +85,46 @@ describe("the stall watchdog", () => {
     ).data.find((d) => d.id === id);
     expect(doc?.status).toBe("failed");
     expect(doc?.error).toMatch(/made no progress \(queued\).*Try again/);
+  });
+});
+
+describe("the index check at start", () => {
+  it("rebuilds an organization's damaged table from the documents, and search answers again", async () => {
+    const { srv, org, collection } = await setup({});
+    const [r] = await uploadFilesOk(srv, org.owner, collection, [
+      { name: "repair.txt", data: "The night pharmacist covers the east wing." },
+    ]);
+    const id = r?.document?.id as string;
+    await settledDocs(org.owner, collection, [id]);
+    const search = async (s: { url: string; fetch: TestServer["fetch"] }, cookie: Client) =>
+      s.fetch("/api/kb/search", {
+        method: "POST",
+        headers: { ...cookie.headers({ "content-type": "application/json" }), origin: s.url },
+        body: JSON.stringify({ query: "night pharmacist", mode: "fts" }),
+      });
+    expect(((await (await search(srv, org.owner)).json()) as Data<unknown[]>).data.length).toBe(1);
+    await srv.stop();
+    // Damage the organization's table: every data file replaced by garbage.
+    const table = path.join(kbDir(srv.config), `${KbIndex.tableOf(org.orgId)}.lance`);
+    const files = readdirSync(path.join(table, "data"));
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) writeFileSync(path.join(table, "data", f), "not a lance file");
+    const again = await startServer(srv.config, silentLogger());
+    try {
+      const at = {
+        url: again.url as string,
+        fetch: (p: string, init?: RequestInit) => fetch(`${again.url}${p}`, init),
+      };
+      const deadline = Date.now() + 30_000;
+      let found = 0;
+      while (Date.now() < deadline && found !== 1) {
+        const res = await search(at, org.owner);
+        if (res.status === 200) found = ((await res.json()) as Data<unknown[]>).data.length;
+        if (found !== 1) await new Promise((res) => setTimeout(res, 300));
+      }
+      expect(found).toBe(1);
+    } finally {
+      await again.stop();
+    }
   });
 });
