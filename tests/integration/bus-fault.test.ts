@@ -1,10 +1,18 @@
 // The supervised local nats-server under faults, as an operator would meet them on the embedded defaults: killed,
 // it is restarted and its exit logged; /readyz tells the truth meanwhile; background work resumes with no restart
 // of the server; SIGTERM ends within its deadline; and a killed server leaves no nats-server behind.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { setUpInstallation, spawnCore, waitForOk, apiAs, type CoreProcess } from "../support/process.js";
+import {
+  apiAs,
+  setUpInstallation,
+  sideloadTinyModel,
+  spawnCore,
+  waitForOk,
+  type CoreProcess,
+} from "../support/process.js";
 import { createTestDatabase, type TestDatabase } from "../support/pg.js";
 
 const dbs: TestDatabase[] = [];
@@ -114,6 +122,74 @@ describe("the supervised local nats-server", () => {
     expect(exit.code).toBe(0);
     expect(Date.now() - t0).toBeLessThan(15_000);
     await until("nats-server gone", () => !alive(last), 5000);
+  }, 120_000);
+
+  it("on the embedded defaults (PGlite), a kill during ingestion: every document indexed, requests answering throughout", async () => {
+    // One database connection: an outbox relay holding it while the bus did not answer used to stall every
+    // request and leave documents queued.
+    const dataDir = mkdtempSync(path.join(tmpdir(), "ws-busfault-pglite-"));
+    await sideloadTinyModel({ WORKSYNAPSE_DATA_DIR: dataDir }, "embedding");
+    const core = spawnCore({
+      WORKSYNAPSE_DATA_DIR: dataDir,
+      WORKSYNAPSE_LOG_LEVEL: "info",
+      WORKSYNAPSE_AI_THREADS: "1",
+      WORKSYNAPSE_KB_CHUNK_TOKENS: "120",
+    });
+    cores.push(core);
+    const url = await core.url;
+    await waitForOk(`${url}/readyz`);
+    const cookie = await setUpInstallation(url, {
+      organizationName: "Embedded Clinic",
+      name: "Ada",
+      email: "ada@embedded.example",
+      password: "lantern-harbor-violet-7",
+    });
+    const api = apiAs(url, cookie);
+    const col = await api<{ data: { id: string } }>("POST", "/api/kb/collections", { name: "Ward" });
+    const form = new FormData();
+    for (let i = 0; i < 12; i++)
+      form.append(
+        "files",
+        new Blob([`Ward note ${i}. ${"The nurses rotate at eight. ".repeat(120)}`]),
+        `w${i}.txt`,
+      );
+    const up = await fetch(`${url}/api/kb/collections/${col.data.id}/documents`, {
+      method: "POST",
+      headers: { cookie, "x-requested-with": "worksynapse", origin: url },
+      body: form,
+    });
+    expect(up.status).toBe(201);
+    await until("ingestion under way", async () => {
+      const d = await api<{ data: { status: string }[] }>(
+        "GET",
+        `/api/kb/collections/${col.data.id}/documents`,
+      );
+      return d.data.some((x) => x.status !== "queued");
+    });
+    process.kill(natsPid(core), "SIGKILL");
+    const killedAt = Date.now();
+    let slowest = 0;
+    await until(
+      "all documents indexed",
+      async () => {
+        const t0 = Date.now();
+        const d = await api<{ data: { status: string }[] }>(
+          "GET",
+          `/api/kb/collections/${col.data.id}/documents`,
+        );
+        const s = await api<{ data: unknown[] }>("POST", "/api/kb/search", {
+          query: "nurses rotate",
+          limit: 3,
+        });
+        slowest = Math.max(slowest, Date.now() - t0);
+        return d.data.length === 12 && d.data.every((x) => x.status === "indexed") && s.data.length > 0;
+      },
+      60_000,
+    );
+    expect(Date.now() - killedAt).toBeLessThan(60_000);
+    expect(slowest).toBeLessThan(3000);
+    core.child.kill("SIGTERM");
+    expect((await core.exit).code).toBe(0);
   }, 120_000);
 
   it("dies with a server killed by SIGKILL (no orphan)", async () => {
