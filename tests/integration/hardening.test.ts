@@ -125,3 +125,28 @@ describe("smaller findings", () => {
     expect(((await r.json()) as ErrorBody).error.code).toBe("plan_limit");
   });
 });
+
+describe("refused sign-in attempts", () => {
+  it("are audited in the organization whose sign-in page was used, once per address and window", async () => {
+    const limited = await getTestServer({ env: { WORKSYNAPSE_AUTH_SIGN_IN_PER_IP_PER_MINUTE: "2" } });
+    try {
+      const o = await createTestOrg(limited, "limited");
+      const slug = (await o.owner.json<{ data: { organization: { slug: string } } }>("GET", "/api/auth/me"))
+        .data.organization.slug;
+      // The owner's own sign-in used one attempt; the next page view uses the second.
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i++)
+        statuses.push((await limited.fetch(`/api/sso/saml/${slug}/login`, { redirect: "manual" })).status);
+      expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(2);
+      const page = await limited.fetch(`/api/sso/saml/${slug}/login`, { redirect: "manual" });
+      expect(await page.text()).toContain("audit log");
+      const records = await o.owner.json<{ data: { action: string; outcome: string; ip: string }[] }>(
+        "GET",
+        "/api/audit?action=auth.rate_limited",
+      );
+      expect(records.data).toEqual([expect.objectContaining({ outcome: "denied", ip: "127.0.0.1" })]);
+    } finally {
+      await limited.close();
+    }
+  });
+});
