@@ -82,6 +82,16 @@ describe("knowledge base in the browser", () => {
     const row = page.getByRole("row", { name: /stroke-pathway\.pdf/ });
     await row.getByText("Indexed").waitFor({ timeout: 60_000 });
     expect(await row.getByRole("cell").nth(2).textContent()).toBe("3");
+    // A name with accents, as Chromium sends it (raw UTF-8 in the multipart header), is kept as written.
+    await page.getByLabel("Choose files").setInputFiles({
+      name: "Résumé été.txt",
+      mimeType: "text/plain",
+      buffer: Buffer.from("Curriculum of the triage nurse, summer rota."),
+    });
+    await page
+      .getByRole("row", { name: /Résumé été\.txt/ })
+      .getByText("Indexed")
+      .waitFor({ timeout: 60_000 });
     await page.screenshot({ path: `${SHOTS}kb-collection.png`, fullPage: true });
 
     await page.getByRole("link", { name: "Search documents" }).click();

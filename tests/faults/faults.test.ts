@@ -429,7 +429,7 @@ describe("fault injection under load", () => {
 
   it("kill -9 of the parser: its document ends with a reason, the next ones get a new parser", async () => {
     const pdf = await makePdf(
-      Array.from({ length: 150 }, (_, i) => [`Parser fault page ${i + 1}.`, "The pharmacy restocks."]),
+      Array.from({ length: 80 }, (_, i) => [`Parser fault page ${i + 1}.`, "The pharmacy restocks."]),
     );
     const form = new FormData();
     form.append("files", new Blob([new Uint8Array(pdf)]), "parser-fault.pdf");
