@@ -137,6 +137,17 @@ describe("an administrator against the owner (who is also the system administrat
     );
   });
 
+  it("cannot create a custom role holding a permission it lacks", async () => {
+    await forbidden(
+      await admin.client.request("POST", "/api/roles", {
+        name: "Shadow owner",
+        description: "",
+        permissions: ["admin.owners"],
+      }),
+      /admin\.owners/,
+    );
+  });
+
   it("cannot edit or delete a custom role that holds more than it does, nor one an owner holds", async () => {
     const high = await org.owner.json<{ data: { id: string } }>(
       "POST",
