@@ -1,0 +1,118 @@
+// Verification of inbound webhooks, per provider, over the raw bytes of the request body (a re-serialised JSON
+// body would not match its signature). Comparisons take constant time. What a delivery is identified by is
+// returned too, so the receiver can refuse a replay (same delivery id) besides a stale timestamp.
+import { createHmac, timingSafeEqual } from "node:crypto";
+
+/** How a connection's webhooks prove they come from the remote side. */
+export type WebhookScheme =
+  /** GitHub and GitHub Enterprise Server: X-Hub-Signature-256 = "sha256=" + HMAC-SHA256(secret, body). */
+  | { kind: "github"; secret: string }
+  /** GitLab: X-Gitlab-Token carries the secret token as configured on the hook. */
+  | { kind: "gitlab"; token: string }
+  /** Jira Data Center and Azure DevOps Server service hooks: HTTP basic authentication. */
+  | { kind: "basic"; username: string; password: string }
+  /** A header that carries a shared secret as it is (Azure DevOps custom header, Jira with a secret header). */
+  | { kind: "shared-secret"; header: string; secret: string }
+  /**
+   * Generic: X-Webhook-Timestamp (Unix seconds) and X-Webhook-Signature = "v1=" + HMAC-SHA256(secret,
+   * timestamp + "." + body); the timestamp must be within `toleranceSeconds` (default 300) of now.
+   */
+  | { kind: "hmac"; secret: string; toleranceSeconds?: number };
+
+/** What identifies a delivery, for replay protection. */
+export interface Delivery {
+  /** The provider's delivery id, when it sends one. */
+  id: string | null;
+  /** When the sender signed it (generic scheme), in ms. */
+  signedAt: number | null;
+}
+
+/** Why a delivery was refused. */
+export type WebhookRefusal = "missing_signature" | "bad_signature" | "stale";
+
+type Headers = Record<string, string | string[] | undefined>;
+
+const header = (h: Headers, name: string): string | undefined => {
+  const v = h[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+};
+
+/** Compares two strings in constant time (for equal lengths; a length difference is not secret). */
+const same = (a: string, b: string) => {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+};
+
+const hmacHex = (secret: string, data: Buffer | string) =>
+  createHmac("sha256", secret).update(data).digest("hex");
+
+/** The delivery id a provider sends, whatever the scheme. */
+function deliveryId(h: Headers): string | null {
+  for (const name of [
+    "x-github-delivery",
+    "x-gitlab-event-uuid",
+    "x-atlassian-webhook-identifier",
+    "x-webhook-id",
+    "idempotency-key",
+  ]) {
+    const v = header(h, name);
+    if (v) return v.slice(0, 200);
+  }
+  return null;
+}
+
+/** Checks one delivery against its connection's scheme. */
+export function verifyWebhook(
+  scheme: WebhookScheme,
+  headers: Headers,
+  rawBody: Buffer,
+  now = Date.now(),
+): { ok: true; delivery: Delivery } | { ok: false; reason: WebhookRefusal } {
+  const id = deliveryId(headers);
+  const accept = (signedAt: number | null = null) => ({ ok: true as const, delivery: { id, signedAt } });
+  const refuse = (reason: WebhookRefusal) => ({ ok: false as const, reason });
+  switch (scheme.kind) {
+    case "github": {
+      const sig = header(headers, "x-hub-signature-256");
+      if (!sig) return refuse("missing_signature");
+      return same(sig, `sha256=${hmacHex(scheme.secret, rawBody)}`) ? accept() : refuse("bad_signature");
+    }
+    case "gitlab": {
+      const token = header(headers, "x-gitlab-token");
+      if (!token) return refuse("missing_signature");
+      return same(token, scheme.token) ? accept() : refuse("bad_signature");
+    }
+    case "basic": {
+      const auth = header(headers, "authorization");
+      if (!auth?.toLowerCase().startsWith("basic ")) return refuse("missing_signature");
+      const expected = Buffer.from(`${scheme.username}:${scheme.password}`).toString("base64");
+      return same(auth.slice(6).trim(), expected) ? accept() : refuse("bad_signature");
+    }
+    case "shared-secret": {
+      const value = header(headers, scheme.header);
+      if (!value) return refuse("missing_signature");
+      return same(value, scheme.secret) ? accept() : refuse("bad_signature");
+    }
+    case "hmac": {
+      const ts = header(headers, "x-webhook-timestamp");
+      const sig = header(headers, "x-webhook-signature");
+      if (!ts || !sig || !/^\d{1,12}$/.test(ts)) return refuse("missing_signature");
+      const expected = `v1=${hmacHex(scheme.secret, Buffer.concat([Buffer.from(`${ts}.`), rawBody]))}`;
+      // The signature is checked first: an attacker learns nothing about the window from a forged one.
+      if (!sig.split(",").some((s) => same(s.trim(), expected))) return refuse("bad_signature");
+      const signedAt = Number(ts) * 1000;
+      if (Math.abs(now - signedAt) > (scheme.toleranceSeconds ?? 300) * 1000) return refuse("stale");
+      return accept(signedAt);
+    }
+  }
+}
+
+/** Signs a body the generic way (for senders on the site, and tests). */
+export function signGeneric(secret: string, rawBody: Buffer | string, at = Date.now()) {
+  const ts = String(Math.floor(at / 1000));
+  return {
+    "x-webhook-timestamp": ts,
+    "x-webhook-signature": `v1=${hmacHex(secret, Buffer.concat([Buffer.from(`${ts}.`), Buffer.from(rawBody)]))}`,
+  };
+}
