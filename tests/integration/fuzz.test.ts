@@ -135,6 +135,7 @@ describe("fuzzing every operation", () => {
             ),
           );
     }
+    console.log(`fuzz: ${fuzzed.length} operations, ${sent} requests, ${failures.length} 5xx`);
     expect(failures).toEqual([]);
     expect(sent).toBeGreaterThan(1000);
     // The server is still up and still answers correctly.
