@@ -484,10 +484,19 @@ export function program(): Command {
     .description(
       "recompute every audit chain (hashes and keyed MACs) and compare it with the signed checkpoints; exit 1 naming the first problem",
     )
-    .action(async () => {
+    .option(
+      "--checkpoints <file>",
+      "a checkpoint file to compare with (a copy from the SIEM or another node); default: the data directory's",
+    )
+    .action(async (o: { checkpoints?: string }) => {
       const cfg = config();
       const masterKey = ensureMasterKey(cfg, silentLogger());
-      const checkpoints = readCheckpoints(checkpointFile(cfg.dataDir), checkpointKeys(masterKey).publicKey);
+      const file = o.checkpoints ?? checkpointFile(cfg.dataDir);
+      if (o.checkpoints && !existsSync(file)) {
+        process.stderr.write(`--checkpoints: no such file: ${file}\n`);
+        process.exit(2);
+      }
+      const checkpoints = readCheckpoints(file, checkpointKeys(masterKey).publicKey);
       const owner = openOwnerDatabase(cfg);
       try {
         const v = await verifyAuditChains(owner.knex, { masterKey, checkpoints });

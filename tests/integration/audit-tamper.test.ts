@@ -228,6 +228,30 @@ describe("worksynapse audit verify against the database owner", () => {
     });
   });
 
+  it("compares with a checkpoint file given on the command line (a SIEM's copy)", async () => {
+    const { checkpointFile } = await import("../../core/src/modules/identity/audit.anchor.js");
+    const { copyFileSync, mkdtempSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const path = await import("node:path");
+    const copy = path.join(mkdtempSync(path.join(tmpdir(), "ws-siem-")), "checkpoints.jsonl");
+    copyFileSync(checkpointFile(srv.config.dataDir), copy);
+    expect((await cli("audit", "verify", "--checkpoints", copy)).code).toBe(0);
+    const rows = await rowsOf();
+    const last = Number((rows.at(-1) as (typeof rows)[number]).seq);
+    await su.query("drop table if exists snap2");
+    await su.query("create temp table snap2 as select * from audit_log where org_id = $1", [org.orgId]);
+    try {
+      await su.query("delete from audit_log where org_id = $1 and seq = $2", [org.orgId, last]);
+      const r = await cli("audit", "verify", "--checkpoints", copy);
+      expect(r.code).toBe(1);
+      expect(r.out).toContain("newest records were deleted");
+    } finally {
+      await su.query("delete from audit_log where org_id = $1", [org.orgId]);
+      await su.query("insert into audit_log select * from snap2");
+    }
+    expect((await cli("audit", "verify", "--checkpoints", "/nonexistent/file")).code).toBe(2);
+  });
+
   it("detects an edited checkpoint file", async () => {
     const { checkpointFile } = await import("../../core/src/modules/identity/audit.anchor.js");
     const { readFileSync, writeFileSync } = await import("node:fs");
