@@ -32,6 +32,27 @@ export default tseslint.config(
     languageOptions: { globals: { ...globals.browser } },
   },
   {
+    // A plugin sees only the context the host hands it (plugins/sdk): never core's internals.
+    files: ["plugins/**/*.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["@worksynapse/core", "@worksynapse/core/*"],
+              message: "Plugins use @worksynapse/plugin-sdk only.",
+            },
+            {
+              regex: "(^|/)core/",
+              message: "Plugins never import from core/: use the context the host gives.",
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ["**/*.svelte", "**/*.svelte.ts"],
     languageOptions: {
       parserOptions: { parser: tseslint.parser, extraFileExtensions: [".svelte"], svelteConfig },

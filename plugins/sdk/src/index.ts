@@ -41,15 +41,29 @@ export interface PluginHttpRequest {
   timeoutMs?: number;
 }
 
-/** An AI tool a plugin offers to the assistant's registry. */
-export interface PluginTool<A = unknown, R = unknown> {
+/** What a change does to the world: the same three effects as core's tool registry. */
+export type ToolEffect = "read" | "write" | "external";
+
+/** Who a plugin's tool runs as: the asking person, in their organization (the host checks the permission). */
+export interface PluginToolCaller {
+  orgId: string;
+  userId: string;
+}
+
+/**
+ * An AI tool a plugin offers: the shape of core's tool registry (name, description, permission, effect, zod
+ * input, run). "write" and "external" tools run only once a person or the organization's policy approved the
+ * call; anything that changes a remote system is "external".
+ */
+export interface PluginTool<I extends z.ZodType = z.ZodType, O = unknown> {
+  /** `<plugin id>.<verb>`, e.g. gitlab.create_issue. */
   name: string;
   description: string;
-  /** Zod schema of the arguments (the host rejects extra properties). */
-  args: z.ZodType<A>;
   permission: string;
-  sideEffect: "read" | "write" | "external";
-  handler(args: A, caller: { orgId: string; userId: string }): Promise<R>;
+  effect: ToolEffect;
+  /** Zod schema of the input (the host rejects extra properties). */
+  input: I;
+  run(caller: PluginToolCaller, input: z.infer<I>): Promise<O>;
 }
 
 /** The narrow context the host hands a plugin: nothing of core leaks through it. */
@@ -62,8 +76,8 @@ export interface PluginContext {
   http(req: PluginHttpRequest): Promise<{ status: number; headers: Record<string, string>; body: unknown }>;
   /** Publishes an event under `plugins.<id>.`. */
   publish(event: string, payload: unknown): Promise<void>;
-  /** Registers an AI tool. */
-  tool(tool: PluginTool): void;
+  /** Registers an AI tool (its name must start with the plugin's id). */
+  tool<I extends z.ZodType>(tool: PluginTool<I>): void;
 }
 
 /** A plugin: its manifest id and what it does when the host starts it. */
