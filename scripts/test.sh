@@ -7,6 +7,8 @@ bash scripts/setup-test-deps.sh || exit 1
 npm run build || exit 1
 npm run check || exit 1
 mkdir -p test-results
+# Reports of an earlier run must never be counted as this run's.
+rm -f test-results/vitest.json test-results/vitest-faults.json
 # Databases an interrupted earlier run left behind (every test database is named ws_<label>_<hex>).
 node -e '
 const pg = require("pg");

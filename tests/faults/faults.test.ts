@@ -29,6 +29,10 @@ const CLI = new URL("../../installer/bin/worksynapse.mjs", import.meta.url).path
 const PASSWORD = "lantern-harbor-violet-7";
 
 let pg: PgServer;
+/** The process a test is killing on purpose (its exit is no failure). */
+let expectedExit: CoreProcess | undefined;
+/** Set when the last test stops both processes. */
+let ending = false;
 // The data directory, on a tmpfs of its own where the machine lets us mount one (root with CAP_SYS_ADMIN, as
 // CI runs): decided when the file loads, since it decides whether the disk-full fault runs.
 const dataDir = mkdtempSync(path.join(tmpdir(), "ws-faults-"));
@@ -55,6 +59,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const until = async (what: string, ok: () => boolean | Promise<boolean>, ms = 60_000) => {
   const end = Date.now() + ms;
   for (;;) {
+    // A process that died on its own ends the wait at once, saying why.
+    for (const [name, p] of [
+      ["web", web],
+      ["worker", worker],
+    ] as const)
+      if (p && !ending && expectedExit !== p && (p.child.exitCode !== null || p.child.signalCode !== null))
+        throw new Error(`the ${name} process died on its own while waiting for: ${what}\n${lastWords()}`);
     try {
       if (await ok()) return;
     } catch {
@@ -270,7 +281,30 @@ const samplesBetween = (from: number, to: number) => samples.filter((s) => s.t >
 
 // ---------- invariants ----------
 
+/** What the two processes said last, for a failure's message (a process that died says why here). */
+const lastWords = () =>
+  [web, worker]
+    .map(
+      (p, i) =>
+        `${i ? "worker" : "web"} pid ${p?.child.pid} exit ${p?.child.exitCode ?? p?.child.signalCode ?? "running"}: ` +
+        `${p?.stderr().slice(-800) ?? ""} ${
+          p?.lines
+            .filter((l) => /"level":(50|60)/.test(l))
+            .slice(-3)
+            .join(" ") ?? ""
+        }`,
+    )
+    .join("\n");
+
 async function checkInvariants(label: string) {
+  try {
+    await invariants(label);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${lastWords()}`, { cause: err });
+  }
+}
+
+async function invariants(label: string) {
   await until(`${label}: ready again`, async () => (await fetch(`${url}/readyz`)).status === 200, 90_000);
   // Every acknowledged note is there, once, as written.
   for (const [id, title] of acked.notes) {
@@ -420,6 +454,7 @@ describe("fault injection under load", () => {
       if (id) acked.docs.add(id);
     }
     await sleep(300);
+    expectedExit = worker;
     worker.child.kill("SIGKILL");
     await worker.exit;
     await sleep(2000);
@@ -459,6 +494,7 @@ describe("fault injection under load", () => {
 
   it("kill -9 of the web server: restarted, nothing acknowledged is lost", async () => {
     const oldNats = natsPid();
+    expectedExit = web;
     web.child.kill("SIGKILL");
     await web.exit;
     // Its nats-server dies with it (no orphan holding the port and the store).
@@ -542,6 +578,7 @@ describe("fault injection under load", () => {
     await stopLoad();
     const nats = natsPid();
     const t0 = Date.now();
+    ending = true;
     worker.child.kill("SIGTERM");
     web.child.kill("SIGTERM");
     const [w, s] = await Promise.all([worker.exit, web.exit]);
