@@ -462,7 +462,7 @@ describe("fault injection under load", () => {
     await checkInvariants("worker killed");
   });
 
-  it("kill -9 of the parser: its document ends with a reason, the next ones get a new parser", async () => {
+  it("kill -9 of the parser: its document is read again by a new parser", async () => {
     const pdf = await makePdf(
       Array.from({ length: 80 }, (_, i) => [`Parser fault page ${i + 1}.`, "The pharmacy restocks."]),
     );

@@ -140,6 +140,27 @@ describe("document parsing in a child process", () => {
     expect((await parse("after.txt", "Still reading.", "txt")).blocks[0]?.text).toBe("Still reading.");
   });
 
+  it("a parser killed from outside between two documents: the next document is read by a new one", async () => {
+    const { readdirSync, readFileSync } = await import("node:fs");
+    expect((await parse("first.txt", "First document.", "txt")).blocks[0]?.text).toBe("First document.");
+    const parsers = readdirSync("/proc")
+      .filter((d) => /^\d+$/.test(d))
+      .filter((pid) => {
+        try {
+          const ppid = Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ")[1]);
+          return (
+            ppid === process.pid && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("parse/worker.js")
+          );
+        } catch {
+          return false;
+        }
+      });
+    expect(parsers.length).toBe(1);
+    process.kill(Number(parsers[0]), "SIGKILL");
+    // At once, before the parent has seen it go: sent to the dead process, the document is read by a new one.
+    expect((await parse("second.txt", "Second document.", "txt")).blocks[0]?.text).toBe("Second document.");
+  });
+
   it("never reads a file a DOCX links to", async () => {
     const secret = put("secret.png", "SECRET-CONTENT-7731");
     const out = await parse("ext.docx", await makeExternalImageDocx(secret, "Visible text."), "docx");

@@ -14,6 +14,9 @@ export class ParseFailed extends Error {
   }
 }
 
+/** The parser process was already gone when a document was sent to it: not the document's fault. */
+class ParserGone extends Error {}
+
 /** Limits of one parse. */
 export interface ParseLimits extends ExtractLimits {
   timeoutMs: number;
@@ -81,6 +84,13 @@ class ParserProcess {
     this.child.on("message", (m: Reply) => {
       if (this.pending?.id === m.id) this.pending.resolve(m);
     });
+    // A parser killed from outside may not have closed yet when the next document is sent to it: the send
+    // fails with an "error" event, which unheard would end the whole server. The document fails instead, and
+    // the next one gets a new parser.
+    this.child.on("error", () => {
+      this.exited = true;
+      this.pending?.reject(new ParserGone());
+    });
     // "close", not "exit": only then has all of stderr (where V8 reports running out of heap) been read.
     this.child.on("close", (code, signal) => {
       this.exited = true;
@@ -108,7 +118,12 @@ class ParserProcess {
       this.pending = { id: req.id, resolve, reject };
       // While a document is being read, the channel keeps the process alive.
       this.child.channel?.ref();
-      this.child.send(req);
+      this.child.send(req, (err) => {
+        if (err) {
+          this.exited = true;
+          reject(new ParserGone());
+        }
+      });
       // The heap limit alone does not bound the process (pdf.js and zlib allocate outside it): its resident set
       // is read while it works, and past the limit it is killed.
       watch = setInterval(() => {
@@ -163,6 +178,20 @@ export class DocumentParser {
   }
 
   private async parseNow(file: string, kind: Kind, limits: ParseLimits): Promise<Extracted> {
+    try {
+      return await this.parseOnce(file, kind, limits);
+    } catch (err) {
+      // The parser died under the document without a limit stopping it (killed from outside, perhaps before it
+      // even began), or was already gone: once more, on a new one. A document that kills it twice fails.
+      const crashed = err instanceof ParseFailed && err.code === "parse_crashed";
+      if (!(err instanceof ParserGone) && !crashed) throw err;
+      this.proc?.stop();
+      this.proc = null;
+      return this.parseOnce(file, kind, limits);
+    }
+  }
+
+  private async parseOnce(file: string, kind: Kind, limits: ParseLimits): Promise<Extracted> {
     clearTimeout(this.idle);
     // A process that kept much of the memory its last document took is replaced, not reused.
     const heavy = (this.proc?.rss() ?? 0) > limits.memoryMb / 2;
