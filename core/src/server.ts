@@ -17,6 +17,7 @@ import { startCheckpointer } from "./modules/identity/audit.anchor.js";
 import { startReminderScheduler } from "./modules/projects/projects.reminders.js";
 import type { ToolRegistry } from "./platform/tools/registry.js";
 import { ensureMasterKey } from "./platform/secrets.js";
+import { withDeadline } from "./platform/deadline.js";
 import { AiRuntime } from "./modules/ai/runtime.js";
 import { openDatabase, type Database } from "./platform/db/database.js";
 import { connectBus, databaseDeadLetters, type Bus, type Worker } from "./platform/bus/bus.js";
@@ -195,19 +196,15 @@ export async function startServer(
       // database open); work abandoned here is redelivered by the queue to another process or the next start.
       let clean = true;
       const step = async (name: string, run: () => unknown, ms: number) => {
-        let timer: NodeJS.Timeout | undefined;
         try {
-          await Promise.race([
+          await withDeadline(
             Promise.resolve().then(run),
-            new Promise((_, reject) => {
-              timer = setTimeout(() => reject(new Error(`did not finish within ${ms} ms`)), ms);
-            }),
-          ]);
+            ms,
+            () => new Error(`did not finish within ${ms} ms`),
+          );
         } catch (err) {
           clean = false;
           log.error({ err, step: name }, "shutdown step failed; going on");
-        } finally {
-          clearTimeout(timer);
         }
       };
       const grace = config.http.shutdownTimeoutMs;

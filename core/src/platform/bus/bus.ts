@@ -15,6 +15,7 @@ import { nanos } from "@nats-io/transport-node";
 import type { Knex } from "knex";
 import type { z } from "zod";
 import type { Logger } from "../log.js";
+import { withDeadline } from "../deadline.js";
 import { jobSubject, streamConfigs, streamNames, type QueueDef, QUEUES } from "./topology.js";
 
 /** A dead-lettered job, recorded where operators can see and replay it. */
@@ -275,18 +276,8 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
     isConnected: () => !nc.isClosed() && !nc.isDraining(),
     ping: async (timeoutMs) => {
       if (nc.isClosed()) throw new Error("connection closed");
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        // flush() waits for the server's PONG; while disconnected it waits for the reconnect.
-        await Promise.race([
-          nc.flush(),
-          new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-          }),
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
+      // flush() waits for the server's PONG; while disconnected it waits for the reconnect.
+      await withDeadline(nc.flush(), timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`));
     },
     close: async () => {
       await Promise.all([...workers].map((w) => w.stop()));

@@ -1,7 +1,8 @@
 // Verification of inbound webhooks, per provider, over the raw bytes of the request body (a re-serialised JSON
 // body would not match its signature). Comparisons take constant time. What a delivery is identified by is
 // returned too, so the receiver can refuse a replay (same delivery id) besides a stale timestamp.
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac } from "node:crypto";
+import { sameSecret } from "../crypto.js";
 
 /** How a connection's webhooks prove they come from the remote side. */
 export type WebhookScheme =
@@ -37,12 +38,8 @@ const header = (h: Headers, name: string): string | undefined => {
   return Array.isArray(v) ? v[0] : v;
 };
 
-/** Compares two strings in constant time (for equal lengths; a length difference is not secret). */
-const same = (a: string, b: string) => {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-};
+/** One constant-time comparison for the whole server (it hides lengths too). */
+const same = sameSecret;
 
 const hmacHex = (secret: string, data: Buffer | string) =>
   createHmac("sha256", secret).update(data).digest("hex");
