@@ -1,5 +1,5 @@
 import { createSocket } from "node:dgram";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -8,6 +8,7 @@ import {
   checkpointKeys,
   checkpointMessage,
   checkpointValid,
+  readCheckpoints,
   sinkOf,
   type Checkpoint,
 } from "./audit.anchor.js";
@@ -58,6 +59,15 @@ describe("audit checkpoints", () => {
     const [len, ...rest] = data.split(" ");
     expect(Number(len)).toBe(Buffer.byteLength(rest.join(" ")));
     expect(rest.join(" ")).toContain(cp.sig);
+  });
+
+  it("a last line cut off by a crash is not taken for a checkpoint nor for tampering; an edited one is", () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), "ws-cp-")), "checkpoints.jsonl");
+    const line = JSON.stringify(cp);
+    writeFileSync(file, `${line}\n${line.slice(0, 40)}`);
+    expect(readCheckpoints(file, keys.publicKey)).toMatchObject({ count: 1, invalid: 0 });
+    writeFileSync(file, `${line}\n${JSON.stringify({ ...cp, seq: 43 })}\n`);
+    expect(readCheckpoints(file, keys.publicKey)).toMatchObject({ count: 1, invalid: 1 });
   });
 
   it("are appended to a file sink as JSON lines", async () => {

@@ -67,7 +67,11 @@ export function readCheckpoints(
   let count = 0;
   let invalid = 0;
   if (!existsSync(file)) return { latest, count, invalid };
-  for (const line of readFileSync(file, "utf8").split("\n")) {
+  const lines = readFileSync(file, "utf8").split("\n");
+  // A last line without its newline is a write cut off by a crash (lines are appended whole, then fsynced):
+  // it was never a checkpoint, so it is neither counted nor taken for tampering.
+  lines.pop();
+  for (const line of lines) {
     if (!line.trim()) continue;
     let c: Checkpoint;
     try {
