@@ -9,33 +9,25 @@ import { serveUi } from "./platform/http/static.js";
 import { DEFAULT_UI_DIR, VERSION } from "./platform/paths.js";
 import { registerSystemRoutes, type Readiness } from "./modules/system/system.routes.js";
 import { Authenticator } from "./modules/identity/auth.js";
-import { createLimiters, registerIdentityRoutes } from "./modules/identity/identity.routes.js";
+import { createLimiters } from "./modules/identity/identity.routes.js";
 import type { Knex } from "knex";
-import { registerAiRoutes } from "./modules/ai/ai.routes.js";
 import type { AiRuntime } from "./modules/ai/runtime.js";
-import { registerToolRoutes } from "./modules/ai/tools.routes.js";
-import { PERMISSIONS } from "./modules/catalog.js";
-import { registerNotesRoutes } from "./modules/notes/notes.routes.js";
-import { registerNotesTools } from "./modules/notes/notes.tools.js";
-import { registerNotificationRoutes } from "./modules/notifications/notifications.routes.js";
+import { MODULES, permissionCatalog } from "./modules/catalog.js";
+import { pluginModules } from "./modules/integrations/integrations.module.js";
+import type { AppContext, ModuleDefinition } from "./modules/module.js";
 import { ToolRegistry } from "./platform/tools/registry.js";
 import { actorOf, audit } from "./modules/identity/audit.js";
 import type { Bus } from "./platform/bus/bus.js";
 import { installClientInfo } from "./platform/http/client.js";
 import { Outbox } from "./platform/bus/outbox.js";
 import { KbIndex } from "./modules/kb/kb.index.js";
-import { registerKbRoutes } from "./modules/kb/kb.routes.js";
-import { registerKbTools } from "./modules/kb/kb.tools.js";
 import { kbDir } from "./modules/kb/kb.service.js";
-import { registerSsoRoutes } from "./modules/sso/sso.routes.js";
-import { registerChatRoutes } from "./modules/chat/chat.routes.js";
 import { ChatHub } from "./modules/chat/chat.socket.js";
-import { registerAssistantRoutes } from "./modules/assistant/assistant.routes.js";
-import { registerAssistantTools } from "./modules/assistant/assistant.tools.js";
-import { registerProjectRoutes } from "./modules/projects/projects.routes.js";
-import { registerProjectTools } from "./modules/projects/projects.tools.js";
 import { llamaEngine, type AgentDeps, type Engine } from "./modules/assistant/agent.js";
 import { assistantOnMention, chatSink } from "./modules/chat/chat.assistant.js";
+import { bindCatalog } from "./platform/auth/permissions.js";
+import { Gateway } from "./platform/gateway/gateway.js";
+import { PluginHost } from "./plugin-host/host.js";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 
@@ -60,6 +52,10 @@ export interface AppDeps {
   assistantEngine?: Engine;
   /** Route registrations beyond the built-in modules. */
   routes?: ((api: Api) => void)[];
+  /** The plugins this process loaded (default: none). */
+  plugins?: PluginHost;
+  /** The integration gateway (default: one made from the configuration). */
+  gateway?: Gateway;
 }
 
 /** The built app: Koa instance (not listening), its API registry, and its metrics registry. */
@@ -73,6 +69,9 @@ export interface BuiltApp {
   upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** Closes live connections (shutdown). */
   closeRealtime(): void;
+  /** What every module registered with, and the modules (core, then plugins), for the web role's consumers. */
+  context: AppContext;
+  modules: ModuleDefinition[];
 }
 
 /** Builds the Koa app with the full middleware stack and every module's routes; does not listen. */
@@ -102,19 +101,11 @@ export function buildApp(deps: AppDeps): BuiltApp {
   if (deps.knex && authenticator && limiters) {
     api.setAuth({ knex: deps.knex, identify: (ctx) => authenticator.identify(ctx), limit: limiters.api });
   }
-  registerIdentityRoutes(api, { knex: deps.knex, config, authenticator, limiters });
+  const plugins = deps.plugins ?? PluginHost.empty();
+  const modules = [...MODULES, ...pluginModules(plugins)];
+  const permissions = permissionCatalog(modules);
+  if (deps.knex) bindCatalog(deps.knex, permissions);
   const outbox = deps.outbox ?? new Outbox(config.nats.prefix);
-  registerSsoRoutes(api, {
-    knex: deps.knex,
-    config,
-    masterKey: deps.masterKey,
-    outbox,
-    authenticator,
-    limiters,
-  });
-  registerAiRoutes(api, { knex: deps.knex, config, runtime: deps.ai ?? null });
-  registerNotesRoutes(api);
-  registerNotificationRoutes(api);
   const chatHub =
     deps.knex && deps.bus && authenticator
       ? new ChatHub({
@@ -126,23 +117,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
           log: log.child({ module: "chat" }),
         })
       : null;
-  // The assistant answers @assistant in chat; its loop is wired below, once every tool is registered.
-  let chatAgent: AgentDeps | null = null;
-  const chatNotify = chatHub ? chatHub.notify : () => undefined;
-  const chatLog = log.child({ module: "chat" });
-  registerChatRoutes(api, chatNotify, { knex: deps.knex, config, agent: () => chatAgent, log: chatLog });
-  if (chatHub) chatHub.afterPost = assistantOnMention(() => chatAgent, chatNotify, chatLog);
-  const kbDeps = {
-    config,
-    knex: deps.knex,
-    bus: deps.bus ?? null,
-    outbox,
-    index: deps.kbIndex ?? new KbIndex(kbDir(config)),
-    ai: deps.ai ?? null,
-  };
-  registerKbRoutes(api, kbDeps);
-
-  const tools = new ToolRegistry(PERMISSIONS, log, (trx, caller, details) =>
+  const tools = new ToolRegistry(permissions, log, (trx, caller, details) =>
     audit(trx, {
       ...actorOf(caller),
       action: "ai.tool_call",
@@ -151,27 +126,57 @@ export function buildApp(deps: AppDeps): BuiltApp {
       details,
     }),
   );
-  registerNotesTools(tools);
-  registerKbTools(tools, kbDeps);
-  registerAssistantTools(tools);
-  registerProjectTools(tools, config);
-  registerToolRoutes(api, tools);
   const engine = deps.assistantEngine ?? (deps.ai ? llamaEngine(deps.ai, config) : null);
-  const assistantLog = log.child({ module: "assistant" });
-  const agent: AgentDeps | null =
+  // The assistant's loop is made once every module has registered its tools.
+  let agent: AgentDeps | null = null;
+  const context: AppContext = {
+    config,
+    log,
+    knex: deps.knex,
+    masterKey: deps.masterKey,
+    bus: deps.bus ?? null,
+    outbox,
+    ai: deps.ai ?? null,
+    permissions,
+    authenticator,
+    limiters,
+    kb: {
+      config,
+      knex: deps.knex,
+      bus: deps.bus ?? null,
+      outbox,
+      index: deps.kbIndex ?? new KbIndex(kbDir(config)),
+      ai: deps.ai ?? null,
+    },
+    chat: { notify: chatHub ? chatHub.notify : () => undefined },
+    engine,
+    agent: () => agent,
+    tools,
+    gateway:
+      deps.gateway ??
+      new Gateway({
+        enabled: config.integrations.egress,
+        allowLoopback: config.integrations.allowLoopback,
+        log: log.child({ module: "gateway" }),
+      }),
+    plugins,
+  };
+  for (const m of modules) m.tools?.(tools, context);
+  agent =
     deps.knex && engine
       ? {
           knex: deps.knex,
           config,
           tools,
           engine,
-          log: assistantLog,
+          log: log.child({ module: "assistant" }),
           sinkFor: chatHub ? chatSink(deps.knex, chatHub.notify) : undefined,
         }
       : null;
-  chatAgent = agent;
-  registerAssistantRoutes(api, { config, tools, agent, log: assistantLog });
-  registerProjectRoutes(api, { config, knex: deps.knex ?? null, engine });
+  // The assistant answers @assistant in chat.
+  if (chatHub)
+    chatHub.afterPost = assistantOnMention(() => agent, chatHub.notify, log.child({ module: "chat" }));
+  for (const m of modules) m.routes?.(api, context);
 
   for (const register of deps.routes ?? []) register(api);
   app.use(api.middleware());
@@ -185,5 +190,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
     tools,
     upgrade: chatHub ? (req, socket, head) => void chatHub.handleUpgrade(req, socket, head) : undefined,
     closeRealtime: () => chatHub?.close(),
+    context,
+    modules,
   };
 }

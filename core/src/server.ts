@@ -4,23 +4,22 @@ import type { AddressInfo } from "node:net";
 import type { Config } from "./config/schema.js";
 import type { Logger } from "./platform/log.js";
 import { buildApp } from "./app.js";
-import { MODULE_QUEUES } from "./modules/catalog.js";
-import { KB_INDEX_QUEUE } from "./modules/kb/kb.events.js";
+import { MODULES, moduleQueues, permissionCatalog } from "./modules/catalog.js";
+import { pluginModules } from "./modules/integrations/integrations.module.js";
+import type { Started } from "./modules/module.js";
 import { KbIndex } from "./modules/kb/kb.index.js";
-import { handleIndexJob } from "./modules/kb/kb.ingest.js";
-import { startStallWatchdog } from "./modules/kb/kb.watchdog.js";
-import { repairIndexes } from "./modules/kb/kb.repair.js";
 import { kbDir } from "./modules/kb/kb.service.js";
 import { closeParser } from "./modules/kb/parse/parser.js";
-import { handleSyncJob, SSO_SYNC_QUEUE, startSyncScheduler } from "./modules/sso/sso.sync.js";
-import { startCheckpointer } from "./modules/identity/audit.anchor.js";
-import { startReminderScheduler } from "./modules/projects/projects.reminders.js";
+import { bindCatalog } from "./platform/auth/permissions.js";
+import { Gateway } from "./platform/gateway/gateway.js";
+import { DEFAULT_PLUGINS_DIR } from "./platform/paths.js";
+import { PluginHost } from "./plugin-host/host.js";
 import type { ToolRegistry } from "./platform/tools/registry.js";
 import { ensureMasterKey } from "./platform/secrets.js";
 import { withDeadline } from "./platform/deadline.js";
 import { AiRuntime } from "./modules/ai/runtime.js";
 import { openDatabase, type Database } from "./platform/db/database.js";
-import { connectBus, databaseDeadLetters, type Bus, type Worker } from "./platform/bus/bus.js";
+import { connectBus, databaseDeadLetters, type Bus } from "./platform/bus/bus.js";
 import { startLocalNats, type LocalNats } from "./platform/bus/local-server.js";
 import { Outbox, OutboxRelay } from "./platform/bus/outbox.js";
 import { EVENTS, type QueueDef } from "./platform/bus/topology.js";
@@ -62,6 +61,15 @@ export async function startServer(
   opts: StartOptions = {},
 ): Promise<RunningServer> {
   const db = await openDatabase(config, { migrate: config.database.migrateOnStart, log });
+  // Plugins load first: their permissions and queues join the core modules'.
+  const plugins = await PluginHost.load(config.integrations.pluginsDir ?? DEFAULT_PLUGINS_DIR, log);
+  const modules = [...MODULES, ...pluginModules(plugins)];
+  bindCatalog(db.knex, permissionCatalog(modules));
+  const gateway = new Gateway({
+    enabled: config.integrations.egress,
+    allowLoopback: config.integrations.allowLoopback,
+    log: log.child({ module: "gateway" }),
+  });
   let localNats: LocalNats | undefined;
   let bus: Bus;
   try {
@@ -82,7 +90,7 @@ export async function startServer(
       name: `worksynapse-${hostname()}-${process.pid}`,
       log,
       deadLetters: databaseDeadLetters(db.knex),
-      extraQueues: [...MODULE_QUEUES, ...(opts.queues ?? [])],
+      extraQueues: [...moduleQueues(modules), ...(opts.queues ?? [])],
     });
   } catch (err) {
     await localNats?.stop();
@@ -101,49 +109,31 @@ export async function startServer(
       bus: () => bus.ping(1500),
     },
   };
-  const workers: Worker[] = [];
   const kbIndex = new KbIndex(kbDir(config));
   // The inference service loads models lazily: web answers chat, the worker embeds documents.
   const ai =
     config.roles.includes("web") || config.roles.includes("worker")
       ? new AiRuntime(config, log.child({ module: "ai" }))
       : undefined;
-  const stopSchedulers: (() => void)[] = [];
-  let stopCheckpointer: (() => Promise<void>) | undefined;
+  const started: Started[] = [];
   if (config.roles.includes("worker")) {
-    const ssoLog = log.child({ module: "sso" });
     const masterKey = ensureMasterKey(config, log);
-    workers.push(
-      await bus.work(SSO_SYNC_QUEUE, (job) => handleSyncJob({ knex: db.knex, masterKey, log: ssoLog }, job)),
-    );
-    stopSchedulers.push(startSyncScheduler({ knex: db.knex, outbox, log: ssoLog }));
-    stopCheckpointer = startCheckpointer({
-      knex: db.knex,
-      config,
-      masterKey,
-      log: log.child({ module: "audit" }),
-    });
-    stopSchedulers.push(
-      startReminderScheduler({
-        knex: db.knex,
-        log: log.child({ module: "projects" }),
-        intervalMs: config.projects.reminderIntervalMs,
-      }),
-    );
-    const kbLog = log.child({ module: "kb" });
-    stopSchedulers.push(startStallWatchdog({ knex: db.knex, outbox, config, log: kbLog }));
-    // In the background: a damaged organization table is rebuilt, the rest of the start does not wait.
-    void repairIndexes({ knex: db.knex, index: kbIndex, outbox, log: kbLog }).catch((err: unknown) =>
-      kbLog.error({ err }, "the knowledge-base index check failed"),
-    );
-    workers.push(
-      await bus.work(KB_INDEX_QUEUE, (job) =>
-        handleIndexJob(
-          { config, index: kbIndex, outbox, ai: ai ?? null, knex: db.knex, bus, log: kbLog },
-          job,
-        ),
-      ),
-    );
+    for (const m of modules)
+      if (m.worker)
+        started.push(
+          await m.worker({
+            config,
+            log,
+            knex: db.knex,
+            bus,
+            outbox,
+            masterKey,
+            ai: ai ?? null,
+            kbIndex,
+            gateway,
+            plugins,
+          }),
+        );
   }
 
   let server: http.Server | undefined;
@@ -165,8 +155,11 @@ export async function startServer(
       kbIndex,
       routes: opts.routes,
       assistantEngine: opts.assistantEngine,
+      plugins,
+      gateway,
     });
     tools = built.tools;
+    for (const m of built.modules) if (m.web) started.push(await m.web(built.context));
     server = http.createServer(built.app.callback());
     if (built.upgrade) server.on("upgrade", built.upgrade);
     closeRealtime = built.closeRealtime;
@@ -215,11 +208,14 @@ export async function startServer(
       server?.closeIdleConnections();
       // Live sockets close first (1012): their clients reconnect to another node and resume.
       closeRealtime?.();
-      stopSchedulers.forEach((stopScheduler) => stopScheduler());
-      await step("workers", () => Promise.all(workers.map((w) => w.stop())), grace);
+      // Schedulers stop, then consumers finish what they hold; the audit checkpointer writes a last checkpoint.
+      await step("schedulers", () => Promise.all(started.map((s) => s.stop?.())), 5000);
+      await step(
+        "workers",
+        () => Promise.all(started.flatMap((s) => s.workers ?? []).map((w) => w.stop())),
+        grace,
+      );
       await step("outbox relay", () => relay.stop(), 5000);
-      // A last checkpoint of the audit chains, with the database still open.
-      await step("audit checkpoint", () => stopCheckpointer?.(), 5000);
       const timeout = setTimeout(() => {
         log.warn("in-flight requests did not finish in time; closing their connections");
         server?.closeAllConnections();
@@ -231,6 +227,7 @@ export async function startServer(
       await step("parser", () => closeParser(), 1000);
       await step("bus", () => bus.close(), 5000);
       await step("local nats-server", () => localNats?.stop(), 12000);
+      await step("gateway", () => gateway.close(), 2000);
       await step("database", () => db.close(), 5000);
       log.info(
         { ms: Date.now() - t0, clean },

@@ -345,8 +345,8 @@ describe("notes: AI tools", () => {
       ).rows as { key: string; permissions: string[] }[];
       return rows.map((r) => r.key);
     });
-    const { PERMISSIONS } = await import("../../core/src/modules/catalog.js");
-    const codes = permissions.flatMap((k) => PERMISSIONS.ofBuiltinRole(k as "member"));
+    const { catalogOf } = await import("../../core/src/platform/auth/permissions.js");
+    const codes = permissions.flatMap((k) => catalogOf(srv.db.knex).ofBuiltinRole(k as "member"));
     return { orgId, userId, email: "", permissions: new Set(codes), systemAdmin: false, via: "session" };
   };
 

@@ -477,6 +477,54 @@ export const configSchema = z.object({
         ),
     })
     .default({ checkpointIntervalMs: 60_000 }),
+  integrations: z
+    .object({
+      egress: bool
+        .default(true)
+        .describe(
+          "Whether integrations may call out at all. false: every outbound call is refused (webhooks still come in).",
+        ),
+      allowLoopback: bool
+        .default(false)
+        .describe(
+          "Whether a connection may reach a loopback address (an integration on the same host; tests).",
+        ),
+      pluginsDir: z
+        .string()
+        .optional()
+        .describe("Where plugins are loaded from (default: the bundle's plugins/ folder)."),
+      ratePerSecond: z.coerce
+        .number()
+        .min(0.1)
+        .default(10)
+        .describe("Outbound calls per second per connection at most (a token bucket)."),
+      timeoutMs: z.coerce
+        .number()
+        .int()
+        .min(100)
+        .default(15_000)
+        .describe("Longest outbound call, retries included."),
+      webhookBodyBytes: z.coerce
+        .number()
+        .int()
+        .min(1024)
+        .default(1024 * 1024)
+        .describe("Largest inbound webhook body."),
+      webhookToleranceSeconds: z.coerce
+        .number()
+        .int()
+        .min(10)
+        .default(300)
+        .describe("How old a signed webhook's timestamp may be (generic and Slack schemes)."),
+    })
+    .default({
+      egress: true,
+      allowLoopback: false,
+      ratePerSecond: 10,
+      timeoutMs: 15_000,
+      webhookBodyBytes: 1024 * 1024,
+      webhookToleranceSeconds: 300,
+    }),
   secrets: z
     .object({
       masterKey: secret(

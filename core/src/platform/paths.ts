@@ -24,6 +24,8 @@ export const CORE_ROOT = findRoot();
 export const ASSETS_DIR = path.join(CORE_ROOT, "assets");
 /** The built web UI, by default. */
 export const DEFAULT_UI_DIR = path.resolve(CORE_ROOT, "..", "ui", "build");
+/** The plugins shipped with the bundle, by default. */
+export const DEFAULT_PLUGINS_DIR = path.resolve(CORE_ROOT, "..", "plugins");
 /** Version of this build. */
 export const VERSION = (
   JSON.parse(readFileSync(path.join(CORE_ROOT, "package.json"), "utf8")) as { version: string }

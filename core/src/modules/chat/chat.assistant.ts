@@ -223,3 +223,53 @@ export function assistantOnMention(
       .catch((err: unknown) => log.error({ err }, "the assistant could not answer in chat"));
   };
 }
+
+/**
+ * Asks the assistant once, as a person, outside the web UI (an integration's slash command): the question and
+ * the answer are kept in the person's assistant conversations, the run is admitted and logged like any other,
+ * and the answer's text (with its sources) is returned. A step that needs approval ends the answer with where
+ * to approve it.
+ */
+export async function askOnce(
+  agent: AgentDeps,
+  caller: Caller,
+  question: string,
+  source: string,
+): Promise<string> {
+  if (!can(caller, "assistant.use")) return "(You may not use the assistant.)";
+  const setup = await withOrg(agent.knex, caller.orgId, async (trx) => {
+    const model = (await orgModels(trx, caller.orgId)).chat;
+    if (!model) return null;
+    await admitAiRequest({ caller, trx });
+    const [conv] = (await trx("ai_conversations")
+      .insert({ org_id: caller.orgId, user_id: caller.userId, title: `${source}: ${question.slice(0, 70)}` })
+      .returning("id")) as { id: string }[];
+    const userMessage = await appendMessage(trx, conv?.id as string, { role: "user", content: question });
+    const runId = await createRun(
+      { caller, trx },
+      { conversationId: conv?.id as string, model: model.name, question },
+    );
+    return { model, runId, conversationId: conv?.id as string, userMessageId: userMessage.id };
+  });
+  if (!setup) return "(No chat model is installed.)";
+  let answer = "";
+  const emit: Emit = (event, data) => {
+    if (event === "done") {
+      const m = (data as { message: { content: string; citations: Citation[] } }).message;
+      answer = m.content + sourcesOf(m.citations);
+    } else if (event === "approval") {
+      const a = (data as { approval: { summary: string } }).approval;
+      answer = `Waiting for approval in WorkSynapse: ${a.summary}`;
+    } else if (event === "error") {
+      answer = `(The assistant failed: ${(data as { error: { message: string } }).error.message})`;
+    }
+  };
+  await startRun(
+    agent,
+    caller,
+    { ...setup, question, grounded: can(caller, "kb.read") },
+    emit,
+    new AbortController().signal,
+  );
+  return answer || "(No answer.)";
+}

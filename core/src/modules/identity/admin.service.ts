@@ -1,10 +1,10 @@
 import type { Knex } from "knex";
 import type { Config } from "../../config/schema.js";
 import { can, type Caller } from "../../platform/auth/caller.js";
-import { PERMISSIONS } from "../catalog.js";
 import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "./audit.js";
 import { permissionsOf, rolesOfUser } from "./auth.js";
+import { catalogOf } from "../../platform/auth/permissions.js";
 import { assertPassword, createSession, type RequestMeta } from "./identity.service.js";
 import { hashPassword } from "./passwords.js";
 import { newApiKey, newToken, tokenHash } from "./tokens.js";
@@ -106,7 +106,7 @@ export async function assertCanGrant(
 ): Promise<void> {
   if (roleIds.length === 0) return;
   const roles = await trx("roles").whereIn("id", roleIds).select("key", "builtin", "permissions");
-  const missing = [...permissionsOf(roles)].filter((p) => !can(caller, p));
+  const missing = [...permissionsOf(trx, roles)].filter((p) => !can(caller, p));
   if (missing.length > 0)
     throw AppError.forbidden(`You cannot grant permissions you do not hold: ${missing.join(", ")}.`);
 }
@@ -131,7 +131,7 @@ export async function assertOutranks(
   for (const row of rows) {
     if (row.system_admin && !caller.systemAdmin)
       throw AppError.forbidden("Only a system administrator can change a system administrator.");
-    const missing = [...permissionsOf(await rolesOfUser(trx, row.id))].filter((p) => !can(caller, p));
+    const missing = [...permissionsOf(trx, await rolesOfUser(trx, row.id))].filter((p) => !can(caller, p));
     if (missing.length > 0)
       throw new AppError(
         403,
@@ -399,9 +399,9 @@ export async function acceptInvitation(
 
 // ---------- roles ----------
 
-function presentRole(r: Record<string, unknown>) {
+function presentRole(db: object, r: Record<string, unknown>) {
   const perms = [
-    ...permissionsOf([
+    ...permissionsOf(db, [
       { key: r.key as string, builtin: r.builtin as boolean, permissions: r.permissions as string[] },
     ]),
   ].sort();
@@ -420,11 +420,12 @@ export async function listRoles({ trx }: Svc) {
   const rows = await trx("roles")
     .select("*")
     .orderBy([{ column: "builtin", order: "desc" }, "name"]);
-  return rows.map(presentRole);
+  return rows.map((r) => presentRole(trx, r));
 }
 
-function checkPermissionCodes(caller: Caller, codes: string[]) {
-  const unknown = codes.filter((c) => !PERMISSIONS.has(c));
+function checkPermissionCodes(trx: Knex.Transaction, caller: Caller, codes: string[]) {
+  const catalog = catalogOf(trx);
+  const unknown = codes.filter((c) => !catalog.has(c));
   if (unknown.length)
     throw AppError.badRequest(`Unknown permissions: ${unknown.join(", ")}.`, {
       fields: [{ path: "permissions", message: "unknown permission" }],
@@ -439,7 +440,7 @@ export async function createRole(
   { caller, trx }: Svc,
   input: { name: string; description: string; permissions: string[] },
 ) {
-  checkPermissionCodes(caller, input.permissions);
+  checkPermissionCodes(trx, caller, input.permissions);
   const key = `custom-${input.name
     .toLowerCase()
     .replace(/[^a-z0-9]+/g, "-")
@@ -462,7 +463,7 @@ export async function createRole(
       outcome: "success",
       details: { name: input.name, permissions: input.permissions },
     });
-    return presentRole(row);
+    return presentRole(trx, row);
   } catch (err) {
     if ((err as { code?: string }).code === "23505")
       throw AppError.conflict("A role with this name exists.", { field: "name" });
@@ -484,8 +485,8 @@ export async function updateRole(
   input: { name?: string; description?: string; permissions?: string[] },
 ) {
   const current = await customRole(trx, id);
-  checkPermissionCodes(caller, current.permissions as string[]);
-  if (input.permissions) checkPermissionCodes(caller, input.permissions);
+  checkPermissionCodes(trx, caller, current.permissions as string[]);
+  if (input.permissions) checkPermissionCodes(trx, caller, input.permissions);
   await assertOutranks(trx, caller, await holdersOf(trx, id));
   if (
     input.name !== undefined &&
@@ -510,13 +511,13 @@ export async function updateRole(
     outcome: "success",
     details: patch,
   });
-  return presentRole(row);
+  return presentRole(trx, row);
 }
 
 /** Deletes a custom role (its grants go with it). */
 export async function deleteRole({ caller, trx }: Svc, id: string) {
   const current = await customRole(trx, id);
-  checkPermissionCodes(caller, current.permissions as string[]);
+  checkPermissionCodes(trx, caller, current.permissions as string[]);
   await assertOutranks(trx, caller, await holdersOf(trx, id));
   await trx("roles").where({ id }).delete();
   await audit(trx, {
@@ -529,13 +530,15 @@ export async function deleteRole({ caller, trx }: Svc, id: string) {
 }
 
 /** The permission catalog (from code). */
-export function listPermissions() {
-  return PERMISSIONS.all().map((p) => ({
-    code: p.code,
-    module: p.module,
-    description: p.description,
-    roles: p.roles,
-  }));
+export function listPermissions(db: object) {
+  return catalogOf(db)
+    .all()
+    .map((p) => ({
+      code: p.code,
+      module: p.module,
+      description: p.description,
+      roles: p.roles,
+    }));
 }
 
 // ---------- groups ----------
@@ -721,7 +724,7 @@ export async function createApiKey(
 ) {
   if (caller.via !== "session")
     throw AppError.forbidden("API keys are created from a signed-in browser session.");
-  checkPermissionCodes(caller, input.permissions);
+  checkPermissionCodes(trx, caller, input.permissions);
   if (input.expiresAt && new Date(input.expiresAt) <= new Date()) {
     throw AppError.badRequest("The expiry must be in the future.", {
       fields: [{ path: "expiresAt", message: "in the past" }],

@@ -3,8 +3,7 @@ import type { Knex } from "knex";
 import { SignJWT, jwtVerify } from "jose";
 import type { Config } from "../../config/schema.js";
 import type { Caller } from "../../platform/auth/caller.js";
-import { BUILTIN_ROLES, type BuiltinRole } from "../../platform/auth/permissions.js";
-import { PERMISSIONS } from "../catalog.js";
+import { BUILTIN_ROLES, catalogOf, type BuiltinRole } from "../../platform/auth/permissions.js";
 import { AppError } from "../../platform/http/errors.js";
 import { apiKeyPrefix, sameHash, tokenHash } from "./tokens.js";
 
@@ -79,12 +78,13 @@ interface RoleRow {
 }
 
 /** The permissions a set of roles grants (built-in roles from code, custom roles from their rows). */
-export function permissionsOf(roles: RoleRow[]): Set<string> {
+export function permissionsOf(db: object, roles: RoleRow[]): Set<string> {
+  const catalog = catalogOf(db);
   const out = new Set<string>();
   for (const r of roles) {
     const perms =
       r.builtin && (BUILTIN_ROLES as readonly string[]).includes(r.key)
-        ? PERMISSIONS.ofBuiltinRole(r.key as BuiltinRole)
+        ? catalog.ofBuiltinRole(r.key as BuiltinRole)
         : r.permissions;
     for (const p of perms) out.add(p);
   }
@@ -222,7 +222,7 @@ export class Authenticator {
           userId: user.id,
           email: user.email,
           systemAdmin: user.system_admin,
-          permissions: permissionsOf(user.roles),
+          permissions: permissionsOf(trx, user.roles),
           via: "session",
           sessionId,
           ...meta,
@@ -252,7 +252,7 @@ export class Authenticator {
           "The API key is revoked or expired.",
         );
         // A key never holds more than its owner holds now.
-        const owner = permissionsOf(user.roles);
+        const owner = permissionsOf(trx, user.roles);
         return {
           orgId,
           userId: user.id,
@@ -295,7 +295,7 @@ export class Authenticator {
           await callerRow(trx, "auth_token_caller", [org, key, sub]),
           "The API key behind this token was revoked.",
         );
-        const owner = permissionsOf(user.roles);
+        const owner = permissionsOf(trx, user.roles);
         return {
           orgId: org,
           userId: user.id,
@@ -309,4 +309,28 @@ export class Authenticator {
       },
     };
   }
+}
+
+/**
+ * A person of the organization as a caller, for work done on their behalf outside a request (a chat slash
+ * command answered as them); their current roles apply. Null when no active person has this email.
+ */
+export async function callerOfUser(
+  trx: Knex.Transaction,
+  orgId: string,
+  email: string,
+): Promise<Caller | null> {
+  const u = (await trx("users")
+    .whereRaw("lower(email) = lower(?)", [email])
+    .first("id", "email", "status", "system_admin")) as
+    { id: string; email: string; status: string; system_admin: boolean } | undefined;
+  if (!u || u.status !== "active") return null;
+  return {
+    orgId,
+    userId: u.id,
+    email: u.email,
+    systemAdmin: u.system_admin,
+    permissions: permissionsOf(trx, await rolesOfUser(trx, u.id)),
+    via: "token",
+  };
 }

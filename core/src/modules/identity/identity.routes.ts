@@ -522,7 +522,7 @@ export function registerIdentityRoutes(
     tags,
     permission: "admin.roles",
     response: dataOf(z.array(s.permissionSchema)),
-    handler: async () => ({ data: admin.listPermissions() }),
+    handler: async (_ctx, _in, { trx }) => ({ data: admin.listPermissions(trx) }),
   });
   api.route({
     method: "get",

@@ -420,5 +420,5 @@ export async function changePassword(
 
 /** Effective permissions of a user (for presenters). */
 export async function userPermissions(trx: Knex.Transaction, userId: string): Promise<string[]> {
-  return [...permissionsOf(await rolesOfUser(trx, userId))].sort();
+  return [...permissionsOf(trx, await rolesOfUser(trx, userId))].sort();
 }

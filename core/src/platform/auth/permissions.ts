@@ -52,3 +52,23 @@ export class PermissionCatalog {
       .map((p) => p.code);
   }
 }
+
+/**
+ * The installation's catalog, by database handle (as platform/db/keys.ts binds the master key): it is built at
+ * start from the module and plugin definitions, so the code that reads it never imports the module list.
+ */
+const catalogs = new WeakMap<object, PermissionCatalog>();
+
+const configOf = (db: object) => (db as { client: { config: object } }).client.config;
+
+/** Binds the catalog to a database handle and its transactions (done once, where the app is built). */
+export function bindCatalog(db: object, catalog: PermissionCatalog): void {
+  catalogs.set(configOf(db), catalog);
+}
+
+/** The catalog bound to a handle or one of its transactions; throws when none was bound. */
+export function catalogOf(db: object): PermissionCatalog {
+  const c = catalogs.get(configOf(db));
+  if (!c) throw new Error("no permission catalog is bound to this database handle (see modules/catalog.ts)");
+  return c;
+}

@@ -18,7 +18,17 @@ export type WebhookScheme =
    * Generic: X-Webhook-Timestamp (Unix seconds) and X-Webhook-Signature = "v1=" + HMAC-SHA256(secret,
    * timestamp + "." + body); the timestamp must be within `toleranceSeconds` (default 300) of now.
    */
-  | { kind: "hmac"; secret: string; toleranceSeconds?: number };
+  | { kind: "hmac"; secret: string; toleranceSeconds?: number }
+  /**
+   * Mattermost: slash commands send `Authorization: Token <token>`; outgoing webhooks put `token` in the JSON
+   * or form body. The token is the one Mattermost generated for the command or hook.
+   */
+  | { kind: "mattermost"; token: string }
+  /**
+   * Slack and Slack-compatible servers: X-Slack-Signature = "v0=" + HMAC-SHA256(signing secret,
+   * "v0:" + X-Slack-Request-Timestamp + ":" + body), the timestamp within `toleranceSeconds` (default 300).
+   */
+  | { kind: "slack"; secret: string; toleranceSeconds?: number };
 
 /** What identifies a delivery, for replay protection. */
 export interface Delivery {
@@ -102,7 +112,41 @@ export function verifyWebhook(
       if (Math.abs(now - signedAt) > (scheme.toleranceSeconds ?? 300) * 1000) return refuse("stale");
       return accept(signedAt);
     }
+    case "mattermost": {
+      const auth = header(headers, "authorization");
+      const token = auth?.toLowerCase().startsWith("token ")
+        ? auth.slice(6).trim()
+        : bodyToken(headers, rawBody);
+      if (!token) return refuse("missing_signature");
+      return same(token, scheme.token) ? accept() : refuse("bad_signature");
+    }
+    case "slack": {
+      const ts = header(headers, "x-slack-request-timestamp");
+      const sig = header(headers, "x-slack-signature");
+      if (!ts || !sig || !/^\d{1,12}$/.test(ts)) return refuse("missing_signature");
+      const expected = `v0=${hmacHex(scheme.secret, Buffer.concat([Buffer.from(`v0:${ts}:`), rawBody]))}`;
+      if (!same(sig.trim(), expected)) return refuse("bad_signature");
+      const signedAt = Number(ts) * 1000;
+      if (Math.abs(now - signedAt) > (scheme.toleranceSeconds ?? 300) * 1000) return refuse("stale");
+      return accept(signedAt);
+    }
   }
+}
+
+/** The `token` field of a JSON or form body (Mattermost outgoing webhooks). */
+function bodyToken(headers: Headers, rawBody: Buffer): string | undefined {
+  const type = header(headers, "content-type") ?? "";
+  const text = rawBody.toString("utf8");
+  if (/json/i.test(type)) {
+    try {
+      const v = (JSON.parse(text) as { token?: unknown }).token;
+      return typeof v === "string" ? v : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  if (/x-www-form-urlencoded/i.test(type)) return new URLSearchParams(text).get("token") ?? undefined;
+  return undefined;
 }
 
 /** Signs a body the generic way (for senders on the site, and tests). */

@@ -4,6 +4,7 @@ import { can, type Caller } from "../auth/caller.js";
 import type { PermissionCatalog } from "../auth/permissions.js";
 import { withOrg } from "../db/tenant.js";
 import { AppError } from "../http/errors.js";
+import { EgressError } from "../gateway/gateway.js";
 import type { Logger } from "../log.js";
 
 /** What a tool does: reads, changes data, or reaches an outside system. */
@@ -171,7 +172,7 @@ export class ToolRegistry {
       });
     } catch (err) {
       // The tool's transaction rolled back; the failure is logged on its own. Unexpected errors are not shown raw.
-      const expected = err instanceof AppError && err.status < 500;
+      const expected = (err instanceof AppError && err.status < 500) || err instanceof EgressError;
       if (!expected) this.log.error({ err, tool: name, orgId: caller.orgId }, "tool failed");
       return logAlone({ status: "error", error: expected ? err.message : "The tool failed." });
     }
