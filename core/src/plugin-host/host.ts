@@ -51,10 +51,10 @@ export class PluginHost {
   /** Loads every plugin in `dir` (each subfolder with a plugin.json); never throws for a plugin's fault. */
   static async load(dir: string, log: Pick<Logger, "info" | "error" | "child">): Promise<PluginHost> {
     const found: LoadedPlugin[] = [];
+    // Each folder (or link to one: an installation may link plugins in from elsewhere) with a plugin.json.
     const folders = existsSync(dir)
-      ? readdirSync(dir, { withFileTypes: true })
-          .filter((d) => d.isDirectory() && existsSync(path.join(dir, d.name, "plugin.json")))
-          .map((d) => d.name)
+      ? readdirSync(dir)
+          .filter((name) => existsSync(path.join(dir, name, "plugin.json")))
           .sort()
       : [];
     for (const folder of folders) {

@@ -60,7 +60,9 @@ export const MODULES: ModuleEntry[] = [
     id: "integrations",
     label: "module.integrations",
     description: "module.integrations.desc",
-    section: "work",
+    section: "admin",
+    href: "/admin/integrations",
+    permission: "integrations.manage",
   },
   {
     id: "productivity",
