@@ -27,7 +27,8 @@ export {
   sinkOf,
   writeCheckpoints,
 } from "./modules/identity/audit.anchor.js";
-export { ensureMasterKey } from "./platform/secrets.js";
+export { ensureMasterKey, auditRootKey, keyFiles, resealAll, type SealedColumn } from "./platform/secrets.js";
+export { MODULES } from "./modules/catalog.js";
 export { withOrg } from "./platform/db/tenant.js";
 export { importModel, listModels, removeModel, inspectModelFile } from "./modules/ai/models.service.js";
 export { AiRuntime } from "./modules/ai/runtime.js";

@@ -15,7 +15,7 @@ import { Gateway } from "./platform/gateway/gateway.js";
 import { DEFAULT_PLUGINS_DIR } from "./platform/paths.js";
 import { PluginHost } from "./plugin-host/host.js";
 import type { ToolRegistry } from "./platform/tools/registry.js";
-import { ensureMasterKey } from "./platform/secrets.js";
+import { assertNoPendingRotation, auditRootKey, ensureMasterKey } from "./platform/secrets.js";
 import { withDeadline } from "./platform/deadline.js";
 import { AiRuntime } from "./modules/ai/runtime.js";
 import { openDatabase, type Database } from "./platform/db/database.js";
@@ -60,6 +60,7 @@ export async function startServer(
   log: Logger,
   opts: StartOptions = {},
 ): Promise<RunningServer> {
+  assertNoPendingRotation(config);
   const db = await openDatabase(config, { migrate: config.database.migrateOnStart, log });
   // Plugins load first: their permissions and queues join the core modules'.
   const plugins = await PluginHost.load(config.integrations.pluginsDir ?? DEFAULT_PLUGINS_DIR, log);
@@ -128,6 +129,7 @@ export async function startServer(
             bus,
             outbox,
             masterKey,
+            auditKey: auditRootKey(config, log),
             ai: ai ?? null,
             kbIndex,
             gateway,

@@ -197,3 +197,85 @@ describe("worksynapse admin create", () => {
     expect(weak.stderr).toContain("at least 12 characters");
   });
 });
+
+describe("worksynapse secrets rotate", () => {
+  it("re-seals every stored credential with a new master key; the audit log stays verifiable; an interrupted rotation finishes when run again", async () => {
+    const { sealSecret, openSecret } = await import("../../core/src/platform/crypto.js");
+    const db: TestDatabase = await createTestDatabase("rotate");
+    cleanup.push(db.drop);
+    const dir = tmp();
+    init(dir, () => undefined);
+    const keyFile = path.join(dir, "secrets", "master.key");
+    const k1 = readFileSync(keyFile, "utf8").trim();
+    const env = {
+      ...process.env,
+      WORKSYNAPSE_DATA_DIR: dir,
+      DATABASE_URL: db.url,
+      WORKSYNAPSE_ADMIN_PASSWORD: "rotation-admin-password-1",
+    };
+    await run(
+      process.execPath,
+      [BIN, "admin", "create", "--org", "Rotators", "--email", "r@rot.example", "--name", "R"],
+      {
+        env,
+      },
+    );
+    // A connection with sealed credentials and webhook secret, as the integrations module stores them.
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    const org = (await c.query("select id from organizations")).rows[0].id as string;
+    const id = "5b0c6c4e-8f7a-4d7e-9a57-2f1e1c0d9a11";
+    await c.query(
+      `insert into integration_connections (id, org_id, plugin_id, name, base_url, auth_kind, credentials, webhook_secret)
+       values ($1, $2, 'webhook', 'ci', 'https://ci.rot.example', 'token', $3, $4)`,
+      [
+        id,
+        org,
+        sealSecret(k1, "integration:credentials", JSON.stringify({ token: "glpat-secret" }), id),
+        sealSecret(k1, "integration:webhook", "hook-secret", id),
+      ],
+    );
+    const sealed = async () =>
+      (await c.query("select credentials, webhook_secret from integration_connections where id = $1", [id]))
+        .rows[0] as { credentials: string; webhook_secret: string };
+
+    const r1 = await run(process.execPath, [BIN, "secrets", "rotate"], { env });
+    expect(r1.stdout).toMatch(/re-sealed 2 secrets/);
+    const k2 = readFileSync(keyFile, "utf8").trim();
+    expect(k2).not.toBe(k1);
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    expect(r1.stdout).not.toContain(k2);
+    const s2 = await sealed();
+    expect(JSON.parse(openSecret(k2, "integration:credentials", s2.credentials, id))).toEqual({
+      token: "glpat-secret",
+    });
+    expect(openSecret(k2, "integration:webhook", s2.webhook_secret, id)).toBe("hook-secret");
+    expect(() => openSecret(k1, "integration:credentials", s2.credentials, id)).toThrow();
+    // The audit chain was written with the first key, which audit.key keeps.
+    expect(readFileSync(path.join(dir, "secrets", "audit.key"), "utf8").trim()).toBe(k1);
+    expect((await run(process.execPath, [BIN, "audit", "verify"], { env })).stdout).toMatch(
+      /audit log intact/,
+    );
+
+    // A rotation that stopped after writing its next key: running it again finishes it with that key.
+    const k3 = randomBytes(48).toString("base64url");
+    writeFileSync(path.join(dir, "secrets", "master.key.next"), k3 + "\n", { mode: 0o600 });
+    const r2 = await run(process.execPath, [BIN, "secrets", "rotate"], { env });
+    expect(r2.stdout).toMatch(/re-sealed 2 secrets/);
+    expect(readFileSync(keyFile, "utf8").trim()).toBe(k3);
+    expect(openSecret(k3, "integration:webhook", (await sealed()).webhook_secret, id)).toBe("hook-secret");
+    // Stopped after the database commit: nothing left to re-seal, the key file is put in place.
+    const s3 = await sealed();
+    writeFileSync(path.join(dir, "secrets", "master.key.next"), k3 + "\n", { mode: 0o600 });
+    writeFileSync(keyFile, k2 + "\n", { mode: 0o600 });
+    // (k2 no longer opens anything: the run recognises the values as already sealed with the next key.)
+    const r3 = await run(process.execPath, [BIN, "secrets", "rotate"], { env });
+    expect(r3.stdout).toMatch(/re-sealed 0 secrets .*2 already were/);
+    expect(await sealed()).toEqual(s3);
+    expect(readFileSync(keyFile, "utf8").trim()).toBe(k3);
+    expect((await run(process.execPath, [BIN, "audit", "verify"], { env })).stdout).toMatch(
+      /audit log intact/,
+    );
+    await c.end();
+  });
+});

@@ -6,6 +6,7 @@ import {
   existsSync,
   mkdirSync,
   readFileSync,
+  renameSync,
   statfsSync,
   writeFileSync,
   chmodSync,
@@ -26,6 +27,10 @@ import {
   checkpointFile,
   checkpointKeys,
   ensureMasterKey,
+  auditRootKey,
+  keyFiles,
+  resealAll,
+  MODULES,
   readCheckpoints,
   sinkOf,
   writeCheckpoints,
@@ -490,7 +495,7 @@ export function program(): Command {
     )
     .action(async (o: { checkpoints?: string }) => {
       const cfg = config();
-      const masterKey = ensureMasterKey(cfg, silentLogger());
+      const masterKey = auditRootKey(cfg, silentLogger());
       const file = o.checkpoints ?? checkpointFile(cfg.dataDir);
       if (o.checkpoints && !existsSync(file)) {
         process.stderr.write(`--checkpoints: no such file: ${file}\n`);
@@ -568,7 +573,7 @@ export function program(): Command {
     )
     .action(async () => {
       const cfg = config();
-      const masterKey = ensureMasterKey(cfg, silentLogger());
+      const masterKey = auditRootKey(cfg, silentLogger());
       const owner = openOwnerDatabase(cfg);
       try {
         const n = await writeCheckpoints(owner.knex, {
@@ -588,10 +593,65 @@ export function program(): Command {
     .action(() => {
       const cfg = config();
       out(
-        checkpointKeys(ensureMasterKey(cfg, silentLogger()))
+        checkpointKeys(auditRootKey(cfg, silentLogger()))
           .publicKey.export({ type: "spki", format: "pem" })
           .toString()
           .trim(),
+      );
+    });
+
+  const secretsCmd = cmd.command("secrets").description("the master key and the secrets sealed with it");
+  secretsCmd
+    .command("rotate")
+    .description(
+      "replace the master key and re-seal every stored credential with it (stop the servers first; run again if interrupted)",
+    )
+    .option(
+      "--new-key-file <file>",
+      "the new key (at least 32 characters), needed when the key comes from the configuration rather than secrets/master.key",
+    )
+    .action(async (o: { newKeyFile?: string }) => {
+      const cfg = config();
+      const files = keyFiles(cfg);
+      const oldKey = ensureMasterKey(cfg, silentLogger());
+      const inFile = existsSync(files.master) && readFileSync(files.master, "utf8").trim() === oldKey;
+      let newKey: string;
+      if (existsSync(files.next)) newKey = readFileSync(files.next, "utf8").trim();
+      else if (o.newKeyFile) newKey = readFileSync(o.newKeyFile, "utf8").trim();
+      else if (inFile) newKey = randomBytes(48).toString("base64url");
+      else {
+        process.stderr.write(
+          "The master key comes from the configuration: write a new key to a file and pass --new-key-file.\n",
+        );
+        process.exit(2);
+      }
+      if (newKey.length < 32 || newKey === oldKey) {
+        process.stderr.write("The new key must be at least 32 characters and differ from the current one.\n");
+        process.exit(2);
+      }
+      // The audit chain keeps the key it was written with (secrets/audit.key), so it stays verifiable.
+      mkdirSync(files.dir, { recursive: true, mode: 0o700 });
+      if (!existsSync(files.audit)) writeFileSync(files.audit, oldKey + "\n", { mode: 0o600, flag: "wx" });
+      // The next key is on disk before the database changes: an interrupted rotation is finished by running
+      // this again (values already sealed with it are recognised and left alone).
+      if (inFile && !existsSync(files.next))
+        writeFileSync(files.next, newKey + "\n", { mode: 0o600, flag: "wx" });
+      const owner = openOwnerDatabase(cfg);
+      let result: { resealed: number; alreadyNew: number };
+      try {
+        const columns = MODULES.flatMap((m) => m.sealed ?? []);
+        result = await owner.knex.transaction((trx) => resealAll(trx, columns, oldKey, newKey));
+      } finally {
+        await owner.close();
+      }
+      if (inFile) renameSync(files.next, files.master);
+      out(
+        `re-sealed ${result.resealed} secrets with the new master key${result.alreadyNew ? ` (${result.alreadyNew} already were)` : ""}.`,
+      );
+      out(
+        inFile
+          ? `The new key is in ${files.master}; back it up with the database. Start the servers again.`
+          : "Now set the new key in the configuration (as the file you passed), then start the servers.",
       );
     });
 

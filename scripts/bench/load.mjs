@@ -44,12 +44,23 @@ export function cpuSeconds(pid) {
 }
 
 /** One wrk run on CPU 1: requests/s, latency percentiles in ms, and (with a pid) requests per server CPU-second. */
-export function wrk(url, headers = {}, pid, connections = 32) {
+export function wrk(url, headers = {}, pid, connections = 32, script) {
   const cpu0 = pid ? cpuSeconds(pid) : 0;
   const hdr = Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]);
   const out = execFileSync(
     "taskset",
-    ["-c", "1", "wrk", "-t1", `-c${connections}`, `-d${SECONDS}s`, "--latency", ...hdr, url],
+    [
+      "-c",
+      "1",
+      "wrk",
+      "-t1",
+      `-c${connections}`,
+      `-d${SECONDS}s`,
+      "--latency",
+      ...(script ? ["-s", script] : []),
+      ...hdr,
+      url,
+    ],
     { encoding: "utf8" },
   );
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
@@ -70,8 +81,9 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 /** Alternating rounds over named targets; the median requests/s and p50 of each. */
 export function compare(targets) {
   const runs = Object.fromEntries(targets.map((t) => [t.name, []]));
-  for (const t of targets) wrk(t.url, t.headers, t.pid); // warm-up
-  for (let i = 0; i < ROUNDS; i++) for (const t of targets) runs[t.name].push(wrk(t.url, t.headers, t.pid));
+  for (const t of targets) wrk(t.url, t.headers, t.pid, 32, t.script); // warm-up
+  for (let i = 0; i < ROUNDS; i++)
+    for (const t of targets) runs[t.name].push(wrk(t.url, t.headers, t.pid, 32, t.script));
   const pick = (v, key) => median(v.map((r) => r[key]));
   return Object.fromEntries(
     Object.entries(runs).map(([k, v]) => [

@@ -240,7 +240,35 @@ beforeAll(async () => {
   expect(notifications.length).toBe(1);
   const sessions = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/auth/sessions")).data;
   const audit = (await b.owner.json<{ data: { id: string }[] }>("GET", "/api/audit?limit=200")).data;
+  await b.owner.json("PUT", "/api/integrations/plugins/webhook", { enabled: true });
+  const connection = await b.owner.json<{ data: { connection: { id: string } } }>(
+    "POST",
+    "/api/integrations/connections",
+    {
+      plugin: "webhook",
+      name: `hook ${b.marker}`,
+      baseUrl: "https://hooks.bravo.example",
+      auth: { kind: "none" },
+    },
+    201,
+  );
+  const delivery = await withOrg(srv.db.knex, b.orgId, (trx) =>
+    trx("webhook_deliveries")
+      .insert({
+        org_id: b.orgId,
+        connection_id: connection.data.connection.id,
+        delivery_key: "k1",
+        event: "deploy",
+        headers: "{}",
+        content_type: "application/json",
+        body: JSON.stringify({ summary: b.marker }),
+        status: "processed",
+      })
+      .returning("id"),
+  );
   Object.assign(bIds, {
+    integrationConnection: [connection.data.connection.id],
+    webhookDelivery: delivery.map((d: { id: string }) => d.id),
     org: [b.orgId],
     user: [b.ownerId, member.id],
     role: [...roles.map((r) => r.id), custom.data.id],

@@ -8,6 +8,7 @@ import { IDENTITY_PERMISSIONS } from "./identity/identity.permissions.js";
 import { registerIdentityRoutes } from "./identity/identity.routes.js";
 import { startCheckpointer } from "./identity/audit.anchor.js";
 import { registerSsoRoutes } from "./sso/sso.routes.js";
+import { SSO_SECRET_PURPOSE } from "./sso/sso.service.js";
 import { handleSyncJob, SSO_SYNC_QUEUE, startSyncScheduler } from "./sso/sso.sync.js";
 import { AI_PERMISSIONS } from "./ai/ai.permissions.js";
 import { registerAiRoutes } from "./ai/ai.routes.js";
@@ -40,13 +41,14 @@ export const MODULES: ModuleDefinition[] = [
     id: "identity",
     permissions: IDENTITY_PERMISSIONS,
     routes: (api, app) => registerIdentityRoutes(api, app),
-    worker: ({ knex, config, masterKey, log }) => ({
-      stop: startCheckpointer({ knex, config, masterKey, log: log.child({ module: "audit" }) }),
+    worker: ({ knex, config, auditKey, log }) => ({
+      stop: startCheckpointer({ knex, config, masterKey: auditKey, log: log.child({ module: "audit" }) }),
     }),
   }),
   defineModule({
     id: "sso",
     queues: [SSO_SYNC_QUEUE],
+    sealed: [{ table: "sso_providers", column: "secret", purpose: SSO_SECRET_PURPOSE, context: "id" }],
     routes: (api, app) => registerSsoRoutes(api, app),
     worker: async ({ knex, bus, outbox, masterKey, log }) => {
       const ssoLog = log.child({ module: "sso" });
@@ -139,6 +141,9 @@ export const MODULES: ModuleDefinition[] = [
 export function permissionCatalog(modules: ModuleDefinition[]): PermissionCatalog {
   return new PermissionCatalog(Object.fromEntries(modules.map((m) => [m.id, m.permissions ?? {}])));
 }
+
+/** Every sealed column of the modules. */
+export const sealedColumns = (modules: ModuleDefinition[]) => modules.flatMap((m) => m.sealed ?? []);
 
 /** Every module's work queues. */
 export const moduleQueues = (modules: ModuleDefinition[]): QueueDef[] =>

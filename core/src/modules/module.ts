@@ -18,6 +18,7 @@ import type { Limiters } from "./identity/identity.routes.js";
 import type { KbRouteDeps } from "./kb/kb.routes.js";
 import type { KbIndex } from "./kb/kb.index.js";
 import type { PluginHost } from "../plugin-host/host.js";
+import type { SealedColumn } from "../platform/secrets.js";
 
 /** What the web role hands every module when it registers routes and tools. */
 export interface AppContext {
@@ -51,6 +52,8 @@ export interface WorkerContext {
   bus: Bus;
   outbox: Outbox;
   masterKey: string;
+  /** What the audit chain's MACs and checkpoints derive from (platform/secrets.ts `auditRootKey`). */
+  auditKey: string;
   ai: AiRuntime | null;
   kbIndex: KbIndex;
   gateway: Gateway;
@@ -71,6 +74,8 @@ export interface ModuleDefinition {
   permissions?: Record<string, PermissionSpec>;
   /** Work queues (the bus creates a durable consumer for each). */
   queues?: QueueDef[];
+  /** Columns of sealed secrets (`worksynapse secrets rotate` re-seals them with a new master key). */
+  sealed?: SealedColumn[];
   /** AI tools, registered before any route (the assistant's routes need the full registry). */
   tools?(tools: ToolRegistry, app: AppContext): void;
   routes?(api: Api, app: AppContext): void;

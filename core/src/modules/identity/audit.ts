@@ -1,6 +1,6 @@
 import { createHmac, hkdfSync } from "node:crypto";
 import type { Knex } from "knex";
-import { masterKeyOf } from "../../platform/db/keys.js";
+import { auditKeyOf } from "../../platform/db/keys.js";
 import type { Caller } from "../../platform/auth/caller.js";
 
 /** One audit record as written. */
@@ -30,7 +30,7 @@ export const auditMac = (key: Buffer, hash: string) => createHmac("sha256", key)
  * seals the record with its MAC, computed here: the key never reaches the database.
  */
 export async function audit(db: Knex | Knex.Transaction, e: AuditEntry): Promise<void> {
-  const key = auditChainKey(masterKeyOf(db));
+  const key = auditChainKey(auditKeyOf(db));
   const write = async (trx: Knex | Knex.Transaction) => {
     const row = (
       await trx.raw("select * from audit_append(?, ?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb)", [

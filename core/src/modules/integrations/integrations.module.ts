@@ -6,7 +6,12 @@ import { EgressError } from "../../platform/gateway/gateway.js";
 import type { PluginHost } from "../../plugin-host/host.js";
 import { askOnce } from "../chat/chat.assistant.js";
 import { defineModule, type AppContext, type ModuleDefinition } from "../module.js";
-import { connectionFor, enabledPlugin, type IntegrationDeps } from "./integrations.service.js";
+import {
+  connectionFor,
+  enabledPlugin,
+  INTEGRATION_SEALED,
+  type IntegrationDeps,
+} from "./integrations.service.js";
 import { registerIntegrationRoutes } from "./integrations.routes.js";
 import { processDelivery, WEBHOOK_QUEUE } from "./integrations.webhooks.js";
 
@@ -37,6 +42,7 @@ export const integrationsModule = defineModule({
   id: "integrations",
   permissions: INTEGRATIONS_PERMISSIONS,
   queues: [WEBHOOK_QUEUE],
+  sealed: INTEGRATION_SEALED,
   routes: (api, app) => registerIntegrationRoutes(api, depsOf(app), app.outbox),
   // Deliveries are processed where the assistant runs (web role): a chat slash command asks it.
   web: async (app) => {

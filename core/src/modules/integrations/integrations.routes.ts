@@ -5,7 +5,13 @@ import { AppError } from "../../platform/http/errors.js";
 import type { Outbox } from "../../platform/bus/outbox.js";
 import { actorOf, audit } from "../identity/audit.js";
 import * as svc from "./integrations.service.js";
-import { getDelivery, listDeliveries, receiveWebhook, redeliver } from "./integrations.webhooks.js";
+import {
+  getDelivery,
+  listDeliveries,
+  receiveWebhook,
+  redeliver,
+  visibleConnection,
+} from "./integrations.webhooks.js";
 
 const tags = ["integrations"];
 const manage = "integrations.manage";
@@ -324,6 +330,7 @@ export function registerIntegrationRoutes(
       before: z.iso.datetime().optional(),
     }),
     response: dataOf(z.array(deliverySchema)),
+    errors: [404],
     handler: async (_ctx, { params, query }, { trx }) => ({
       data: await listDeliveries(trx, params.id, query.limit, query.before),
     }),
@@ -394,7 +401,9 @@ export function registerIntegrationRoutes(
         }),
       ),
     ),
+    errors: [404],
     handler: async (_ctx, { params, query }, { trx }) => {
+      await visibleConnection(trx, params.id);
       const rows = await trx("integration_events")
         .where({ connection_id: params.id })
         .orderBy("created_at", "desc")

@@ -43,6 +43,13 @@ const CREDENTIALS = "integration:credentials";
 const WEBHOOK = "integration:webhook";
 const OAUTH_STATE = "integration:oauth-state";
 
+/** The module's sealed columns (re-sealed by `worksynapse secrets rotate`). */
+export const INTEGRATION_SEALED = [
+  { table: "integration_connections", column: "credentials", purpose: CREDENTIALS, context: "id" },
+  { table: "integration_connections", column: "webhook_secret", purpose: WEBHOOK, context: "id" },
+  { table: "oauth_states", column: "verifier", purpose: OAUTH_STATE, context: "state" },
+];
+
 /** The secrets of a connection (sealed as one JSON text). */
 const secretsSchema = z
   .object({

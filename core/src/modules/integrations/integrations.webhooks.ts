@@ -22,7 +22,8 @@ import { runtimeConnection, webhookSecretOf, type IntegrationDeps } from "./inte
 export const WEBHOOK_QUEUE = defineQueue(
   "integration-webhooks",
   z.object({ orgId: z.uuid(), deliveryId: z.uuid() }),
-  { concurrency: 4, ackWaitMs: 120_000, maxAttempts: 5, backoffMs: [5_000, 30_000, 120_000, 600_000] },
+  // A short ack wait (the consumer heartbeats while a handler runs): deliveries held by a crashed process come back soon.
+  { concurrency: 4, ackWaitMs: 15_000, maxAttempts: 5, backoffMs: [5_000, 30_000, 120_000, 600_000] },
 );
 
 /** Headers never stored (credentials and signatures). */
@@ -241,6 +242,12 @@ async function publishPluginEvent(
 ) {
   if (!/^[a-z][a-z0-9_.-]{0,60}$/.test(event)) throw new Error(`bad event name ${event}`);
   await outbox.event(trx, defineEvent(`plugins.${pluginId}.${event}`, z.unknown()), payload);
+}
+
+/** 404 unless the connection is the caller's organization's (no existence oracle across organizations). */
+export async function visibleConnection(trx: Knex.Transaction, id: string): Promise<void> {
+  if (!(await trx("integration_connections").where({ id }).first("id")))
+    throw AppError.notFound("No such connection.");
 }
 
 /** Redacts secret-looking fields of a payload for the admin page's preview, and cuts it short. */

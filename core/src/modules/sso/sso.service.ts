@@ -48,7 +48,9 @@ export class SsoError extends Error {
   }
 }
 
-const SECRET_PURPOSE = "sso-provider";
+/** The purpose SSO secrets (the LDAP bind password) are sealed for. */
+export const SSO_SECRET_PURPOSE = "sso-provider";
+const SECRET_PURPOSE = SSO_SECRET_PURPOSE;
 
 const present = (r: Record<string, unknown>): ProviderRow => ({
   id: r.id as string,

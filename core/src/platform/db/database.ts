@@ -4,8 +4,8 @@ import knexPkg, { type Knex } from "knex";
 import ClientPgLite from "knex-pglite";
 import type { Config } from "../../config/schema.js";
 import { silentLogger, type Logger } from "../log.js";
-import { ensureMasterKey } from "../secrets.js";
-import { bindMasterKey } from "./keys.js";
+import { auditRootKey } from "../secrets.js";
+import { bindAuditKey } from "./keys.js";
 import { runMigrations } from "./migrate.js";
 
 /** Knex instance type used throughout core. */
@@ -121,10 +121,10 @@ export function openOwnerDatabase(config: Config): {
   kind: "postgres" | "pglite";
   close(): Promise<void>;
 } {
-  const masterKey = ensureMasterKey(config, silentLogger());
+  const auditKey = auditRootKey(config, silentLogger());
   if (!config.database.url && !config.database.ownerUrl) {
     const { knex, unlock } = openPglite(config);
-    bindMasterKey(knex, masterKey);
+    bindAuditKey(knex, auditKey);
     return {
       knex,
       kind: "pglite",
@@ -140,7 +140,7 @@ export function openOwnerDatabase(config: Config): {
     2,
     `select set_config('worksynapse.app_role', ${roleLiteral}, false)`,
   );
-  bindMasterKey(knex, masterKey);
+  bindAuditKey(knex, auditKey);
   return { knex, kind: "postgres", close: () => knex.destroy() };
 }
 
@@ -188,7 +188,7 @@ export async function openDatabase(config: Config, opts: OpenOptions): Promise<D
     }
   }
   const knex = openPostgres(config.database.url, config.database.poolMax, `set role ${quoteIdent(appRole)}`);
-  bindMasterKey(knex, ensureMasterKey(config, opts.log));
+  bindAuditKey(knex, auditRootKey(config, opts.log));
   try {
     await assertSafeRole(knex);
   } catch (err) {
