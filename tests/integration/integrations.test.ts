@@ -228,13 +228,19 @@ describe("connections and webhooks", () => {
   it("another organization's connection is not found", async () => {
     const other = await createTestOrg(srv, "integrations-other");
     expect((await other.owner.request("GET", `/api/integrations/connections/${conn.id}`)).status).toBe(404);
-    expect(
-      (await other.owner.request("GET", `/api/integrations/connections/${conn.id}/deliveries`)).status,
-    ).toBe(200);
-    const seen = (
-      await other.owner.json<Data<unknown[]>>("GET", `/api/integrations/connections/${conn.id}/deliveries`)
-    ).data;
-    expect(seen).toHaveLength(0);
+    for (const p of ["deliveries", "events"])
+      expect((await other.owner.request("GET", `/api/integrations/connections/${conn.id}/${p}`)).status).toBe(
+        404,
+      );
+    expect((await other.owner.request("POST", `/api/integrations/connections/${conn.id}/test`)).status).toBe(
+      404,
+    );
+    // Nor one of its deliveries.
+    const hook = await other.owner.request(
+      "GET",
+      `/api/integrations/connections/${conn.id}/deliveries/${conn.id}`,
+    );
+    expect(hook.status).toBe(404);
   });
 
   it("outbound: retries 429 (Retry-After) and 503 bursts, then succeeds; credentials go in the header", async () => {

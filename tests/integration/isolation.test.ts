@@ -379,6 +379,15 @@ function bodyFor(operationId: string, id: string): unknown {
     moveTask: { statusId: id, beforeId: id },
     addTaskComment: { body: "pwned" },
     setTaskReminders: { muted: true },
+    setPluginEnabled: { enabled: false },
+    updateConnection: { name: "pwned", enabled: false },
+    createConnection: {
+      plugin: "webhook",
+      name: `pwned ${id}`,
+      baseUrl: "https://pwned.example",
+      auth: { kind: "none" },
+    },
+    setWebhookSecret: { secret: "pwned-secret-123" },
     proposeBreakdown: { goal: "pwned goal" },
     acceptBreakdown: { runId: id, tasks: [{ ref: "1", title: "pwned", assigneeId: id }] },
   };

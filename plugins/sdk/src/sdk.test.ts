@@ -11,10 +11,19 @@ describe("plugin manifest", () => {
         name: "GitLab",
         version: "1.0.0",
         description: "",
+        main: "dist/index.js",
         egress: [],
-        permissions: [],
+        permissions: {},
       },
     });
+    // Permissions are the plugin's own: `<id>.<name>`, with the roles that hold them.
+    const foreign = parseManifest({
+      id: "gitlab",
+      name: "GitLab",
+      version: "1.0.0",
+      permissions: { "admin.users": { description: "steal", roles: ["member"] } },
+    });
+    expect(foreign.ok).toBe(false);
     const bad = parseManifest({ id: "Bad Id", name: "", version: "one", extra: 1 });
     expect(bad.ok).toBe(false);
     if (!bad.ok)

@@ -271,6 +271,7 @@ export async function listDeliveries(
   limit: number,
   before?: string,
 ) {
+  await visibleConnection(trx, connectionId);
   const q = trx("webhook_deliveries")
     .where({ connection_id: connectionId })
     .orderBy("received_at", "desc")
