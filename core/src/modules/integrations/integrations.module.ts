@@ -6,14 +6,11 @@ import { EgressError } from "../../platform/gateway/gateway.js";
 import type { PluginHost } from "../../plugin-host/host.js";
 import { askOnce } from "../chat/chat.assistant.js";
 import { defineModule, type AppContext, type ModuleDefinition } from "../module.js";
-import {
-  connectionFor,
-  enabledPlugin,
-  INTEGRATION_SEALED,
-  type IntegrationDeps,
-} from "./integrations.service.js";
+import { connectionFor, enabledPlugin, INTEGRATION_SEALED, webhookSecretOf } from "./integrations.service.js";
+import { DeliveryBatcher, HookTargets } from "./integrations.ingest.js";
 import { registerIntegrationRoutes } from "./integrations.routes.js";
-import { processDelivery, WEBHOOK_QUEUE } from "./integrations.webhooks.js";
+import { processDeliveries, type ReceiverDeps } from "./integrations.webhooks.js";
+import { WEBHOOK_QUEUE } from "./integrations.queue.js";
 
 /** The integrations module's permissions. */
 export const INTEGRATIONS_PERMISSIONS = {
@@ -24,18 +21,31 @@ export const INTEGRATIONS_PERMISSIONS = {
   },
 };
 
-/** The module's dependencies from the app's context (null without a database). */
-function depsOf(app: AppContext): (IntegrationDeps & { outbox: AppContext["outbox"]; knex: Knex }) | null {
-  if (!app.knex || !app.masterKey) return null;
-  return {
-    knex: app.knex,
-    config: app.config,
-    masterKey: app.masterKey,
-    gateway: app.gateway,
-    plugins: app.plugins,
-    outbox: app.outbox,
-    log: app.log.child({ module: "integrations" }),
-  };
+type Deps = ReceiverDeps & { outbox: AppContext["outbox"]; knex: Knex };
+const made = new WeakMap<AppContext, Deps | null>();
+
+/** The module's dependencies from the app's context, made once per app (null without a database). */
+function depsOf(app: AppContext): Deps | null {
+  if (made.has(app)) return made.get(app) ?? null;
+  let deps: Deps | null = null;
+  if (app.knex && app.masterKey) {
+    const base = {
+      knex: app.knex,
+      config: app.config,
+      masterKey: app.masterKey,
+      gateway: app.gateway,
+      plugins: app.plugins,
+      outbox: app.outbox,
+      log: app.log.child({ module: "integrations" }),
+    };
+    deps = {
+      ...base,
+      hooks: new HookTargets(app.knex, (row) => webhookSecretOf(base, row)),
+      batcher: new DeliveryBatcher(app.knex, app.outbox),
+    };
+  }
+  made.set(app, deps);
+  return deps;
 }
 
 export const integrationsModule = defineModule({
@@ -53,7 +63,9 @@ export const integrationsModule = defineModule({
       ? (caller: Parameters<typeof askOnce>[1], q: string, source: string) =>
           askOnce(agent, caller, q, source)
       : null;
-    return { workers: [await app.bus.work(WEBHOOK_QUEUE, (job) => processDelivery({ ...deps, ask }, job))] };
+    return {
+      workers: [await app.bus.work(WEBHOOK_QUEUE, (job) => processDeliveries({ ...deps, ask }, job))],
+    };
   },
 });
 

@@ -11,6 +11,7 @@ import {
   receiveWebhook,
   redeliver,
   visibleConnection,
+  type ReceiverDeps,
 } from "./integrations.webhooks.js";
 
 const tags = ["integrations"];
@@ -89,7 +90,7 @@ function redirectUri(ctx: Context, publicUrl?: string) {
 /** Registers plugins, connections, OAuth, the webhook receiver and the delivery log. */
 export function registerIntegrationRoutes(
   api: Api,
-  deps: (svc.IntegrationDeps & { outbox: Outbox }) | null,
+  deps: (ReceiverDeps & { outbox: Outbox }) | null,
   outbox: Outbox,
 ) {
   const need = () => {
@@ -148,6 +149,7 @@ export function registerIntegrationRoutes(
         .insert({ org_id: caller.orgId, plugin_id: params.id, enabled: body.enabled })
         .onConflict(["org_id", "plugin_id"])
         .merge({ enabled: body.enabled, updated_at: trx.fn.now() });
+      need().hooks.forget();
       await audit(trx, {
         ...actorOf(caller),
         action: body.enabled ? "integration.plugin_enable" : "integration.plugin_disable",

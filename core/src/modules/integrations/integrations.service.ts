@@ -31,6 +31,8 @@ export interface IntegrationDeps {
   gateway: Gateway;
   plugins: PluginHost;
   log: Pick<Logger, "info" | "warn" | "error">;
+  /** The webhook receiver's cache of connections, told when one changes here. */
+  hooks?: { forget(connectionId?: string): void };
 }
 
 /** A caller's transaction (as routes hand it to services). */
@@ -345,6 +347,7 @@ export async function updateConnection(
       throw AppError.conflict("A connection with this name exists.", { field: "name" });
     throw err;
   }
+  deps.hooks?.forget(id);
   await audit(trx, {
     ...actorOf(caller),
     action: "integration.connection_update",
@@ -360,6 +363,7 @@ export async function updateConnection(
 export async function deleteConnection(deps: IntegrationDeps, { caller, trx }: Svc, id: string) {
   const row = await rowOf(trx, id);
   await trx("integration_connections").where({ id }).delete();
+  deps.hooks?.forget(id);
   await audit(trx, {
     ...actorOf(caller),
     action: "integration.connection_delete",
@@ -382,6 +386,7 @@ export async function setWebhookSecret(
   await trx("integration_connections")
     .where({ id })
     .update({ webhook_secret: sealSecret(deps.masterKey, WEBHOOK, secret, id), updated_at: trx.fn.now() });
+  deps.hooks?.forget(id);
   await audit(trx, {
     ...actorOf(caller),
     action: "integration.webhook_secret",

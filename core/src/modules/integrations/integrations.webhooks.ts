@@ -9,7 +9,9 @@ import { z } from "zod";
 import { parseBody, type DeliveryScope, type WebhookDelivery } from "@worksynapse/plugin-sdk";
 import type { Job } from "../../platform/bus/bus.js";
 import type { Outbox } from "../../platform/bus/outbox.js";
-import { defineEvent, defineQueue } from "../../platform/bus/topology.js";
+import { defineEvent } from "../../platform/bus/topology.js";
+import { WEBHOOK_QUEUE } from "./integrations.queue.js";
+import type { DeliveryBatcher, HookTarget, HookTargets } from "./integrations.ingest.js";
 import { withOrg } from "../../platform/db/tenant.js";
 import { verifyWebhook, type WebhookScheme } from "../../platform/gateway/webhooks.js";
 import { AppError } from "../../platform/http/errors.js";
@@ -17,14 +19,6 @@ import type { Caller } from "../../platform/auth/caller.js";
 import type { RunningPlugin } from "../../plugin-host/host.js";
 import { callerOfUser } from "../identity/auth.js";
 import { runtimeConnection, webhookSecretOf, type IntegrationDeps } from "./integrations.service.js";
-
-/** Verified deliveries waiting to be processed. */
-export const WEBHOOK_QUEUE = defineQueue(
-  "integration-webhooks",
-  z.object({ orgId: z.uuid(), deliveryId: z.uuid() }),
-  // A short ack wait (the consumer heartbeats while a handler runs): deliveries held by a crashed process come back soon.
-  { concurrency: 4, ackWaitMs: 15_000, maxAttempts: 5, backoffMs: [5_000, 30_000, 120_000, 600_000] },
-);
 
 /** Headers never stored (credentials and signatures). */
 const SECRET_HEADERS =
@@ -95,90 +89,80 @@ const flatHeaders = (ctx: Context): Record<string, string> =>
     ]),
   );
 
-/** Receives one delivery: verify, store, enqueue (one transaction), answer. */
+/** What the receiver works with. */
+export interface ReceiverDeps extends IntegrationDeps {
+  hooks: HookTargets;
+  batcher: DeliveryBatcher;
+}
+
+/** Receives one delivery: verify, store and enqueue (with the deliveries arriving meanwhile), answer. */
 export async function receiveWebhook(
-  deps: IntegrationDeps & { outbox: Outbox },
+  deps: ReceiverDeps,
   ctx: Context,
   connectionId: string,
 ): Promise<{ status: number; body: unknown }> {
   const notFound = () => AppError.notFound("No such webhook.");
   if (!z.uuid().safeParse(connectionId).success) throw notFound();
   const body = await rawBody(ctx, deps.config.integrations.webhookBodyBytes);
-  const orgId = (await deps.knex.raw("select integration_hook_org(?) as org", [connectionId])).rows[0]
-    ?.org as string | null;
-  if (!orgId) throw notFound();
+  const target: HookTarget | null = await deps.hooks.get(connectionId);
+  const p = target && deps.plugins.get(target.pluginId);
+  if (!target || !p?.webhooks || !target.secret) throw notFound();
+  if (!target.accepting)
+    throw new AppError(409, "connection_disabled", "This connection does not take webhooks now.");
   const headers = flatHeaders(ctx);
-  return withOrg(deps.knex, orgId, async (trx) => {
-    const row = await trx("integration_connections").where({ id: connectionId }).first();
-    const p = row && deps.plugins.get(row.plugin_id);
-    if (!row || !p?.webhooks || !row.webhook_secret) throw notFound();
-    const enabled = await trx("plugin_settings").where({ plugin_id: p.id }).first("enabled");
-    if (!row.enabled || !enabled?.enabled)
-      throw new AppError(409, "connection_disabled", "This connection does not take webhooks now.");
-    const secret = webhookSecretOf(deps, row) as string;
-    const verdict = verifyWebhook(
-      schemeOf(p, secret, deps.config.integrations.webhookToleranceSeconds),
-      headers,
-      body,
+  const verdict = verifyWebhook(
+    schemeOf(p, target.secret, deps.config.integrations.webhookToleranceSeconds),
+    headers,
+    body,
+  );
+  if (!verdict.ok) {
+    deps.log.warn({ connection: connectionId, reason: verdict.reason }, "webhook refused");
+    throw new AppError(
+      401,
+      `webhook_${verdict.reason}`,
+      {
+        missing_signature: "The delivery carries no signature or token.",
+        bad_signature: "The delivery's signature does not match.",
+        stale: "The delivery's timestamp is outside the accepted window.",
+      }[verdict.reason],
     );
-    if (!verdict.ok) {
-      deps.log.warn({ connection: connectionId, reason: verdict.reason }, "webhook refused");
-      throw new AppError(
-        401,
-        `webhook_${verdict.reason}`,
-        {
-          missing_signature: "The delivery carries no signature or token.",
-          bad_signature: "The delivery's signature does not match.",
-          stale: "The delivery's timestamp is outside the accepted window.",
-        }[verdict.reason],
-      );
-    }
-    const contentType = headers["content-type"] ?? "";
-    const text = body.toString("utf8");
-    if (text.includes("\u0000")) throw AppError.badRequest("A webhook body may not contain NUL characters.");
-    const payload = parseBody(contentType, text);
-    const event = eventOf(headers, payload);
-    // A replay (same delivery id, or the same signed bytes) finds the stored row and is not processed again.
-    const key =
-      verdict.delivery.id ??
-      createHash("sha256")
-        .update(`${verdict.delivery.signedAt ?? ""}.`)
-        .update(body)
-        .digest("hex");
-    const stored = Object.fromEntries(Object.entries(headers).filter(([k]) => !SECRET_HEADERS.test(k)));
-    const inserted = (await trx("webhook_deliveries")
-      .insert({
-        org_id: orgId,
-        connection_id: connectionId,
-        delivery_key: key,
-        event,
-        headers: JSON.stringify(stored),
-        content_type: contentType.slice(0, 200),
-        body: text,
-      })
-      .onConflict(["connection_id", "delivery_key"])
-      .ignore()
-      .returning("id")) as { id: string }[];
-    const id = inserted[0]?.id;
-    if (!id) return { status: 200, body: { data: { duplicate: true } } };
-    await deps.outbox.job(trx, WEBHOOK_QUEUE, { orgId, deliveryId: id }, `webhook:${id}:0`);
-    const delivery: WebhookDelivery = { id, event, headers: stored, payload };
-    const ack = p.webhooks.ack?.(delivery);
-    return ack
-      ? { status: ack.status ?? 200, body: ack.body ?? {} }
-      : { status: 202, body: { data: { id } } };
+  }
+  const contentType = headers["content-type"] ?? "";
+  const text = body.toString("utf8");
+  if (text.includes("\u0000")) throw AppError.badRequest("A webhook body may not contain NUL characters.");
+  const payload = parseBody(contentType, text);
+  const event = eventOf(headers, payload);
+  // A replay (same delivery id, or the same signed bytes) finds the stored row and is not processed again.
+  const key =
+    verdict.delivery.id ??
+    createHash("sha256")
+      .update(`${verdict.delivery.signedAt ?? ""}.`)
+      .update(body)
+      .digest("hex");
+  const stored = Object.fromEntries(Object.entries(headers).filter(([k]) => !SECRET_HEADERS.test(k)));
+  const { id } = await deps.batcher.add({
+    orgId: target.orgId,
+    connectionId,
+    key,
+    event,
+    headers: stored,
+    contentType: contentType.slice(0, 200),
+    body: text,
   });
+  if (!id) return { status: 200, body: { data: { duplicate: true } } };
+  const ack = p.webhooks.ack?.({ id, event, headers: stored, payload });
+  return ack ? { status: ack.status ?? 200, body: ack.body ?? {} } : { status: 202, body: { data: { id } } };
 }
 
 /** Asks the assistant as a person (null on a process without the assistant). */
 export type AskAs = (caller: Caller, question: string, source: string) => Promise<string>;
 
 /** Processes one delivery, exactly once: its effects and its "processed" mark commit together. */
-export async function processDelivery(
+async function processOne(
   deps: IntegrationDeps & { outbox: Outbox; ask: AskAs | null },
-  job: Job<z.infer<typeof WEBHOOK_QUEUE.schema>>,
+  orgId: string,
+  deliveryId: string,
 ): Promise<void> {
-  const { orgId, deliveryId } = job.payload;
   try {
     await withOrg(deps.knex, orgId, async (trx) => {
       // The row lock makes a concurrent redelivery wait, then find the delivery processed.
@@ -230,6 +214,25 @@ export async function processDelivery(
     );
     throw err;
   }
+}
+
+/**
+ * Processes a job's deliveries one by one, each exactly once. A delivery that fails is marked so and the others
+ * go on; the job then fails, and its retry skips the deliveries already processed.
+ */
+export async function processDeliveries(
+  deps: IntegrationDeps & { outbox: Outbox; ask: AskAs | null },
+  job: Job<z.infer<typeof WEBHOOK_QUEUE.schema>>,
+): Promise<void> {
+  let failure: unknown;
+  for (const id of job.payload.deliveryIds) {
+    try {
+      await processOne(deps, job.payload.orgId, id);
+    } catch (err) {
+      failure ??= err;
+    }
+  }
+  if (failure) throw failure;
 }
 
 /** Publishes `plugins.<id>.<event>` after the transaction commits. */
@@ -321,7 +324,7 @@ export async function redeliver(
   await outbox.job(
     trx,
     WEBHOOK_QUEUE,
-    { orgId, deliveryId: id },
+    { orgId, deliveryIds: [id] },
     `webhook:${id}:${d.attempts}:${Date.now()}`,
   );
 }

@@ -1,0 +1,172 @@
+// The webhook receiver's two shortcuts, each measured by bench:gateway:
+// - HookTargets: what a delivery is checked against (its connection, organization, plugin state and opened
+//   secret), cached for a second per connection and dropped at once when this process changes the connection;
+// - DeliveryBatcher: group commit. Verified deliveries wait while one transaction is writing, then go in the
+//   next one together (one multi-row insert and one queue job per organization), and each request is answered
+//   once the transaction holding its delivery has committed. A lone delivery is written at once.
+import type { Knex } from "knex";
+import type { Outbox } from "../../platform/bus/outbox.js";
+import { withOrg } from "../../platform/db/tenant.js";
+import { WEBHOOK_QUEUE } from "./integrations.queue.js";
+
+/** What a delivery is checked against. */
+export interface HookTarget {
+  orgId: string;
+  connectionId: string;
+  pluginId: string;
+  /** The connection is on and its plugin enabled for the organization. */
+  accepting: boolean;
+  /** The opened webhook secret (null: the connection takes no webhooks). */
+  secret: string | null;
+}
+
+/** Connections by id, as the webhook receiver needs them, for at most `ttlMs`. */
+export class HookTargets {
+  private readonly cache = new Map<string, { at: number; target: HookTarget | null }>();
+
+  constructor(
+    private readonly knex: Knex,
+    private readonly open: (row: { id: string; webhook_secret: string | null }) => string | null,
+    private readonly ttlMs = 1000,
+    private readonly max = 10_000,
+  ) {}
+
+  /** The connection's target, or null when there is no such connection. */
+  async get(connectionId: string): Promise<HookTarget | null> {
+    const hit = this.cache.get(connectionId);
+    if (hit && Date.now() - hit.at < this.ttlMs) return hit.target;
+    const orgId = (await this.knex.raw("select integration_hook_org(?) as org", [connectionId])).rows[0]
+      ?.org as string | null;
+    const target = orgId
+      ? await withOrg(this.knex, orgId, async (trx) => {
+          const row = await trx("integration_connections")
+            .where({ id: connectionId })
+            .first("id", "plugin_id", "enabled", "webhook_secret");
+          if (!row) return null;
+          const plugin = await trx("plugin_settings").where({ plugin_id: row.plugin_id }).first("enabled");
+          return {
+            orgId,
+            connectionId,
+            pluginId: row.plugin_id as string,
+            accepting: !!row.enabled && !!plugin?.enabled,
+            secret: this.open(row),
+          };
+        })
+      : null;
+    if (this.cache.size >= this.max) this.cache.delete(this.cache.keys().next().value as string);
+    this.cache.set(connectionId, { at: Date.now(), target });
+    return target;
+  }
+
+  /** Forgets a connection (changed here); another process's change is seen within `ttlMs`. */
+  forget(connectionId?: string): void {
+    if (connectionId) this.cache.delete(connectionId);
+    else this.cache.clear();
+  }
+}
+
+/** A verified delivery, to be stored. */
+export interface IncomingDelivery {
+  orgId: string;
+  connectionId: string;
+  key: string;
+  event: string;
+  headers: Record<string, string>;
+  contentType: string;
+  body: string;
+}
+
+interface Pending {
+  d: IncomingDelivery;
+  resolve: (r: { id: string | null }) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Writes deliveries in groups: one transaction at a time, each taking everything that arrived meanwhile. */
+export class DeliveryBatcher {
+  private queue: Pending[] = [];
+  private writing = false;
+
+  constructor(
+    private readonly knex: Knex,
+    private readonly outbox: Outbox,
+    private readonly maxBatch = 500,
+  ) {}
+
+  /** Stores a delivery (or finds it stored: id null) once its transaction commits. */
+  add(d: IncomingDelivery): Promise<{ id: string | null }> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ d, resolve, reject });
+      if (!this.writing) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.queue.length) {
+        const batch = this.queue.splice(0, this.maxBatch);
+        try {
+          const ids = await this.write(batch.map((p) => p.d));
+          batch.forEach((p, i) => p.resolve({ id: ids[i] ?? null }));
+        } catch (err) {
+          batch.forEach((p) => p.reject(err));
+        }
+      }
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  /** One transaction: per organization, one insert of its deliveries and one job for those that are new. */
+  private async write(items: IncomingDelivery[]): Promise<(string | null)[]> {
+    const out: (string | null)[] = items.map(() => null);
+    const byOrg = new Map<string, number[]>();
+    const seen = new Set<string>();
+    items.forEach((d, i) => {
+      // The same delivery twice in one batch: the first is stored, the second is a replay.
+      const k = `${d.connectionId}\u0000${d.key}`;
+      if (seen.has(k)) return;
+      seen.add(k);
+      byOrg.set(d.orgId, [...(byOrg.get(d.orgId) ?? []), i]);
+    });
+    await this.knex.transaction(async (trx) => {
+      for (const [orgId, idx] of byOrg) {
+        await trx.raw("select set_config('app.org_id', ?, true)", [orgId]);
+        const rows = (await trx("webhook_deliveries")
+          .insert(
+            idx.map((i) => {
+              const d = items[i] as IncomingDelivery;
+              return {
+                org_id: orgId,
+                connection_id: d.connectionId,
+                delivery_key: d.key,
+                event: d.event,
+                headers: JSON.stringify(d.headers),
+                content_type: d.contentType,
+                body: d.body,
+              };
+            }),
+          )
+          .onConflict(["connection_id", "delivery_key"])
+          .ignore()
+          .returning(["id", "connection_id", "delivery_key"])) as {
+          id: string;
+          connection_id: string;
+          delivery_key: string;
+        }[];
+        const idOf = new Map(rows.map((r) => [`${r.connection_id}\u0000${r.delivery_key}`, r.id]));
+        for (const i of idx) {
+          const d = items[i] as IncomingDelivery;
+          out[i] = idOf.get(`${d.connectionId}\u0000${d.key}`) ?? null;
+        }
+        const ids = rows.map((r) => r.id);
+        for (let s = 0; s < ids.length; s += 100) {
+          const part = ids.slice(s, s + 100);
+          await this.outbox.job(trx, WEBHOOK_QUEUE, { orgId, deliveryIds: part }, `webhooks:${part[0]}:0`);
+        }
+      }
+    });
+    return out;
+  }
+}
