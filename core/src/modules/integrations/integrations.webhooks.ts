@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import type { Context } from "koa";
 import type { Knex } from "knex";
 import { z } from "zod";
-import { parseBody, type DeliveryScope, type WebhookDelivery } from "@worksynapse/plugin-sdk";
+import { parseBody, type DeliveryScope } from "@worksynapse/plugin-sdk";
 import type { Job } from "../../platform/bus/bus.js";
 import type { Outbox } from "../../platform/bus/outbox.js";
 import { defineEvent } from "../../platform/bus/topology.js";
@@ -18,7 +18,7 @@ import { AppError } from "../../platform/http/errors.js";
 import type { Caller } from "../../platform/auth/caller.js";
 import type { RunningPlugin } from "../../plugin-host/host.js";
 import { callerOfUser } from "../identity/auth.js";
-import { runtimeConnection, webhookSecretOf, type IntegrationDeps } from "./integrations.service.js";
+import { runtimeConnection, type IntegrationDeps } from "./integrations.service.js";
 
 /** Headers never stored (credentials and signatures). */
 const SECRET_HEADERS =
