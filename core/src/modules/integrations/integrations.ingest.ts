@@ -82,14 +82,18 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
-/** Writes deliveries in groups: one transaction at a time, each taking everything that arrived meanwhile. */
+/**
+ * Writes deliveries in groups: up to `writers` transactions at a time (a commit's round trips overlap the next
+ * group's), each taking everything that arrived meanwhile.
+ */
 export class DeliveryBatcher {
   private queue: Pending[] = [];
-  private writing = false;
+  private writing = 0;
 
   constructor(
     private readonly knex: Knex,
     private readonly outbox: Outbox,
+    private readonly writers = 2,
     private readonly maxBatch = 500,
   ) {}
 
@@ -97,12 +101,12 @@ export class DeliveryBatcher {
   add(d: IncomingDelivery): Promise<{ id: string | null }> {
     return new Promise((resolve, reject) => {
       this.queue.push({ d, resolve, reject });
-      if (!this.writing) void this.drain();
+      if (this.writing < this.writers) void this.drain();
     });
   }
 
   private async drain(): Promise<void> {
-    this.writing = true;
+    this.writing += 1;
     try {
       while (this.queue.length) {
         const batch = this.queue.splice(0, this.maxBatch);
@@ -114,7 +118,7 @@ export class DeliveryBatcher {
         }
       }
     } finally {
-      this.writing = false;
+      this.writing -= 1;
     }
   }
 
