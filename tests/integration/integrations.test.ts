@@ -15,6 +15,11 @@ import { signGeneric } from "../../core/src/platform/gateway/webhooks.js";
 import { PluginHost } from "../../core/src/plugin-host/host.js";
 import { withOrg } from "../../core/src/platform/db/tenant.js";
 import { silentLogger } from "../../core/src/platform/log.js";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { ScriptedEngine } from "../support/scripted-engine.js";
+import { makeTinyModel } from "../../scripts/make-tiny-model.js";
+import { importModel } from "../../core/src/modules/ai/models.service.js";
 
 type Data<T> = { data: T };
 interface Conn {
@@ -72,8 +77,21 @@ const until = async (check: () => Promise<boolean>, ms = 20_000) => {
 const hook = (url: string, body: string, headers: Record<string, string>) =>
   srv.fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
 
+// Slash commands ask the real agent loop; a scripted engine stands in for the model's decisions.
+const engine = new ScriptedEngine();
+
 beforeAll(async () => {
-  srv = await getTestServer({ env: { WORKSYNAPSE_INTEGRATIONS_ALLOW_LOOPBACK: "true" } });
+  srv = await getTestServer({
+    assistantEngine: engine,
+    env: { WORKSYNAPSE_INTEGRATIONS_ALLOW_LOOPBACK: "true", WORKSYNAPSE_AI_THREADS: "1" },
+  });
+  const tiny = path.join(mkdtempSync(path.join(tmpdir(), "ws-int-")), "tiny.gguf");
+  makeTinyModel(tiny);
+  await importModel(srv.db.knex, await srv.ai!.llama(), srv.config, {
+    file: tiny,
+    name: "tiny",
+    role: "chat",
+  });
   org = await createTestOrg(srv, "integrations", { plan: "professional" });
   member = await createMember(org, ["member"]);
   siteUrl = await site.start();
@@ -381,6 +399,42 @@ describe("mattermost", () => {
         body: form,
       });
       expect(badToken.status).toBe(401);
+      // Set up to ask as <user>@<domain>: the answer comes from the assistant's loop, as that person.
+      engine.script = () => ({ action: "answer", answer: "The VPN policy is in the handbook." });
+      await org.owner.json("PATCH", `/api/integrations/connections/${c.id}`, {
+        settings: {
+          incomingWebhookPath: "/hooks/abc123",
+          defaultChannel: "town-square",
+          userDomain: org.ownerEmail.split("@")[1],
+        },
+      });
+      const asked = new URLSearchParams({
+        command: "/ask",
+        text: "What is our VPN policy?",
+        user_name: org.ownerEmail.split("@")[0] as string,
+        channel_name: "town-square",
+        response_url: `${chatUrl}/hooks/commands/resp2`,
+        trigger_id: "t2",
+      }).toString();
+      const ack2 = await srv.fetch(c.webhookUrl, {
+        method: "POST",
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          authorization: "Token mm-generated-token-xyz",
+        },
+        body: asked,
+      });
+      expect(ack2.status).toBe(200);
+      await until(async () => chat.seen.some((s) => s.url === "/hooks/commands/resp2"));
+      expect(JSON.parse(chat.seen.find((s) => s.url === "/hooks/commands/resp2")?.body ?? "{}")).toEqual({
+        response_type: "in_channel",
+        text: "The VPN policy is in the handbook.",
+      });
+      // The question and answer are in the person's assistant conversations, like any other run.
+      const convs = await withOrg(srv.db.knex, org.orgId, (trx) =>
+        trx("ai_conversations").where({ user_id: org.ownerId }).pluck("title"),
+      );
+      expect(convs).toContain("Mattermost / Slack-compatible chat: What is our VPN policy?");
       // An outgoing webhook (token in the JSON body).
       const out = await hook(
         c.webhookUrl,

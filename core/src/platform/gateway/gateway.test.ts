@@ -113,6 +113,10 @@ describe("the integration gateway", () => {
       "host_not_allowed",
     );
     expect(other.connections).toBe(before);
+    // Each refusal is logged, with its reason.
+    expect(lines.filter((l) => l.msg === "outbound call refused").map((l) => l.obj.code)).toContain(
+      "host_not_allowed",
+    );
   });
 
   it("refuses a redirect to a host that is not configured, and follows one to the same host", async () => {

@@ -179,9 +179,14 @@ export class Gateway {
       } catch (err) {
         failure = err;
       }
-      // Refusals are final and say nothing about the remote side's health.
-      if (failure instanceof EgressError && failure.code !== "unreachable" && failure.code !== "timeout")
+      // Refusals are final and say nothing about the remote side's health; each is logged (no connection was made).
+      if (failure instanceof EgressError && failure.code !== "unreachable" && failure.code !== "timeout") {
+        this.opts.log.warn(
+          { target: target.id, code: failure.code, reason: failure.message },
+          "outbound call refused",
+        );
         throw failure;
+      }
       const transient = failure !== undefined || (res !== undefined && RETRY_STATUS.has(res.status));
       if (!transient) {
         this.health.delete(target.id);
