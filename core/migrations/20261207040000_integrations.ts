@@ -125,12 +125,23 @@ export async function up(knex: Knex): Promise<void> {
     language sql stable security definer set search_path = public, pg_temp as $$
       select org_id from integration_connections where id = p_connection
     $$`);
+  // Retention, across organizations: processed deliveries and recorded events older than the cut-off.
+  await knex.raw(`
+    create function integration_prune(p_before timestamptz) returns integer
+    language sql volatile security definer set search_path = public, pg_temp as $$
+      with d as (delete from webhook_deliveries where status = 'processed' and received_at < p_before returning 1),
+           e as (delete from integration_events where created_at < p_before returning 1)
+      select ((select count(*) from d) + (select count(*) from e))::integer
+    $$`);
   const app = (await knex.raw("select current_setting('worksynapse.app_role') as r")).rows[0].r as string;
-  await knex.raw("revoke all on function integration_hook_org(uuid) from public");
-  await knex.raw(`grant execute on function integration_hook_org(uuid) to "${app}"`);
+  for (const fn of ["integration_hook_org(uuid)", "integration_prune(timestamptz)"]) {
+    await knex.raw(`revoke all on function ${fn} from public`);
+    await knex.raw(`grant execute on function ${fn} to "${app}"`);
+  }
 }
 
 export async function down(knex: Knex): Promise<void> {
   await knex.raw("drop function if exists integration_hook_org(uuid)");
+  await knex.raw("drop function if exists integration_prune(timestamptz)");
   for (const table of [...TABLES].reverse()) await knex.schema.dropTableIfExists(table);
 }

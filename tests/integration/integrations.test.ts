@@ -327,6 +327,44 @@ describe("connections and webhooks", () => {
     expect(unapproved.status).toBe("approval_required");
   });
 
+  it("processed deliveries and events past the retention are removed; queued and failed ones stay", async () => {
+    const { pruneDeliveries } = await import("../../core/src/modules/integrations/integrations.ingest.js");
+    const old = new Date(Date.now() - 40 * 86_400_000);
+    const ids = await withOrg(srv.db.knex, org.orgId, async (trx) => {
+      const rows = (await trx("webhook_deliveries")
+        .insert(
+          ["processed", "failed", "queued"].map((status, i) => ({
+            org_id: org.orgId,
+            connection_id: conn.id,
+            delivery_key: `old-${i}`,
+            event: "old",
+            headers: "{}",
+            content_type: "application/json",
+            body: "{}",
+            status,
+            received_at: old,
+          })),
+        )
+        .returning(["id", "status"])) as { id: string; status: string }[];
+      return rows;
+    });
+    expect(await pruneDeliveries(srv.db.knex, 30)).toBeGreaterThanOrEqual(1);
+    const left = await withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("webhook_deliveries")
+        .whereIn(
+          "id",
+          ids.map((r) => r.id),
+        )
+        .pluck("status"),
+    );
+    expect(left.sort()).toEqual(["failed", "queued"]);
+    // Recent deliveries are kept.
+    expect(
+      (await org.owner.json<Data<unknown[]>>("GET", `/api/integrations/connections/${conn.id}/deliveries`))
+        .data.length,
+    ).toBeGreaterThanOrEqual(1);
+  });
+
   it("the plan's integrations limit is enforced", async () => {
     const small = await createTestOrg(srv, "integrations-small");
     await small.owner.json("PUT", "/api/integrations/plugins/webhook", { enabled: true });

@@ -516,6 +516,12 @@ export const configSchema = z.object({
         .min(10)
         .default(300)
         .describe("How old a signed webhook's timestamp may be (generic and Slack schemes)."),
+      retentionDays: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .default(30)
+        .describe("How long processed webhook deliveries and recorded integration events are kept."),
     })
     .default({
       egress: true,
@@ -524,6 +530,7 @@ export const configSchema = z.object({
       timeoutMs: 15_000,
       webhookBodyBytes: 1024 * 1024,
       webhookToleranceSeconds: 300,
+      retentionDays: 30,
     }),
   secrets: z
     .object({

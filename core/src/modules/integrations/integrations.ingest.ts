@@ -174,3 +174,25 @@ export class DeliveryBatcher {
     return out;
   }
 }
+
+/** Deletes processed deliveries and recorded events older than `days` (every organization); how many. */
+export async function pruneDeliveries(knex: Knex, days: number): Promise<number> {
+  const before = new Date(Date.now() - days * 86_400_000);
+  return Number((await knex.raw("select integration_prune(?) as n", [before])).rows[0]?.n ?? 0);
+}
+
+/** Prunes at start and then hourly; returns the stop function. */
+export function startPruner(deps: {
+  knex: Knex;
+  days: number;
+  log: { info(o: object, m: string): void; error(o: object, m: string): void };
+}): () => void {
+  const run = () =>
+    pruneDeliveries(deps.knex, deps.days)
+      .then((n) => n && deps.log.info({ removed: n }, "old webhook deliveries and events removed"))
+      .catch((err: unknown) => deps.log.error({ err }, "pruning webhook deliveries failed"));
+  void run();
+  const timer = setInterval(run, 3_600_000);
+  timer.unref();
+  return () => clearInterval(timer);
+}

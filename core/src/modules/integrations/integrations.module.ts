@@ -7,7 +7,7 @@ import type { PluginHost } from "../../plugin-host/host.js";
 import { askOnce } from "../chat/chat.assistant.js";
 import { defineModule, type AppContext, type ModuleDefinition } from "../module.js";
 import { connectionFor, enabledPlugin, INTEGRATION_SEALED, webhookSecretOf } from "./integrations.service.js";
-import { DeliveryBatcher, HookTargets } from "./integrations.ingest.js";
+import { DeliveryBatcher, HookTargets, startPruner } from "./integrations.ingest.js";
 import { registerIntegrationRoutes } from "./integrations.routes.js";
 import { processDeliveries, type ReceiverDeps } from "./integrations.webhooks.js";
 import { WEBHOOK_QUEUE } from "./integrations.queue.js";
@@ -53,6 +53,13 @@ export const integrationsModule = defineModule({
   permissions: INTEGRATIONS_PERMISSIONS,
   queues: [WEBHOOK_QUEUE],
   sealed: INTEGRATION_SEALED,
+  worker: ({ knex, config, log }) => ({
+    stop: startPruner({
+      knex,
+      days: config.integrations.retentionDays,
+      log: log.child({ module: "integrations" }),
+    }),
+  }),
   routes: (api, app) => registerIntegrationRoutes(api, depsOf(app), app.outbox),
   // Deliveries are processed where the assistant runs (web role): a chat slash command asks it.
   web: async (app) => {
