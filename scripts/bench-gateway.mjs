@@ -23,7 +23,11 @@ function signedRequests(secret, hookPath, count) {
   const ts = String(Math.floor(Date.now() / 1000));
   const lines = [];
   for (let i = 0; i < count; i++) {
-    const body = JSON.stringify({ summary: `build ${i} passed`, n: i, nonce: randomBytes(6).toString("hex") });
+    const body = JSON.stringify({
+      summary: `build ${i} passed`,
+      n: i,
+      nonce: randomBytes(6).toString("hex"),
+    });
     const sig = `v1=${createHmac("sha256", secret).update(`${ts}.${body}`).digest("hex")}`;
     lines.push(`${sig}\t${body}`);
   }
