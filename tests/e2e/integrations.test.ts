@@ -102,16 +102,21 @@ describe("integrations in the browser", () => {
       body,
     });
     expect(sent.status).toBe(202);
-    await new Promise((r) => setTimeout(r, 1500));
-    await page
-      .getByRole("region", { name: "Connections" })
-      .getByRole("button", { name: "Build server" })
-      .click();
-    await details.getByRole("button", { name: "build" }).click();
+    // The delivery is stored when acknowledged; its processing follows from the bus. Reopen until it shows.
+    const recorded = details.getByText("build: nightly build passed");
+    for (let i = 0; i < 40 && !(await recorded.isVisible()); i++) {
+      await page
+        .getByRole("region", { name: "Connections" })
+        .getByRole("button", { name: "Build server" })
+        .click();
+      await details.getByRole("button", { name: "build" }).click();
+      await page.locator("#delivery-payload").waitFor();
+      if (!(await recorded.isVisible())) await new Promise((r) => setTimeout(r, 500));
+    }
     const payload = page.locator("#delivery-payload");
     await payload.getByText("nightly build passed").waitFor();
     expect(await payload.textContent()).toContain("[redacted]");
-    await details.getByText("build: nightly build passed").waitFor();
+    await recorded.waitFor();
 
     expect(await axeViolations(page)).toEqual([]);
     expect(watch.consoleErrors).toEqual([]);
