@@ -208,7 +208,6 @@ export function parseBody(contentType: string, raw: string): unknown {
   if (/x-www-form-urlencoded/i.test(contentType)) {
     const out: Record<string, string> = {};
     for (const [k, v] of new URLSearchParams(raw)) out[k] = v;
-    // Slack-style interactive payloads carry their JSON in a `payload` field.
     return out;
   }
   return raw;

@@ -60,7 +60,7 @@ export const integrationsModule = defineModule({
       log: log.child({ module: "integrations" }),
     }),
   }),
-  routes: (api, app) => registerIntegrationRoutes(api, depsOf(app), app.outbox),
+  routes: (api, app) => registerIntegrationRoutes(api, depsOf(app)),
   // Deliveries are processed where the assistant runs (web role): a chat slash command asks it.
   web: async (app) => {
     const deps = depsOf(app);

@@ -88,11 +88,7 @@ function redirectUri(ctx: Context, publicUrl?: string) {
 }
 
 /** Registers plugins, connections, OAuth, the webhook receiver and the delivery log. */
-export function registerIntegrationRoutes(
-  api: Api,
-  deps: (ReceiverDeps & { outbox: Outbox }) | null,
-  outbox: Outbox,
-) {
+export function registerIntegrationRoutes(api: Api, deps: (ReceiverDeps & { outbox: Outbox }) | null) {
   const need = () => {
     if (!deps) throw AppError.unavailable("Integrations need a database.");
     return deps;
@@ -371,7 +367,7 @@ export function registerIntegrationRoutes(
     response: dataOf(z.object({ id: z.uuid() })),
     errors: [404],
     handler: async (_ctx, { params }, { caller, trx }) => {
-      await redeliver(outbox, trx, caller.orgId, params.id, params.deliveryId);
+      await redeliver(need().outbox, trx, caller.orgId, params.id, params.deliveryId);
       await audit(trx, {
         ...actorOf(caller),
         action: "integration.redeliver",

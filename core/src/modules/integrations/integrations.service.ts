@@ -233,6 +233,13 @@ function settingsOf(p: RunningPlugin, raw: unknown): Record<string, unknown> {
   return r.data as Record<string, unknown>;
 }
 
+/** A unique-name violation as the 409 the form shows on its name field; anything else as it is. */
+function nameTaken(err: unknown): unknown {
+  return (err as { code?: string }).code === "23505"
+    ? AppError.conflict("A connection with this name exists.", { field: "name" })
+    : err;
+}
+
 /** Every connection of the organization. */
 export async function listConnections(deps: IntegrationDeps, { trx }: Svc) {
   const rows = (await trx("integration_connections").select("*").orderBy("name")) as ConnectionRow[];
@@ -299,9 +306,7 @@ export async function createConnection(
       created_by: caller.userId,
     });
   } catch (err) {
-    if ((err as { code?: string }).code === "23505")
-      throw AppError.conflict("A connection with this name exists.", { field: "name" });
-    throw err;
+    throw nameTaken(err);
   }
   await audit(trx, {
     ...actorOf(caller),
@@ -343,9 +348,7 @@ export async function updateConnection(
   try {
     await trx("integration_connections").where({ id }).update(patch);
   } catch (err) {
-    if ((err as { code?: string }).code === "23505")
-      throw AppError.conflict("A connection with this name exists.", { field: "name" });
-    throw err;
+    throw nameTaken(err);
   }
   deps.hooks?.forget(id);
   await audit(trx, {
