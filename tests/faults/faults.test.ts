@@ -126,11 +126,19 @@ async function call<T>(
   body?: unknown,
   timeoutMs = 10_000,
 ): Promise<{ status: number; body: T }> {
-  const r = await fetch(`${url}${p}`, {
-    method,
-    headers: headers(),
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(timeoutMs),
+  const send = () =>
+    fetch(`${url}${p}`, {
+      method,
+      headers: headers(),
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  // A GET on a kept-alive connection the server closed meanwhile is sent once more, as browsers do (RFC 9110
+  // section 9.2.2: idempotent requests may be retried automatically); anything else fails the test.
+  const r = await send().catch((err: unknown) => {
+    const code = ((err as { cause?: { code?: string } }).cause ?? {}).code;
+    if (method === "GET" && (code === "ECONNRESET" || code === "UND_ERR_SOCKET")) return send();
+    throw err;
   });
   const text = await r.text();
   return { status: r.status, body: (text ? JSON.parse(text) : undefined) as T };

@@ -182,6 +182,9 @@ export async function receiveFiles(
     });
     await Promise.all(writes);
   } catch (err) {
+    // An answer given before the body was read to its end (a full disk, a cut-off part) closes the connection:
+    // a client that reused it would have its next request read as the rest of this body, or reset.
+    if (!ctx.req.complete) ctx.set("Connection", "close");
     // Streams cut off mid-file end their pipelines with an error; never wait long for them.
     await Promise.race([Promise.allSettled(writes), new Promise((r) => setTimeout(r, 5000))]);
     await Promise.all(files.map((f) => rm(f.tmp, { force: true })));
