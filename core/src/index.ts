@@ -32,3 +32,10 @@ export { MODULES } from "./modules/catalog.js";
 export { withOrg } from "./platform/db/tenant.js";
 export { importModel, listModels, removeModel, inspectModelFile } from "./modules/ai/models.service.js";
 export { AiRuntime } from "./modules/ai/runtime.js";
+export {
+  createBackup,
+  restoreBackup,
+  verifyBackup,
+  BackupError,
+  type BackupManifest,
+} from "./modules/system/backup.js";

@@ -35,6 +35,9 @@ import {
   sinkOf,
   writeCheckpoints,
   AiRuntime,
+  createBackup,
+  restoreBackup,
+  verifyBackup,
   importModel,
   listModels,
   removeModel,
@@ -653,6 +656,74 @@ export function program(): Command {
           ? `The new key is in ${files.master}; back it up with the database. Start the servers again.`
           : "Now set the new key in the configuration (as the file you passed), then start the servers.",
       );
+    });
+
+  const readKeyFile = (file: string, what: string) => {
+    if (!existsSync(file)) throw new Error(`${what} file ${file} does not exist`);
+    return readFileSync(file, "utf8").trim();
+  };
+  const collect = (v: string, prev: string[]) => [...prev, v];
+  cmd
+    .command("backup")
+    .description(
+      "write an encrypted backup of the database, knowledge-base index, files, configuration and master key (online with PostgreSQL; stop the server first with the embedded database)",
+    )
+    .option("--out <dir>", "where the archive goes (default: backup.dir, or <data dir>/backups)")
+    .option("--passphrase-file <file>", "encrypt with the passphrase in this file")
+    .option(
+      "--recipient <age1...>",
+      "encrypt to this age public key (repeatable; default: backup.recipients)",
+      collect,
+      [],
+    )
+    .option("--no-models", "leave model files out (they can be imported again)")
+    .action(async (o: { out?: string; passphraseFile?: string; recipient: string[]; models: boolean }) => {
+      const cfg = config();
+      const recipients = o.recipient.length ? o.recipient : cfg.backup.recipients;
+      const passphrase = o.passphraseFile
+        ? readKeyFile(o.passphraseFile, "passphrase")
+        : cfg.backup.passphrase;
+      const r = await createBackup({
+        config: cfg,
+        outDir: o.out,
+        keys: o.passphraseFile ? { passphrase } : recipients.length ? { recipients } : { passphrase },
+        includeModels: o.models,
+        log: silentLogger(),
+      });
+      out(`wrote     ${r.file} (${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${r.manifest.files.length} files)`);
+      out(
+        `database  ${r.manifest.database.kind}, ${r.manifest.database.migrations.length} migrations; knowledge-base tables: ${Object.keys(r.manifest.lance).length}`,
+      );
+    });
+  cmd
+    .command("restore <file>")
+    .description(
+      "restore a backup onto a fresh installation (empty database and data directory) of the same or a newer version, then migrate",
+    )
+    .option("--passphrase-file <file>", "the backup's passphrase (default: backup.passphrase)")
+    .option(
+      "--identity-file <file>",
+      "an age identity file (AGE-SECRET-KEY-1...) for a backup made to recipients",
+    )
+    .option("--check", "only decrypt and check every file against the manifest; change nothing")
+    .action(async (file: string, o: { passphraseFile?: string; identityFile?: string; check?: boolean }) => {
+      const cfg = config();
+      const keys = {
+        passphrase: o.passphraseFile ? readKeyFile(o.passphraseFile, "passphrase") : cfg.backup.passphrase,
+        identities: o.identityFile
+          ? readKeyFile(o.identityFile, "identity")
+              .split("\n")
+              .map((l) => l.trim())
+              .filter((l) => l.startsWith("AGE-SECRET-KEY-"))
+          : [],
+      };
+      const m = o.check
+        ? await verifyBackup(file, keys, cfg.dataDir)
+        : await restoreBackup({ config: cfg, file, keys, log: silentLogger() });
+      out(
+        `${o.check ? "checked " : "restored"}  ${file}: version ${m.version} of ${m.createdAt}, ${m.files.length} files`,
+      );
+      if (!o.check) out("Run `worksynapse audit verify`, then start the server.");
     });
 
   const dbCmd = cmd.command("db").description("database administration");

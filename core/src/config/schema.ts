@@ -532,6 +532,31 @@ export const configSchema = z.object({
       webhookToleranceSeconds: 300,
       retentionDays: 30,
     }),
+  backup: z
+    .object({
+      dir: z
+        .string()
+        .optional()
+        .describe(
+          "Where `worksynapse backup` writes archives (default: <dataDir>/backups); keep a copy off the machine.",
+        ),
+      recipients: z
+        .array(z.string().regex(/^age1[0-9a-z]+$/, "an age public key (age1...)"))
+        .default([])
+        .describe(
+          "age public keys (age1...) backups are encrypted to; the site keeps the matching identity offline. Unset: a passphrase.",
+        ),
+      passphrase: secret(
+        z.string().min(12).optional(),
+        "Passphrase backups are encrypted with when no recipient is set (the `--passphrase-file` of the command wins).",
+      ),
+      pgDumpBin: z
+        .string()
+        .default("pg_dump")
+        .describe("The pg_dump binary (PostgreSQL client tools of the server's major version or newer)."),
+      pgRestoreBin: z.string().default("pg_restore").describe("The pg_restore binary."),
+    })
+    .default({ recipients: [], pgDumpBin: "pg_dump", pgRestoreBin: "pg_restore" }),
   secrets: z
     .object({
       masterKey: secret(
