@@ -53,6 +53,16 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => onSignal("SIGTERM"));
   process.on("SIGINT", () => onSignal("SIGINT"));
+  // SIGHUP: the built-in HTTPS server reads its certificate and key again (a renewed certificate, no restart).
+  // A file that cannot be read or does not parse leaves the running certificate in place.
+  process.on("SIGHUP", () => {
+    try {
+      if (server?.reloadTls()) log.info({ cert: config.http.tls.certPath }, "TLS certificate and key reloaded");
+      else log.info("SIGHUP: nothing to reload (no built-in TLS)");
+    } catch (err) {
+      log.error({ err }, "TLS reload failed; the previous certificate stays in use");
+    }
+  });
   try {
     server = await startServer(config, log);
   } catch (err) {

@@ -1,4 +1,6 @@
+import { readFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import { hostname } from "node:os";
 import type { AddressInfo } from "node:net";
 import type { Config } from "./config/schema.js";
@@ -39,6 +41,8 @@ export interface RunningServer {
   ai?: AiRuntime;
   /** The AI tool registry of the web role (the assistant runs tools through it). */
   tools?: ToolRegistry;
+  /** Reads the TLS certificate and key again (SIGHUP); new connections use them. False without TLS. */
+  reloadTls(): boolean;
   /**
    * Graceful shutdown in a fixed order, each step bounded; safe to call twice. False when a step failed or
    * timed out (its work is abandoned, to be redelivered).
@@ -52,6 +56,19 @@ export interface StartOptions {
   queues?: QueueDef[];
   /** The assistant's inference instead of llama.cpp (agent tests use a scripted engine). */
   assistantEngine?: Engine;
+}
+
+/** The built-in HTTPS server's certificate chain and key, read from their files (start-up and SIGHUP). */
+function readTls(config: Config): { cert: Buffer; key: Buffer } {
+  const { certPath, keyPath } = config.http.tls;
+  const read = (file: string | undefined, what: string) => {
+    try {
+      return readFileSync(file as string);
+    } catch (err) {
+      throw new Error(`cannot read the TLS ${what} ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  return { cert: read(certPath, "certificate"), key: read(keyPath, "key") };
 }
 
 /** Starts the roles of this process: database, bus, then the web server and/or workers. */
@@ -138,7 +155,7 @@ export async function startServer(
         );
   }
 
-  let server: http.Server | undefined;
+  let server: http.Server | https.Server | undefined;
   let baseUrl: string | undefined;
   let tools: ToolRegistry | undefined;
   let closeRealtime: (() => void) | undefined;
@@ -162,7 +179,12 @@ export async function startServer(
     });
     tools = built.tools;
     for (const m of built.modules) if (m.web) started.push(await m.web(built.context));
-    server = http.createServer(built.app.callback());
+    server = config.http.tls.certPath
+      ? https.createServer(
+          { ...readTls(config), minVersion: config.http.tls.minVersion },
+          built.app.callback(),
+        )
+      : http.createServer(built.app.callback());
     if (built.upgrade) server.on("upgrade", built.upgrade);
     closeRealtime = built.closeRealtime;
     server.keepAliveTimeout = 5000;
@@ -172,7 +194,7 @@ export async function startServer(
     });
     const addr = server.address() as AddressInfo;
     const host = config.http.host === "0.0.0.0" || config.http.host === "::" ? "localhost" : config.http.host;
-    baseUrl = `http://${host}:${addr.port}`;
+    baseUrl = `${config.http.tls.certPath ? "https" : "http"}://${host}:${addr.port}`;
     log.info({ url: baseUrl, roles: config.roles }, "WorkSynapse is serving");
   }
   await db.knex.transaction((trx) =>
@@ -238,5 +260,10 @@ export async function startServer(
       return clean;
     })());
 
-  return { url: baseUrl, db, bus, outbox, readiness, ai, tools, stop };
+  const reloadTls = () => {
+    if (!(server instanceof https.Server)) return false;
+    server.setSecureContext({ ...readTls(config), minVersion: config.http.tls.minVersion });
+    return true;
+  };
+  return { url: baseUrl, db, bus, outbox, readiness, ai, tools, stop, reloadTls };
 }

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateIdentity, identityToRecipient } from "age-encryption";
 import { makeTinyModel } from "../../scripts/make-tiny-model.js";
 import { NATS_URL } from "../support/env.js";
 import { deleteStreams } from "../support/nats.js";
@@ -42,6 +43,9 @@ function cli(env: Record<string, string>, ...args: string[]): Promise<Cli> {
 
 const work = mkdtempSync(path.join(tmpdir(), "ws-backup-"));
 const passFile = path.join(work, "passphrase");
+// The site's age key pair: backups are encrypted to its public key, restores use the identity kept offline.
+const idFile = path.join(work, "site-identity.txt");
+let recipient: string;
 const outDir = path.join(work, "backups");
 let dbA: TestDatabase;
 let dbB: TestDatabase | undefined;
@@ -116,6 +120,9 @@ let cookie: string;
 
 beforeAll(async () => {
   writeFileSync(passFile, "correct horse battery staple 42\n", { mode: 0o600 });
+  const identity = await generateIdentity();
+  recipient = await identityToRecipient(identity);
+  writeFileSync(idFile, `# the site's backup identity\n${identity}\n`, { mode: 0o600 });
   dbA = await createTestDatabase("backupa");
   const dataA = path.join(work, "a");
   envA = baseEnv(dataA, dbA);
@@ -215,7 +222,7 @@ afterAll(async () => {
 
 describe("backup and restore", () => {
   it("backs up a running installation into one encrypted archive and checks it", async () => {
-    const r = await cli(envA, "backup", "--out", outDir, "--passphrase-file", passFile);
+    const r = await cli(envA, "backup", "--out", outDir, "--recipient", recipient);
     expect(r.code, r.stderr).toBe(0);
     const files = readdirSync(outDir);
     expect(files).toHaveLength(1);
@@ -227,17 +234,22 @@ describe("backup and restore", () => {
     expect(raw.subarray(0, 21).toString()).toBe("age-encryption.org/v1");
     for (const text of ["oxygen cylinders", "Handover", "sealed-token-value-123", "ada@backup.example"])
       expect(raw.includes(text), text).toBe(false);
-    const checked = await cli(envA, "restore", "--check", archive, "--passphrase-file", passFile);
+    const checked = await cli(envA, "restore", "--check", archive, "--identity-file", idFile);
     expect(checked.code, checked.stderr).toBe(0);
     expect(checked.stdout).toMatch(/checked/);
   });
 
-  it("refuses a wrong passphrase, a damaged archive and a truncated one, naming the problem", async () => {
+  it("refuses a wrong passphrase or identity, a damaged archive and a truncated one, naming the problem", async () => {
     const wrong = path.join(work, "wrong");
     writeFileSync(wrong, "not the passphrase at all\n");
     const w = await cli(envA, "restore", "--check", archive, "--passphrase-file", wrong);
     expect(w.code).toBe(1);
     expect(w.stderr).toMatch(/passphrase or identity does not open this backup/);
+    const otherId = path.join(work, "other-identity.txt");
+    writeFileSync(otherId, `${await generateIdentity()}\n`);
+    const o = await cli(envA, "restore", "--check", archive, "--identity-file", otherId);
+    expect(o.code).toBe(1);
+    expect(o.stderr).toMatch(/passphrase or identity does not open this backup/);
     const raw = readFileSync(archive);
     const damaged = Buffer.from(raw);
     const middle = Math.floor(raw.length / 2);
@@ -248,8 +260,8 @@ describe("backup and restore", () => {
       "restore",
       "--check",
       path.join(work, "damaged.wsbackup"),
-      "--passphrase-file",
-      passFile,
+      "--identity-file",
+      idFile,
     );
     expect(d.code).toBe(1);
     expect(d.stderr).toMatch(/damaged/);
@@ -259,8 +271,8 @@ describe("backup and restore", () => {
       "restore",
       "--check",
       path.join(work, "short.wsbackup"),
-      "--passphrase-file",
-      passFile,
+      "--identity-file",
+      idFile,
     );
     expect(s.code).toBe(1);
     expect(s.stderr).toMatch(/damaged/);
@@ -271,7 +283,7 @@ describe("backup and restore", () => {
     const big = path.join(envA.WORKSYNAPSE_DATA_DIR as string, "chat", "files", "zz-large-upload.bin");
     writeFileSync(big, randomBytes(96 * 2 ** 20));
     const killDir = path.join(work, "killed");
-    const child = spawn(process.execPath, [BIN, "backup", "--out", killDir, "--passphrase-file", passFile], {
+    const child = spawn(process.execPath, [BIN, "backup", "--out", killDir, "--recipient", recipient], {
       env: { ...process.env, ...envA },
       stdio: "ignore",
     });
@@ -293,14 +305,14 @@ describe("backup and restore", () => {
       "restore",
       "--check",
       path.join(killDir, partial as string),
-      "--passphrase-file",
-      passFile,
+      "--identity-file",
+      idFile,
     );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/unfinished backup/);
     // The next backup removes what the killed one left (its archive and its staging folder).
     rmSync(big);
-    const again = await cli(envA, "backup", "--out", killDir, "--passphrase-file", passFile);
+    const again = await cli(envA, "backup", "--out", killDir, "--recipient", recipient);
     expect(again.code, again.stderr).toBe(0);
     expect(readdirSync(killDir).filter((f) => f.includes(".partial-"))).toEqual([]);
     expect(readdirSync(envA.WORKSYNAPSE_DATA_DIR as string).filter((f) => f.startsWith(".staging-"))).toEqual(
@@ -317,14 +329,14 @@ describe("backup and restore", () => {
     dbB = await createTestDatabase("backupb");
     const envB = baseEnv(path.join(work, "b"), dbB);
 
-    const restored = await cli(envB, "restore", archive, "--passphrase-file", passFile);
+    const restored = await cli(envB, "restore", archive, "--identity-file", idFile);
     expect(restored.code, restored.stderr).toBe(0);
     const audit = await cli(envB, "audit", "verify");
     expect(audit.code, audit.stdout + audit.stderr).toBe(0);
     expect(audit.stdout).toMatch(/audit log intact/);
 
     // Restoring again onto what is now a populated installation is refused and changes nothing.
-    const twice = await cli(envB, "restore", archive, "--passphrase-file", passFile);
+    const twice = await cli(envB, "restore", archive, "--identity-file", idFile);
     expect(twice.code).toBe(1);
     expect(twice.stderr).toMatch(/not empty/);
 

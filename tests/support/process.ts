@@ -65,7 +65,7 @@ export function spawnCore(env: Record<string, string | undefined> = {}, args: st
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
       lines.push(line);
-      const m = /"url":"(http:\/\/[^"]+)"/.exec(line);
+      const m = /"url":"(https?:\/\/[^"]+)"/.exec(line);
       if (m?.[1] && line.includes("WorkSynapse is serving")) resolveUrl(m[1]);
     }
   });

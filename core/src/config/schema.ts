@@ -68,6 +68,22 @@ export const configSchema = z.object({
         .string()
         .optional()
         .describe("Directory of the built web UI; defaults to the bundled ui/build."),
+      tls: z
+        .object({
+          certPath: z
+            .string()
+            .optional()
+            .describe(
+              "PEM certificate chain of the built-in HTTPS server (with keyPath). Unset: plain HTTP, for a TLS reverse proxy or ingress in front. SIGHUP reloads both files.",
+            ),
+          keyPath: z.string().optional().describe("PEM private key of the built-in HTTPS server."),
+          minVersion: z
+            .enum(["TLSv1.2", "TLSv1.3"])
+            .default("TLSv1.2")
+            .describe("Oldest TLS version the built-in server accepts."),
+        })
+        .refine((t) => !t.certPath === !t.keyPath, "set both certPath and keyPath, or neither")
+        .default({ minVersion: "TLSv1.2" }),
     })
     .default({
       host: "0.0.0.0",
@@ -77,6 +93,7 @@ export const configSchema = z.object({
       proxyHops: 1,
       trustedProxies: [],
       shutdownTimeoutMs: 15000,
+      tls: { minVersion: "TLSv1.2" },
     }),
   log: z
     .object({
