@@ -677,24 +677,39 @@ export function program(): Command {
       [],
     )
     .option("--no-models", "leave model files out (they can be imported again)")
-    .action(async (o: { out?: string; passphraseFile?: string; recipient: string[]; models: boolean }) => {
-      const cfg = config();
-      const recipients = o.recipient.length ? o.recipient : cfg.backup.recipients;
-      const passphrase = o.passphraseFile
-        ? readKeyFile(o.passphraseFile, "passphrase")
-        : cfg.backup.passphrase;
-      const r = await createBackup({
-        config: cfg,
-        outDir: o.out,
-        keys: o.passphraseFile ? { passphrase } : recipients.length ? { recipients } : { passphrase },
-        includeModels: o.models,
-        log: silentLogger(),
-      });
-      out(`wrote     ${r.file} (${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${r.manifest.files.length} files)`);
-      out(
-        `database  ${r.manifest.database.kind}, ${r.manifest.database.migrations.length} migrations; knowledge-base tables: ${Object.keys(r.manifest.lance).length}`,
-      );
-    });
+    .option("--keep <n>", "then delete all but the n newest archives in the folder (retention)", (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new Error("--keep must be a whole number of at least 1");
+      return n;
+    })
+    .action(
+      async (o: {
+        out?: string;
+        passphraseFile?: string;
+        recipient: string[];
+        models: boolean;
+        keep?: number;
+      }) => {
+        const cfg = config();
+        const recipients = o.recipient.length ? o.recipient : cfg.backup.recipients;
+        const passphrase = o.passphraseFile
+          ? readKeyFile(o.passphraseFile, "passphrase")
+          : cfg.backup.passphrase;
+        const r = await createBackup({
+          config: cfg,
+          outDir: o.out,
+          keys: o.passphraseFile ? { passphrase } : recipients.length ? { recipients } : { passphrase },
+          includeModels: o.models,
+          keep: o.keep,
+          log: silentLogger(),
+        });
+        for (const f of r.removed) out(`removed   ${f} (retention: ${o.keep} kept)`);
+        out(`wrote     ${r.file} (${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${r.manifest.files.length} files)`);
+        out(
+          `database  ${r.manifest.database.kind}, ${r.manifest.database.migrations.length} migrations; knowledge-base tables: ${Object.keys(r.manifest.lance).length}`,
+        );
+      },
+    );
   cmd
     .command("restore <file>")
     .description(

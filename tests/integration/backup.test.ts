@@ -315,6 +315,25 @@ describe("backup and restore", () => {
     const again = await cli(envA, "backup", "--out", killDir, "--recipient", recipient);
     expect(again.code, again.stderr).toBe(0);
     expect(readdirSync(killDir).filter((f) => f.includes(".partial-"))).toEqual([]);
+    // Retention: with --keep 1 the next backup deletes the older archive.
+    const [older] = readdirSync(killDir);
+    await new Promise((r) => setTimeout(r, 1100));
+    const kept = await cli(
+      envA,
+      "backup",
+      "--out",
+      killDir,
+      "--recipient",
+      recipient,
+      "--keep",
+      "1",
+      "--no-models",
+    );
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stdout).toMatch(/removed .*retention: 1 kept/);
+    const now = readdirSync(killDir);
+    expect(now).toHaveLength(1);
+    expect(now[0]).not.toBe(older);
     expect(readdirSync(envA.WORKSYNAPSE_DATA_DIR as string).filter((f) => f.startsWith(".staging-"))).toEqual(
       [],
     );

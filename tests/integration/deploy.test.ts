@@ -93,8 +93,13 @@ const byName = (ms: Manifest[], kind: string, name: string) => {
   expect(m, `${kind} ${name}`).toBeDefined();
   return m as Manifest;
 };
+/** The pod template of a Deployment, Job or CronJob. */
+const podOf = (m: Manifest) =>
+  m.kind === "CronJob"
+    ? (m.spec.jobTemplate as { spec: { template: NonNullable<Manifest["spec"]["template"]> } }).spec.template
+    : m.spec.template;
 const envOf = (m: Manifest) =>
-  Object.fromEntries((m.spec.template?.spec.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
+  Object.fromEntries((podOf(m)?.spec.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
 
 describe("the Helm chart, rendered by the real helm", () => {
   it("lints with the default values and with every value set", async () => {
@@ -166,7 +171,7 @@ describe("the Helm chart, rendered by the real helm", () => {
         .flatMap((n) => [n, `${n}_FILE`]),
     );
     for (const ms of [await render(), await render("-f", fullValues)]) {
-      for (const d of ms.filter((m) => m.kind === "Deployment" || m.kind === "Job")) {
+      for (const d of ms.filter((m) => ["Deployment", "Job", "CronJob"].includes(m.kind))) {
         const env = envOf(d);
         for (const name of Object.keys(env))
           expect(known.has(name), `${d.metadata.name}: ${name}`).toBe(true);
@@ -177,8 +182,39 @@ describe("the Helm chart, rendered by the real helm", () => {
     }
   });
 
+  it("schedules encrypted backups as the owner role when asked, with retention", async () => {
+    expect((await render()).map((m) => m.kind)).not.toContain("CronJob");
+    const full = await render("-f", fullValues);
+    const cron = byName(full, "CronJob", "ws-backup");
+    expect(cron.spec.schedule).toBe("15 1 * * *");
+    expect(cron.spec.concurrencyPolicy).toBe("Forbid");
+    const c = podOf(cron)?.spec.containers[0];
+    expect(c?.args).toEqual([
+      "node",
+      "installer/bin/worksynapse.mjs",
+      "backup",
+      "--out",
+      "/backups",
+      "--keep",
+      "14",
+      "--no-models",
+    ]);
+    expect(envOf(cron)).toMatchObject({
+      DATABASE_OWNER_URL_FILE: "/run/secrets/worksynapse/database-owner-url",
+      WORKSYNAPSE_BACKUP_RECIPIENTS: "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+    });
+    expect(byName(full, "PersistentVolumeClaim", "ws-backups").metadata.annotations).toMatchObject({
+      "helm.sh/resource-policy": "keep",
+    });
+    // Never unencrypted: enabling backups without a recipient or a passphrase fails the install.
+    const r = await helm("template", "ws", chartDir, "--set", "backup.enabled=true");
+    expect(r.code).not.toBe(0);
+    expect(r.out).toMatch(/a backup is always encrypted/);
+  });
+
   it("refuses values its schema does not know or allow", async () => {
     for (const set of [
+      "backup.recipients[0]=not-an-age-key",
       "surprise=1",
       "web.replicas=-1",
       "web.resorces.limits.memory=1Gi",

@@ -222,6 +222,8 @@ export interface BackupOptions {
   keys: BackupKeys;
   /** Model files are large and can be imported again; they are included unless this is false. */
   includeModels?: boolean;
+  /** After a successful backup, keep only this many of the newest archives in the folder (retention). */
+  keep?: number;
   log: Logger;
 }
 
@@ -229,6 +231,20 @@ export interface BackupResult {
   file: string;
   bytes: number;
   manifest: BackupManifest;
+  /** Older archives deleted by the retention rule. */
+  removed: string[];
+}
+
+/** Deletes all but the `keep` newest finished archives of a folder (their names sort by time). */
+async function applyRetention(dir: string, keep: number): Promise<string[]> {
+  const archives = (await readdir(dir))
+    .filter((f) => /^worksynapse-.+-\d{8}T\d{6}Z\.wsbackup$/.test(f))
+    .sort((a, b) =>
+      a.replace(/^.*-(\d{8}T\d{6}Z)/, "$1").localeCompare(b.replace(/^.*-(\d{8}T\d{6}Z)/, "$1")),
+    );
+  const old = archives.slice(0, Math.max(0, archives.length - keep));
+  for (const f of old) await rm(path.join(dir, f), { force: true });
+  return old.map((f) => path.join(dir, f));
 }
 
 /** Writes a consistent, encrypted backup of the installation while it runs (PostgreSQL) or is stopped (PGlite). */
@@ -248,6 +264,8 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
     .replace(/\.\d+Z$/, "Z");
   const finalName = path.join(outDir, `worksynapse-${VERSION}-${stamp}${BACKUP_SUFFIX}`);
   const partial = `${finalName}.partial-${id}`;
+  if (existsSync(finalName))
+    throw new BackupError(`${finalName} exists (a backup in this same second); run again`);
   await mkdir(staging, { recursive: true, mode: 0o700 });
   try {
     // 1. The index's versions first: the database snapshot below is at least as new, so every document it
@@ -338,7 +356,8 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
     const dirHandle = await open(outDir, "r");
     await dirHandle.sync().finally(() => dirHandle.close());
     log.info({ file: finalName, bytes, files: files.length }, "backup written");
-    return { file: finalName, bytes, manifest };
+    const removed = opts.keep ? await applyRetention(outDir, opts.keep) : [];
+    return { file: finalName, bytes, manifest, removed };
   } catch (err) {
     await rm(partial, { force: true });
     throw err;
