@@ -57,7 +57,8 @@ async function main(): Promise<void> {
   // A file that cannot be read or does not parse leaves the running certificate in place.
   process.on("SIGHUP", () => {
     try {
-      if (server?.reloadTls()) log.info({ cert: config.http.tls.certPath }, "TLS certificate and key reloaded");
+      if (server?.reloadTls())
+        log.info({ cert: config.http.tls.certPath }, "TLS certificate and key reloaded");
       else log.info("SIGHUP: nothing to reload (no built-in TLS)");
     } catch (err) {
       log.error({ err }, "TLS reload failed; the previous certificate stays in use");
