@@ -39,3 +39,10 @@ export {
   BackupError,
   type BackupManifest,
 } from "./modules/system/backup.js";
+export {
+  generateSigningKey,
+  minisignPublicKey,
+  signFile,
+  verifyFile,
+  SignatureError,
+} from "./platform/minisign.js";

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
+  createReadStream,
   accessSync,
   constants,
   existsSync,
@@ -12,10 +13,12 @@ import {
   chmodSync,
 } from "node:fs";
 import net from "node:net";
+import { pipeline } from "node:stream/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Argument, Command, Option } from "commander";
 import pg from "pg";
+import * as tar from "tar";
 import { stringify as toYaml } from "yaml";
 import { connect } from "@nats-io/transport-node";
 import {
@@ -35,6 +38,8 @@ import {
   sinkOf,
   writeCheckpoints,
   AiRuntime,
+  generateSigningKey,
+  verifyFile,
   createBackup,
   restoreBackup,
   verifyBackup,
@@ -302,6 +307,48 @@ export async function dbSetup(opts: {
   } finally {
     await dbClient.end();
   }
+}
+
+/**
+ * Reads a bundle (a .tar.gz) once and checks every file in it against the SHA256SUMS it carries: none missing,
+ * none extra, none changed. Returns the number of files.
+ */
+export async function verifyBundleContents(file: string): Promise<number> {
+  const hashes = new Map<string, string>();
+  let sums: string | undefined;
+  await pipeline(
+    createReadStream(file),
+    new tar.Parser({
+      onReadEntry: (entry) => {
+        const rel = entry.path.split("/").slice(1).join("/");
+        if (entry.type !== "File") return entry.resume();
+        if (rel === "SHA256SUMS") {
+          const chunks: Buffer[] = [];
+          entry.on("data", (c: Buffer) => chunks.push(c));
+          entry.on("end", () => (sums = Buffer.concat(chunks).toString()));
+          return;
+        }
+        const h = createHash("sha256");
+        entry.on("data", (c: Buffer) => h.update(c));
+        entry.on("end", () => hashes.set(rel, h.digest("hex")));
+      },
+    }),
+  );
+  if (!sums) throw new Error("the bundle has no SHA256SUMS");
+  const listed = new Map(
+    sums
+      .trim()
+      .split("\n")
+      .map((l) => [l.slice(66), l.slice(0, 64)] as const),
+  );
+  for (const [p, h] of listed) {
+    const got = hashes.get(p);
+    if (!got) throw new Error(`the bundle lacks ${p}, which SHA256SUMS lists`);
+    if (got !== h) throw new Error(`${p} does not match SHA256SUMS`);
+  }
+  for (const p of hashes.keys())
+    if (!listed.has(p)) throw new Error(`${p} is in the bundle but not in SHA256SUMS`);
+  return listed.size;
 }
 
 /** Builds the `worksynapse` command. */
@@ -739,6 +786,39 @@ export function program(): Command {
         `${o.check ? "checked " : "restored"}  ${file}: version ${m.version} of ${m.createdAt}, ${m.files.length} files`,
       );
       if (!o.check) out("Run `worksynapse audit verify`, then start the server.");
+    });
+
+  const bundleCmd = cmd.command("bundle").description("offline bundles (docs/install.md)");
+  bundleCmd
+    .command("verify <file>")
+    .description(
+      "check a bundle's minisign signature, then every file in it against its SHA256SUMS; exit 1 naming the first problem",
+    )
+    .option(
+      "--pubkey <file>",
+      "the publisher's minisign public key (default: minisign.pub beside the bundle)",
+    )
+    .option("--sig <file>", "the signature (default: <file>.minisig)")
+    .action(async (file: string, o: { pubkey?: string; sig?: string }) => {
+      const pub = readKeyFile(o.pubkey ?? path.join(path.dirname(file), "minisign.pub"), "public key");
+      const sig = readKeyFile(o.sig ?? `${file}.minisig`, "signature");
+      const comment = await verifyFile(file, `${sig}\n`, pub);
+      out(`signature ok: ${comment}`);
+      const n = await verifyBundleContents(file);
+      out(`contents  ok: ${n} files match SHA256SUMS`);
+    });
+  bundleCmd
+    .command("keygen")
+    .description(
+      "create a signing key for bundles and model packs (keep it offline) and its minisign public key",
+    )
+    .requiredOption("--out <dir>", "where signing.key (mode 0600) and minisign.pub are written")
+    .action((o: { out: string }) => {
+      mkdirSync(o.out, { recursive: true });
+      const k = generateSigningKey();
+      writeFileSync(path.join(o.out, "signing.key"), k.privatePem, { mode: 0o600, flag: "wx" });
+      writeFileSync(path.join(o.out, "minisign.pub"), k.publicKey, { flag: "wx" });
+      out(`wrote     ${path.join(o.out, "signing.key")} (secret) and minisign.pub`);
     });
 
   const dbCmd = cmd.command("db").description("database administration");
