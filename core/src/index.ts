@@ -46,3 +46,4 @@ export {
   verifyFile,
   SignatureError,
 } from "./platform/minisign.js";
+export { createPack, importPack, verifyPack, trustedPackKeys, PACK_SUFFIX } from "./modules/ai/packs.js";

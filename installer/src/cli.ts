@@ -8,6 +8,7 @@ import {
   mkdirSync,
   readFileSync,
   renameSync,
+  statSync,
   statfsSync,
   writeFileSync,
   chmodSync,
@@ -38,6 +39,9 @@ import {
   sinkOf,
   writeCheckpoints,
   AiRuntime,
+  createPack,
+  importPack,
+  trustedPackKeys,
   generateSigningKey,
   verifyFile,
   createBackup,
@@ -499,22 +503,67 @@ export function program(): Command {
     ]);
   modelsCmd
     .command("import <file>")
-    .description("check a GGUF file, copy it into the data directory and register it")
+    .description(
+      "check a GGUF file or a signed model pack (a .wsmodel folder), copy the model into the data directory and register it",
+    )
     .option("--name <name>", "name shown to users and used by API clients (default: the file name)")
     .addOption(
       new Option("--role <role>", "what it is used for").choices(["chat", "embedding"]).default("chat"),
     )
-    .action(async (file: string, o: { name?: string; role: "chat" | "embedding" }) => {
+    .option("--pubkey <file>", "a pack publisher's minisign.pub to trust, besides ai.packKeys")
+    .action(async (file: string, o: { name?: string; role: "chat" | "embedding"; pubkey?: string }) => {
       await withModels(async (owner, runtime, cfg) => {
-        const m = await importModel(owner.knex, await runtime.llama(), cfg, {
-          file,
-          name: o.name,
-          role: o.role,
-        });
+        const isPack = existsSync(file) && statSync(file).isDirectory();
+        const m = isPack
+          ? await importPack(
+              owner.knex,
+              await runtime.llama(),
+              cfg,
+              file,
+              trustedPackKeys(cfg, o.pubkey ? [readKeyFile(o.pubkey, "public key")] : []),
+            )
+          : await importModel(owner.knex, await runtime.llama(), cfg, {
+              file,
+              name: o.name,
+              role: o.role,
+            });
         out(`imported  ${m.name}\n`);
         out(modelRows([m]));
       });
     });
+  modelsCmd
+    .command("pack <file.gguf>")
+    .description("make a signed model pack (a .wsmodel folder) of a GGUF file, to carry to a site")
+    .requiredOption("--name <name>", "the model's name")
+    .requiredOption("--licence <licence>", "its licence (e.g. Apache-2.0, Llama 3.1 Community)")
+    .requiredOption("--key <file>", "the signing key (worksynapse bundle keygen)")
+    .addOption(
+      new Option("--role <role>", "what it is used for").choices(["chat", "embedding"]).default("chat"),
+    )
+    .option("--out <dir>", "where the pack folder goes", ".")
+    .action(
+      async (
+        file: string,
+        o: { name: string; licence: string; key: string; role: "chat" | "embedding"; out: string },
+      ) => {
+        const cfg = config();
+        const runtime = new AiRuntime({ ...cfg, ai: { ...cfg.ai, gpu: "off" } }, silentLogger());
+        try {
+          const dir = await createPack({
+            llama: await runtime.llama(),
+            gguf: file,
+            name: o.name,
+            role: o.role,
+            licence: o.licence,
+            privatePem: readKeyFile(o.key, "signing key"),
+            outDir: o.out,
+          });
+          out(`wrote     ${dir}`);
+        } finally {
+          await runtime.close();
+        }
+      },
+    );
   modelsCmd
     .command("list")
     .description("installed models")

@@ -1,4 +1,5 @@
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -8,6 +9,7 @@ import { spawnCore, waitForOk, type CoreProcess, sideloadTinyModel } from "../su
 import { launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { createTestDatabase, type TestDatabase } from "../support/pg.js";
 import { NATS_URL } from "../support/env.js";
+import { generateSigningKey } from "../../core/src/platform/minisign.js";
 
 const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
 const ADMIN = {
@@ -25,12 +27,27 @@ beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
   pg = await createTestDatabase("e2eai");
   const dataDir = mkdtempSync(path.join(tmpdir(), "ws-e2e-ai-"));
+  // A signed model pack waits in the server's import folder, made as a publisher makes one.
+  const key = generateSigningKey();
+  writeFileSync(path.join(dataDir, "publisher.key"), key.privatePem, { mode: 0o600 });
+  // Another model than the sideloaded tiny one (the same file would be refused as already registered).
+  copyFileSync(
+    new URL("../../../shared/models/stories260K.gguf", import.meta.url).pathname,
+    path.join(dataDir, "helper.gguf"),
+  );
+  mkdirSync(path.join(dataDir, "import"));
+  execFileSync(process.execPath, [
+    new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname,
+    ...["models", "pack", path.join(dataDir, "helper.gguf"), "--name", "Ward Helper", "--licence", "MIT"],
+    ...["--key", path.join(dataDir, "publisher.key"), "--out", path.join(dataDir, "import")],
+  ]);
   const env = {
     WORKSYNAPSE_DATA_DIR: dataDir,
     DATABASE_URL: pg.url,
     NATS_URL,
     WORKSYNAPSE_NATS_PREFIX: "e2eai",
     WORKSYNAPSE_AI_THREADS: "1",
+    WORKSYNAPSE_AI_PACK_KEYS: key.publicKey.split("\n")[1] as string,
   };
   // As an admin sideloads a model: the CLI checks and registers it; nothing is downloaded.
   expect(await sideloadTinyModel(env)).toContain("imported  tiny");
@@ -78,6 +95,29 @@ describe("AI models page and playground", () => {
     // The models page now shows the model loaded, with its memory and the contexts its sequences are spread over.
     await page.goto(`${url}/admin/models`);
     await page.getByText(/Loaded, [\d.]+ MiB in memory, \d+ contexts/).waitFor();
+    expect(watch.consoleErrors).toEqual([]);
+    expect(watch.foreignRequests).toEqual([]);
+    await ctx.close();
+  }, 60_000);
+
+  it("imports a signed model pack from the server's import folder", async () => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    const watch = watchPage(page);
+    await signInInBrowser(page, url, ADMIN.email, ADMIN.password);
+    await page.goto(`${url}/admin/models`);
+    const packs = page.getByRole("region", { name: "Import a model pack" });
+    const row = packs.getByRole("row").filter({ hasText: "Ward Helper" });
+    await row.getByText("Signature and file verified").waitFor();
+    await row.getByText("MIT").waitFor();
+    expect((await new AxeBuilder({ page }).analyze()).violations.map((v) => v.id)).toEqual([]);
+    await row.getByRole("button", { name: "Import" }).click();
+    await packs.getByRole("status").filter({ hasText: "Ward Helper is imported." }).waitFor();
+    // The models table lists it now, beside the sideloaded one.
+    await page
+      .getByRole("cell", { name: /Ward Helper/ })
+      .first()
+      .waitFor();
     expect(watch.consoleErrors).toEqual([]);
     expect(watch.foreignRequests).toEqual([]);
     await ctx.close();

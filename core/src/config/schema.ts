@@ -262,6 +262,20 @@ export const configSchema = z.object({
         .enum(["auto", "off"])
         .default("auto")
         .describe("Use a GPU when llama.cpp finds one (auto) or never (off)."),
+      importDir: z
+        .string()
+        .optional()
+        .describe(
+          "The server's import folder: model packs an admin copies here can be imported from the Models page (default: <dataDir>/import).",
+        ),
+      packKeys: z
+        .array(
+          z.string().regex(/^[A-Za-z0-9+/]{56}$/, "a minisign public key (the base64 line of minisign.pub)"),
+        )
+        .default([])
+        .describe(
+          "minisign public keys (the base64 line of minisign.pub) whose signed model packs may be imported.",
+        ),
     })
     .default({
       parallel: 4,
@@ -271,6 +285,7 @@ export const configSchema = z.object({
       maxTokens: 512,
       idleUnloadMinutes: 30,
       gpu: "auto",
+      packKeys: [],
     }),
   assistant: z
     .object({

@@ -11,6 +11,7 @@ import { AppError } from "../../platform/http/errors.js";
 import { requestLog } from "../../platform/http/envelope.js";
 import { admitAiRequest, recordUsageNow } from "../identity/org.service.js";
 import { listModels, orgModels, removeModel, setOrgModels, type ModelRow } from "./models.service.js";
+import { importDir, importPack, listImportablePacks, packInImportDir, trustedPackKeys } from "./packs.js";
 import type { AiRuntime, ChatMessage, GenerateResult } from "./runtime.js";
 import { Speculations, type SpeculativeRequest } from "./speculation.js";
 
@@ -244,6 +245,80 @@ export function registerAiRoutes(
     }),
     status: 204,
     handler: async (_ctx, { body }, { caller, trx }) => setOrgModels(trx, caller.orgId, body),
+  });
+
+  const packSchema = z
+    .object({
+      folder: z.string(),
+      manifest: z
+        .object({
+          name: z.string(),
+          role: z.enum(["chat", "embedding"]),
+          licence: z.string(),
+          contextLength: z.number(),
+          architecture: z.string(),
+          sizeBytes: z.number(),
+          sha256: z.string(),
+          createdAt: z.string(),
+        })
+        .nullable(),
+      problem: z.string().nullable(),
+    })
+    .meta({ id: "ModelPack" });
+
+  api.route({
+    method: "get",
+    path: "/api/ai/model-packs",
+    operationId: "listModelPacks",
+    scope: "installation",
+    summary:
+      "Model packs in the server's import folder, each checked: signed by a trusted key and holding the file its manifest names (system administrators)",
+    tags,
+    response: dataOf(z.object({ folder: z.string(), packs: z.array(packSchema) })),
+    handler: async (_ctx, _in, { caller }) => {
+      if (!caller.systemAdmin) throw AppError.forbidden("Only system administrators import models.");
+      const packs = await listImportablePacks(deps.config);
+      return {
+        data: {
+          folder: importDir(deps.config),
+          packs: packs.map((p) => ({
+            folder: p.folder,
+            problem: p.problem,
+            manifest: p.manifest && {
+              name: p.manifest.name,
+              role: p.manifest.role,
+              licence: p.manifest.licence,
+              contextLength: p.manifest.contextLength,
+              architecture: p.manifest.architecture,
+              sizeBytes: p.manifest.sizeBytes,
+              sha256: p.manifest.sha256,
+              createdAt: p.manifest.createdAt,
+            },
+          })),
+        },
+      };
+    },
+  });
+
+  api.route({
+    method: "post",
+    path: "/api/ai/model-packs/import",
+    operationId: "importModelPack",
+    scope: "installation",
+    summary:
+      "Import a model pack from the server's import folder: its signature and file are checked, the model copied in and registered (system administrators)",
+    tags,
+    body: z.strictObject({ folder: z.string().min(1).max(300) }),
+    status: 201,
+    response: dataOf(z.object({ id: z.uuid(), name: z.string(), role: z.enum(["chat", "embedding"]) })),
+    handler: async (_ctx, { body }, { caller, trx }) => {
+      if (!caller.systemAdmin) throw AppError.forbidden("Only system administrators import models.");
+      const runtime = need(deps.runtime);
+      const dir = packInImportDir(deps.config, body.folder);
+      const m = await importPack(trx, await runtime.llama(), deps.config, dir, trustedPackKeys(deps.config));
+      catalog = undefined;
+      return { data: { id: m.id, name: m.name, role: m.role } };
+    },
   });
 
   api.route({
