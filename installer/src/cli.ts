@@ -19,6 +19,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Argument, Command, Option } from "commander";
 import pg from "pg";
+import { upgrade } from "./upgrade.js";
 import * as tar from "tar";
 import { stringify as toYaml } from "yaml";
 import { connect } from "@nats-io/transport-node";
@@ -869,6 +870,48 @@ export function program(): Command {
       writeFileSync(path.join(o.out, "minisign.pub"), k.publicKey, { flag: "wx" });
       out(`wrote     ${path.join(o.out, "signing.key")} (secret) and minisign.pub`);
     });
+
+  cmd
+    .command("upgrade")
+    .description(
+      "install a newer bundle: verify, back up, switch versions, migrate, start and health-check; roll back when that fails",
+    )
+    .requiredOption("--bundle <file>", "the new bundle (.tar.gz, with its .minisig beside it)")
+    .option("--pubkey <file>", "the publisher's minisign.pub (default: minisign.pub beside the bundle)")
+    .option("--prefix <dir>", "where WorkSynapse is installed", "/opt/worksynapse")
+    .option("--health-url <url>", "what must answer 200 after the start", "http://127.0.0.1:8080/readyz")
+    .option("--health-timeout <seconds>", "how long to wait for it", "120")
+    .option("--stop-command <cmd>", "how the service is stopped", "systemctl stop worksynapse")
+    .option("--start-command <cmd>", "how the service is started", "systemctl start worksynapse")
+    .option("--backup-args <args>", "arguments of the backup taken first (e.g. '--recipient age1...')", "")
+    .option("--no-backup", "upgrade without a backup (not advised)")
+    .action(
+      async (o: {
+        bundle: string;
+        pubkey?: string;
+        prefix: string;
+        healthUrl: string;
+        healthTimeout: string;
+        stopCommand: string;
+        startCommand: string;
+        backupArgs: string;
+        backup: boolean;
+      }) => {
+        const result = await upgrade({
+          bundle: o.bundle,
+          pubkey: o.pubkey ?? path.join(path.dirname(o.bundle), "minisign.pub"),
+          prefix: o.prefix,
+          healthUrl: o.healthUrl,
+          healthTimeoutMs: Number(o.healthTimeout) * 1000,
+          stopCommand: o.stopCommand,
+          startCommand: o.startCommand,
+          backupArgs: o.backup ? o.backupArgs.split(/\s+/).filter(Boolean) : null,
+          out,
+          verifyContents: verifyBundleContents,
+        });
+        if (result === "rolled back") process.exitCode = 1;
+      },
+    );
 
   const dbCmd = cmd.command("db").description("database administration");
   dbCmd

@@ -1,10 +1,22 @@
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateSigningKey } from "../../core/src/platform/minisign.js";
+import { generateSigningKey, signFile } from "../../core/src/platform/minisign.js";
 
 /**
  * The offline bundle as a site gets it: built by `npm run bundle` (production dependencies, this platform's
@@ -48,6 +60,7 @@ beforeAll(async () => {
     path.join(ROOT, "scripts/bundle.mjs"),
     "--skip-build",
     "--no-addons",
+    "--fast",
     "--out",
     out,
     "--key",
@@ -166,5 +179,152 @@ wait $pid || true
       /NoNewPrivileges=yes[\s\S]*ProtectSystem=strict/,
     );
     expect(readFileSync(path.join(work, "server.log"), "utf8")).toMatch(/shutdown complete/);
+  }, 300_000);
+
+  it("upgrades the installed version to a newer bundle, and rolls back when the new version's health check fails", async () => {
+    // The newer bundle: this one with the version raised and one more migration, re-signed by the same key.
+    const next = VERSION.replace(/\d+$/, (d) => String(Number(d) + 1));
+    const nextName = NAME.replace(`-${VERSION}-`, `-${next}-`);
+    const b = path.join(work, "next");
+    mkdirSync(b, { recursive: true });
+    expect((await sh("tar", ["-xzf", bundle, "-C", b])).code).toBe(0);
+    renameSync(path.join(b, NAME), path.join(b, nextName));
+    const tree = path.join(b, nextName);
+    for (const f of ["package.json", "core/package.json"]) {
+      const pkg = JSON.parse(readFileSync(path.join(tree, f), "utf8")) as { version: string };
+      writeFileSync(path.join(tree, f), JSON.stringify({ ...pkg, version: next }, null, 2));
+    }
+    writeFileSync(
+      path.join(tree, "core/dist/migrations/20991231000000_upgrade_probe.js"),
+      'export async function up(knex) { await knex.schema.createTable("upgrade_probe", (t) => t.increments("id")); }\n' +
+        'export async function down(knex) { await knex.schema.dropTable("upgrade_probe"); }\n',
+    );
+    // This newer version fails to start on a site that has the marker file (the fault the rollback is for).
+    const main = path.join(tree, "core/dist/src/main.js");
+    writeFileSync(
+      main,
+      'import { existsSync as failMarker } from "node:fs";\n' +
+        'if (failMarker(`${process.env.WORKSYNAPSE_DATA_DIR}/.fail-start`)) { console.error("simulated start failure"); process.exit(1); }\n' +
+        readFileSync(main, "utf8"),
+    );
+    const sums: string[] = [];
+    const walk = (rel: string) => {
+      for (const e of readdirSync(path.join(tree, rel), { withFileTypes: true })) {
+        const p = rel ? `${rel}/${e.name}` : e.name;
+        if (e.isDirectory()) walk(p);
+        else if (e.isFile() && p !== "SHA256SUMS")
+          sums.push(
+            `${createHash("sha256")
+              .update(readFileSync(path.join(tree, p)))
+              .digest("hex")}  ${p}`,
+          );
+      }
+    };
+    walk("");
+    writeFileSync(
+      path.join(tree, "SHA256SUMS"),
+      `${sums.sort((x, y) => x.slice(66).localeCompare(y.slice(66))).join("\n")}\n`,
+    );
+    const nextBundle = path.join(out, `${nextName}.tar.gz`);
+    expect(
+      (await sh("tar", ["--use-compress-program=gzip -1", "-cf", nextBundle, "-C", b, nextName])).code,
+    ).toBe(0);
+    writeFileSync(
+      `${nextBundle}.minisig`,
+      await signFile(nextBundle, readFileSync(path.join(work, "signing.key"), "utf8"), "next"),
+    );
+
+    // The installation of the previous test (its embedded database holds that version's schema), served by a
+    // stand-in for systemd: start and stop commands around a background process.
+    const prefix = path.join(work, "root/opt/worksynapse");
+    const data = path.join(work, "root/var/lib/worksynapse");
+    const port = 18000 + (process.pid % 1000);
+    const pid = path.join(work, "server.pid");
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      WORKSYNAPSE_DATA_DIR: data,
+      WORKSYNAPSE_HTTP_HOST: "127.0.0.1",
+      WORKSYNAPSE_HTTP_PORT: String(port),
+      WORKSYNAPSE_BACKUP_PASSPHRASE: "upgrade backup passphrase 1",
+    };
+    for (const k of ["DATABASE_URL", "NATS_URL", "WORKSYNAPSE_NATS_PREFIX"]) delete env[k];
+    const start = `nohup "${prefix}/current/bin/worksynapse-server" >> "${work}/upgrade-server.log" 2>&1 & echo $! > "${pid}"`;
+    const stop = `if [ -f "${pid}" ]; then p=$(cat "${pid}"); kill $p 2>/dev/null; while kill -0 $p 2>/dev/null; do sleep 0.1; done; rm -f "${pid}"; fi`;
+    const upgradeTo = (healthTimeout: string, ...extra: string[]) =>
+      promisify(execFile)(
+        process.execPath,
+        [
+          path.join(ROOT, "installer/bin/worksynapse.mjs"),
+          ...[
+            "upgrade",
+            "--bundle",
+            nextBundle,
+            "--prefix",
+            prefix,
+            "--health-timeout",
+            healthTimeout,
+            ...extra,
+          ],
+          ...[
+            "--health-url",
+            `http://127.0.0.1:${port}/readyz`,
+            "--stop-command",
+            stop,
+            "--start-command",
+            start,
+          ],
+        ],
+        { env, cwd: ROOT, maxBuffer: 16 << 20 },
+      ).then(
+        (r) => ({ code: 0, out: r.stdout + r.stderr }),
+        (e: { code?: number; stdout?: string; stderr?: string }) => ({
+          code: e.code ?? 1,
+          out: `${e.stdout}${e.stderr}`,
+        }),
+      );
+    const status = async () =>
+      (
+        await promisify(execFile)(path.join(prefix, "current/bin/worksynapse"), ["migrate", "status"], {
+          env,
+        })
+      ).stdout;
+    try {
+      // A new version that never becomes healthy here: rolled back.
+      writeFileSync(path.join(data, ".fail-start"), "");
+      const failed = await upgradeTo("6");
+      expect(failed.code, failed.out).toBe(1);
+      expect(failed.out).toMatch(/health check failed/);
+      expect(failed.out).toMatch(
+        new RegExp(`rolled back to ${VERSION.replaceAll(".", "\\.")}, which is serving`),
+      );
+      expect(readlinkSync(path.join(prefix, "current"))).toBe(`versions/${NAME}`);
+      expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+      // The upgrade's migration is undone: the previous version's CLI finds only migrations it knows (read with
+      // the server stopped: the embedded database allows one process).
+      await sh("sh", ["-c", stop]);
+      expect(await status()).not.toMatch(/upgrade_probe/);
+      expect(readdirSync(path.join(data, "backups")).filter((f) => f.endsWith(".wsbackup"))).toHaveLength(1);
+
+      rmSync(path.join(data, ".fail-start"));
+      // (The backup was shown above; this time the upgrade goes without one, to keep the test short.)
+      const done = await upgradeTo("60", "--no-backup");
+      expect(done.code, done.out).toBe(0);
+      expect(done.out).toMatch(
+        new RegExp(`upgraded {2}to ${next.replaceAll(".", "\\.")}; 1 migrations applied`),
+      );
+      expect(readlinkSync(path.join(prefix, "current"))).toBe(`versions/${nextName}`);
+      expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+      await sh("sh", ["-c", stop]);
+      expect(await status()).toMatch(/20991231000000_upgrade_probe\s+applied/);
+      // Downgrading is refused.
+      const back = await promisify(execFile)(
+        process.execPath,
+        [path.join(ROOT, "installer/bin/worksynapse.mjs"), "upgrade", "--bundle", bundle, "--prefix", prefix],
+        { env },
+      ).catch((e: { stderr: string }) => e);
+      expect((back as { stderr: string }).stderr).toMatch(/downgrades are refused/);
+    } finally {
+      await sh("sh", ["-c", stop]);
+    }
   }, 300_000);
 });

@@ -1,0 +1,196 @@
+import { spawn } from "node:child_process";
+import {
+  existsSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  mkdtempSync,
+} from "node:fs";
+import path from "node:path";
+import { verifyFile } from "@worksynapse/core";
+
+/**
+ * `worksynapse upgrade --bundle FILE`: verify the new bundle, refuse a downgrade, stop the service, take a
+ * backup with the running version, unpack the new version beside the old one, switch the `current` link,
+ * migrate, start and health-check; when migrating or the health check fails, stop, undo the migrations the
+ * upgrade applied, switch back and start the previous version. The backup stays as the last resort.
+ */
+export interface UpgradeOptions {
+  bundle: string;
+  pubkey: string;
+  prefix: string;
+  healthUrl: string;
+  healthTimeoutMs: number;
+  stopCommand: string;
+  startCommand: string;
+  /** Arguments of `worksynapse backup` (empty: no backup, refused unless asked for). */
+  backupArgs: string[] | null;
+  out(line: string): void;
+  verifyContents(file: string): Promise<number>;
+}
+
+const BUNDLE_NAME = /^worksynapse-(\d+\.\d+\.\d+(?:[-.][0-9A-Za-z.]+)?)-(linux-(?:x64|arm64))$/;
+const parts = (v: string) =>
+  v
+    .split(/[.-]/)
+    .slice(0, 3)
+    .map((x) => Number.parseInt(x, 10) || 0);
+function compare(a: string, b: string): number {
+  const [x, y] = [parts(a), parts(b)];
+  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  return 0;
+}
+
+function sh(command: string, out: (s: string) => void): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn("sh", ["-c", command], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout.on("data", (d: Buffer) => out(d.toString().trimEnd()));
+    child.stderr.on("data", (d: Buffer) => out(d.toString().trimEnd()));
+    child.on("exit", (code) => resolve(code ?? 1));
+  });
+}
+function cli(
+  prefixCurrent: string,
+  args: string[],
+  out: (s: string) => void,
+): Promise<{ code: number; text: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(path.join(prefixCurrent, "bin", "worksynapse"), args, {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let text = "";
+    child.stdout.on("data", (d: Buffer) => (text += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (text += d.toString()));
+    child.on("exit", (code) => {
+      if (text.trim()) out(text.trimEnd());
+      resolve({ code: code ?? 1, text });
+    });
+  });
+}
+
+async function healthy(url: string, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      if ((await fetch(url, { signal: AbortSignal.timeout(2000) })).status === 200) return true;
+    } catch {
+      // not serving yet
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return false;
+}
+
+function pointCurrent(prefix: string, target: string): void {
+  const tmp = path.join(prefix, `current.new-${process.pid}`);
+  rmSync(tmp, { force: true });
+  symlinkSync(target, tmp);
+  renameSync(tmp, path.join(prefix, "current"));
+}
+
+/** Applied migrations as `migrate status` lists them. */
+const applied = (status: string) =>
+  status
+    .split("\n")
+    .filter((l) => /\bapplied\s*$/.test(l))
+    .map((l) => l.split(/\s+/)[0] as string);
+
+export async function upgrade(o: UpgradeOptions): Promise<"upgraded" | "rolled back"> {
+  const { out } = o;
+  // 1. The bundle: signature, contents, version.
+  const sig = readFileSync(`${o.bundle}.minisig`, "utf8");
+  const comment = await verifyFile(o.bundle, sig, readFileSync(o.pubkey, "utf8"));
+  out(`verified  ${path.basename(o.bundle)} (${comment})`);
+  out(`verified  ${await o.verifyContents(o.bundle)} files against SHA256SUMS`);
+  const name = path.basename(o.bundle).replace(/\.tar\.gz$/, "");
+  const m = BUNDLE_NAME.exec(name);
+  if (!m) throw new Error(`${path.basename(o.bundle)} is not named as a WorkSynapse bundle`);
+  const newVersion = m[1] as string;
+  const current = path.join(o.prefix, "current");
+  if (!existsSync(current)) throw new Error(`${current} does not exist: install with install.sh first`);
+  const oldTarget = readlinkSync(current);
+  const oldName = path.basename(oldTarget);
+  const oldVersion = (
+    JSON.parse(readFileSync(path.join(current, "package.json"), "utf8")) as { version: string }
+  ).version;
+  if (oldName === name) throw new Error(`${name} is already the current version`);
+  if (compare(newVersion, oldVersion) < 0)
+    throw new Error(
+      `${newVersion} is older than the installed ${oldVersion}: downgrades are refused (restore a backup instead)`,
+    );
+  out(`upgrading ${oldVersion} -> ${newVersion}`);
+
+  // 2. Stop, back up with the running version.
+  if ((await sh(o.stopCommand, out)) !== 0) throw new Error("the stop command failed; nothing was changed");
+  if (o.backupArgs) {
+    const b = await cli(current, ["backup", ...o.backupArgs], out);
+    if (b.code !== 0) {
+      await sh(o.startCommand, out);
+      throw new Error("the backup failed; the previous version was started again and nothing was changed");
+    }
+  }
+
+  // 3. The new version beside the old one; `current` switched.
+  const versions = path.join(o.prefix, "versions");
+  const work = mkdtempSync(path.join(versions, ".unpack-"));
+  try {
+    // The system's tar: much quicker than a JavaScript one on a bundle of thousands of files.
+    const code = await new Promise<number>((resolve) =>
+      spawn("tar", ["-xzf", o.bundle, "-C", work, "--no-same-owner"], { stdio: "ignore" }).on("exit", (c) =>
+        resolve(c ?? 1),
+      ),
+    );
+    if (code !== 0) throw new Error("the bundle could not be unpacked");
+    rmSync(path.join(versions, name), { recursive: true, force: true });
+    renameSync(path.join(work, name), path.join(versions, name));
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  const before = applied((await cli(path.join(versions, name), ["migrate", "status"], () => {})).text);
+  pointCurrent(o.prefix, `versions/${name}`);
+  out(`switched  ${current} -> versions/${name}`);
+
+  // 4. Migrate, start, check.
+  // `migrate up` prints every migration's state afterwards.
+  const migrated = await cli(current, ["migrate", "up"], () => {});
+  const added = applied(migrated.text).filter((x) => !before.includes(x));
+  let ok = migrated.code === 0;
+  if (!ok) out(`migration failed: ${migrated.text.trim().split("\n").slice(-3).join(" / ")}`);
+  if (ok) {
+    ok = (await sh(o.startCommand, out)) === 0 && (await healthy(o.healthUrl, o.healthTimeoutMs));
+    if (!ok) out(`health check failed: ${o.healthUrl} did not answer 200 within ${o.healthTimeoutMs} ms`);
+  }
+  if (ok) {
+    out(
+      `upgraded  to ${newVersion}; ${added.length} migrations applied; the previous version stays in ${versions}`,
+    );
+    return "upgraded";
+  }
+
+  // 5. Roll back: stop the new version, undo its migrations (newest first), point back, start the old one.
+  out("rolling back");
+  await sh(o.stopCommand, out);
+  for (let i = 0; i < added.length; i++) {
+    const d = await cli(current, ["migrate", "down"], () => {});
+    if (d.code !== 0) {
+      pointCurrent(o.prefix, oldTarget);
+      throw new Error(
+        `undoing the upgrade's migrations failed (${d.text.trim().split("\n").pop() ?? ""}); restore the backup taken before the upgrade (worksynapse restore)`,
+      );
+    }
+  }
+  pointCurrent(o.prefix, oldTarget);
+  out(`switched  ${current} -> ${oldTarget}; ${added.length} migrations undone`);
+  // The previous version gets at least a minute: it is what the site falls back on.
+  const started =
+    (await sh(o.startCommand, out)) === 0 &&
+    (await healthy(o.healthUrl, Math.max(o.healthTimeoutMs, 60_000)));
+  if (!started)
+    throw new Error(
+      "the previous version did not come back healthy; restore the backup taken before the upgrade",
+    );
+  out(`rolled back to ${oldVersion}, which is serving`);
+  return "rolled back";
+}
