@@ -36,6 +36,7 @@ export {
   createBackup,
   restoreBackup,
   verifyBackup,
+  compareVersions,
   BackupError,
   type BackupManifest,
 } from "./modules/system/backup.js";

@@ -9,7 +9,7 @@ import {
   mkdtempSync,
 } from "node:fs";
 import path from "node:path";
-import { verifyFile } from "@worksynapse/core";
+import { compareVersions, verifyFile } from "@worksynapse/core";
 
 /**
  * `worksynapse upgrade --bundle FILE`: verify the new bundle, refuse a downgrade, stop the service, take a
@@ -32,17 +32,6 @@ export interface UpgradeOptions {
 }
 
 const BUNDLE_NAME = /^worksynapse-(\d+\.\d+\.\d+(?:[-.][0-9A-Za-z.]+)?)-(linux-(?:x64|arm64))$/;
-const parts = (v: string) =>
-  v
-    .split(/[.-]/)
-    .slice(0, 3)
-    .map((x) => Number.parseInt(x, 10) || 0);
-function compare(a: string, b: string): number {
-  const [x, y] = [parts(a), parts(b)];
-  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
-  return 0;
-}
-
 function sh(command: string, out: (s: string) => void): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn("sh", ["-c", command], { stdio: ["ignore", "pipe", "pipe"] });
@@ -116,7 +105,7 @@ export async function upgrade(o: UpgradeOptions): Promise<"upgraded" | "rolled b
     JSON.parse(readFileSync(path.join(current, "package.json"), "utf8")) as { version: string }
   ).version;
   if (oldName === name) throw new Error(`${name} is already the current version`);
-  if (compare(newVersion, oldVersion) < 0)
+  if (compareVersions(newVersion, oldVersion) < 0)
     throw new Error(
       `${newVersion} is older than the installed ${oldVersion}: downgrades are refused (restore a backup instead)`,
     );

@@ -432,15 +432,16 @@ export async function verifyBackup(file: string, keys: BackupKeys, tmpDir: strin
   }
 }
 
-const versionParts = (v: string) =>
-  v
-    .split(/[.-]/)
-    .slice(0, 3)
-    .map((x) => Number.parseInt(x, 10) || 0);
-function newerThan(a: string, b: string): boolean {
-  const [x, y] = [versionParts(a), versionParts(b)];
-  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) > (y[i] ?? 0);
-  return false;
+/** Orders release versions by major, minor and patch: negative, zero or positive as a is older, equal or newer. */
+export function compareVersions(a: string, b: string): number {
+  const parts = (v: string) =>
+    v
+      .split(/[.-]/)
+      .slice(0, 3)
+      .map((x) => Number.parseInt(x, 10) || 0);
+  const [x, y] = [parts(a), parts(b)];
+  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  return 0;
 }
 
 async function hasFiles(dir: string): Promise<boolean> {
@@ -474,7 +475,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<BackupManifes
   const dir = path.join(config.dataDir, `.restore-${tag()}`);
   try {
     const manifest = await unpack(opts.file, opts.keys, dir);
-    if (newerThan(manifest.version, VERSION))
+    if (compareVersions(manifest.version, VERSION) > 0)
       throw new BackupError(
         `the backup is from version ${manifest.version}, newer than this ${VERSION}; install that version or newer`,
       );
