@@ -2,8 +2,8 @@
 # Installs the Debian packages and tools the test suite needs; does nothing when they are all present.
 set -euo pipefail
 # chromium: browser tests; nats-server: the embedded bus; slapd, ldap-utils: a real OpenLDAP for directory
-# sign-in; simplesamlphp with php-cli, php-xml, php-mbstring: a real SAML identity provider (`php -S`); unzip: helm below; minisign, iproute2: the offline bundle test (signature, `unshare -n` with loopback up).
-PACKAGES=(chromium nats-server slapd ldap-utils simplesamlphp php-cli php-xml php-mbstring unzip minisign iproute2)
+# sign-in; simplesamlphp with php-cli, php-xml, php-mbstring: a real SAML identity provider (`php -S`); unzip: helm below; minisign, iproute2: the offline bundle test (signature, `unshare -n` with loopback up); age: backups open with it.
+PACKAGES=(chromium nats-server slapd ldap-utils simplesamlphp php-cli php-xml php-mbstring unzip minisign iproute2 age)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

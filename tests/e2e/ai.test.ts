@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,6 +9,7 @@ import { spawnCore, waitForOk, type CoreProcess, sideloadTinyModel } from "../su
 import { launchBrowser, signInInBrowser, watchPage } from "../support/browser.js";
 import { createTestDatabase, type TestDatabase } from "../support/pg.js";
 import { NATS_URL } from "../support/env.js";
+import { makeTinyModel, TINY } from "../../scripts/make-tiny-model.js";
 import { generateSigningKey } from "../../core/src/platform/minisign.js";
 
 const SHOTS = new URL("../../test-results/", import.meta.url).pathname;
@@ -31,10 +32,7 @@ beforeAll(async () => {
   const key = generateSigningKey();
   writeFileSync(path.join(dataDir, "publisher.key"), key.privatePem, { mode: 0o600 });
   // Another model than the sideloaded tiny one (the same file would be refused as already registered).
-  copyFileSync(
-    new URL("../../../shared/models/stories260K.gguf", import.meta.url).pathname,
-    path.join(dataDir, "helper.gguf"),
-  );
+  makeTinyModel(path.join(dataDir, "helper.gguf"), { ...TINY, context: TINY.context * 2 });
   mkdirSync(path.join(dataDir, "import"));
   execFileSync(process.execPath, [
     new URL("../../installer/bin/worksynapse.mjs", import.meta.url).pathname,

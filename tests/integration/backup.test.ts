@@ -234,6 +234,13 @@ describe("backup and restore", () => {
     expect(raw.subarray(0, 21).toString()).toBe("age-encryption.org/v1");
     for (const text of ["oxygen cylinders", "Handover", "sealed-token-value-123", "ada@backup.example"])
       expect(raw.includes(text), text).toBe(false);
+    // A site can open it without WorkSynapse: Debian's age decrypts it into a tar with the manifest first.
+    const opened = path.join(work, "opened.tar");
+    await promisify(execFile)("age", ["--decrypt", "--identity", idFile, "--output", opened, archive]);
+    const { stdout: listing } = await promisify(execFile)("tar", ["-tf", opened], { maxBuffer: 16 << 20 });
+    expect(listing.split("\n")[0]).toBe("manifest.json");
+    expect(listing).toMatch(/^database\/postgres\.dump$/m);
+    rmSync(opened);
     const checked = await cli(envA, "restore", "--check", archive, "--identity-file", idFile);
     expect(checked.code, checked.stderr).toBe(0);
     expect(checked.stdout).toMatch(/checked/);
