@@ -52,7 +52,9 @@ const out = path.resolve(opts.out);
 const stage = path.join(out, name);
 
 if (!opts["skip-build"]) run("npm", ["run", "build"]);
-rmSync(out, { recursive: true, force: true });
+// Only what this script writes is replaced: --out may name a folder that holds other things.
+rmSync(stage, { recursive: true, force: true });
+rmSync(path.join(out, "addons"), { recursive: true, force: true });
 mkdirSync(stage, { recursive: true });
 
 // 1. What was built, and what a site needs beside it. Compiled tests and build caches stay out.

@@ -274,6 +274,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
 
     // 2. The database, in one snapshot.
     const owner = openOwnerDatabase(config);
+    const databaseKind = owner.kind;
     let migrations: string[];
     try {
       migrations = (await runMigrations(owner.knex, config.database.appRole, "status", log))
@@ -323,7 +324,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
       version: VERSION,
       createdAt: new Date().toISOString(),
       database: {
-        kind: existsSync(path.join(staging, "database", "pgdata")) ? "pglite" : "postgres",
+        kind: databaseKind,
         appRole: config.database.appRole,
         migrations,
       },
