@@ -81,9 +81,11 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 /** Alternating rounds over named targets; the median requests/s and p50 of each. */
 export function compare(targets) {
   const runs = Object.fromEntries(targets.map((t) => [t.name, []]));
-  for (const t of targets) wrk(t.url, t.headers, t.pid, 32, t.script); // warm-up
-  for (let i = 0; i < ROUNDS; i++)
-    for (const t of targets) runs[t.name].push(wrk(t.url, t.headers, t.pid, 32, t.script));
+  // `before` (optional, synchronous) runs ahead of each of a target's rounds: e.g. waits until the server has
+  // finished the work the previous round left queued, so that no round pays for another's.
+  const round = (t) => (t.before?.(), wrk(t.url, t.headers, t.pid, 32, t.script));
+  for (const t of targets) round(t); // warm-up
+  for (let i = 0; i < ROUNDS; i++) for (const t of targets) runs[t.name].push(round(t));
   const pick = (v, key) => median(v.map((r) => r[key]));
   return Object.fromEntries(
     Object.entries(runs).map(([k, v]) => [

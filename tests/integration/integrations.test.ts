@@ -323,6 +323,52 @@ describe("connections and webhooks", () => {
     expect(unapproved.status).toBe("approval_required");
   });
 
+  it("deliveries arriving together are processed as a group, each once; one that cannot be stored fails alone", async () => {
+    await withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("webhook_deliveries").where({ connection_id: conn.id }).delete(),
+    );
+    await withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("integration_events").where({ connection_id: conn.id }).delete(),
+    );
+    // 30 at once: the receiver writes them in a few groups (one queue job each); number 7's payload holds a
+    // NUL character (escaped in the JSON), which the event log's jsonb cannot keep.
+    const sent = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => {
+        const body =
+          i === 7 ? `{"summary":"bad\\u0000byte","n":${i}}` : JSON.stringify({ summary: `build ${i}`, n: i });
+        return hook(conn.webhookUrl, body, { ...signGeneric(secret, body), "x-webhook-event": "build" });
+      }),
+    );
+    expect(sent.map((r) => r.status)).toEqual(Array(30).fill(202));
+    const deliveries = () =>
+      withOrg(srv.db.knex, org.orgId, (trx) =>
+        trx("webhook_deliveries")
+          .where({ connection_id: conn.id })
+          .select("body", "status", "error", "attempts"),
+      );
+    await until(async () => (await deliveries()).every((d) => d.status !== "queued"));
+    const rows = await deliveries();
+    expect(rows).toHaveLength(30);
+    const bad = rows.filter((d) => d.status !== "processed");
+    expect(bad).toHaveLength(1);
+    expect(bad[0]).toMatchObject({ status: "failed", body: expect.stringContaining("bad") });
+    expect(bad[0]?.error).toMatch(/unicode|\\u0000/i);
+    expect(rows.filter((d) => d.status === "processed").every((d) => d.attempts === 1)).toBe(true);
+    // Each processed delivery has its one event (none twice, none for the failed one).
+    const events = await withOrg(srv.db.knex, org.orgId, (trx) =>
+      trx("integration_events").where({ connection_id: conn.id }).select("summary"),
+    );
+    expect(events).toHaveLength(29);
+    expect(new Set(events.map((e) => e.summary)).size).toBe(29);
+    // The receiver grouped them: fewer queue jobs than deliveries.
+    const jobs = (
+      await srv.db.knex("outbox").where("subject", "like", "%.jobs.integration-webhooks").select("payload")
+    )
+      .map((r) => (r.payload as { deliveryIds: string[] }).deliveryIds)
+      .filter((ids) => ids.length > 1);
+    expect(jobs.length).toBeGreaterThan(0);
+  });
+
   it("processed deliveries and events past the retention are removed; queued and failed ones stay", async () => {
     const { pruneDeliveries } = await import("../../core/src/modules/integrations/integrations.ingest.js");
     const old = new Date(Date.now() - 40 * 86_400_000);

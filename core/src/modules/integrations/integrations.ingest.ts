@@ -1,11 +1,13 @@
 // The webhook receiver's two shortcuts, each measured by bench:gateway:
 // - HookTargets: what a delivery is checked against (its connection, organization, plugin state and opened
 //   secret), cached for a second per connection and dropped at once when this process changes the connection;
-// - DeliveryBatcher: group commit. Verified deliveries wait while one transaction is writing, then go in the
-//   next one together (one multi-row insert and one queue job per organization), and each request is answered
-//   once the transaction holding its delivery has committed. A lone delivery is written at once.
+// - DeliveryBatcher: group commit. Verified deliveries wait while a statement is writing, then go in the next
+//   one together (one webhook_ingest call per organization: the rows and their queue jobs, one round trip), and
+//   each request is answered once the statement holding its delivery has committed. A lone delivery is written
+//   at once.
 import type { Knex } from "knex";
 import type { Outbox } from "../../platform/bus/outbox.js";
+import { jobSubject } from "../../platform/bus/topology.js";
 import { withOrg } from "../../platform/db/tenant.js";
 import { WEBHOOK_QUEUE } from "./integrations.queue.js";
 
@@ -83,8 +85,10 @@ interface Pending {
 }
 
 /**
- * Writes deliveries in groups: up to `writers` transactions at a time (a commit's round trips overlap the next
- * group's), each taking everything that arrived meanwhile.
+ * Writes deliveries in groups: up to `writers` statements at a time (a commit's round trip overlaps the next
+ * group's), each taking everything that arrived meanwhile. A group is one call of the database's
+ * webhook_ingest per organization: the deliveries and their processing jobs (in the outbox) in one statement,
+ * one round trip, one commit.
  */
 export class DeliveryBatcher {
   private queue: Pending[] = [];
@@ -97,7 +101,7 @@ export class DeliveryBatcher {
     private readonly maxBatch = 500,
   ) {}
 
-  /** Stores a delivery (or finds it stored: id null) once its transaction commits. */
+  /** Stores a delivery (or finds it stored: id null) once its statement commits. */
   add(d: IncomingDelivery): Promise<{ id: string | null }> {
     return new Promise((resolve, reject) => {
       this.queue.push({ d, resolve, reject });
@@ -109,12 +113,22 @@ export class DeliveryBatcher {
     this.writing += 1;
     try {
       while (this.queue.length) {
-        const batch = this.queue.splice(0, this.maxBatch);
-        try {
-          const ids = await this.write(batch.map((p) => p.d));
-          batch.forEach((p, i) => p.resolve({ id: ids[i] ?? null }));
-        } catch (err) {
-          batch.forEach((p) => p.reject(err));
+        const byOrg = new Map<string, Pending[]>();
+        for (const p of this.queue.splice(0, this.maxBatch)) {
+          const group = byOrg.get(p.d.orgId);
+          if (group) group.push(p);
+          else byOrg.set(p.d.orgId, [p]);
+        }
+        for (const [orgId, group] of byOrg) {
+          try {
+            const ids = await this.write(
+              orgId,
+              group.map((p) => p.d),
+            );
+            group.forEach((p, i) => p.resolve({ id: ids[i] ?? null }));
+          } catch (err) {
+            group.forEach((p) => p.reject(err));
+          }
         }
       }
     } finally {
@@ -122,56 +136,35 @@ export class DeliveryBatcher {
     }
   }
 
-  /** One transaction: per organization, one insert of its deliveries and one job for those that are new. */
-  private async write(items: IncomingDelivery[]): Promise<(string | null)[]> {
-    const out: (string | null)[] = items.map(() => null);
-    const byOrg = new Map<string, number[]>();
-    const seen = new Set<string>();
-    items.forEach((d, i) => {
-      // The same delivery twice in one batch: the first is stored, the second is a replay.
-      const k = `${d.connectionId}\u0000${d.key}`;
-      if (seen.has(k)) return;
-      seen.add(k);
-      byOrg.set(d.orgId, [...(byOrg.get(d.orgId) ?? []), i]);
+  /** One organization's deliveries: the id of each one stored now, null for one stored before (a replay). */
+  private async write(orgId: string, items: IncomingDelivery[]): Promise<(string | null)[]> {
+    const keyOf = (d: IncomingDelivery) => `${d.connectionId}\u0000${d.key}`;
+    const unique = [...new Map(items.map((d) => [keyOf(d), d])).values()];
+    const rows = (
+      await this.knex.raw("select connection_id, delivery_key, id from webhook_ingest(?, ?, ?::jsonb)", [
+        orgId,
+        jobSubject(this.outbox.prefix, WEBHOOK_QUEUE.name),
+        JSON.stringify(
+          unique.map((d) => ({
+            c: d.connectionId,
+            k: d.key,
+            e: d.event,
+            h: d.headers,
+            t: d.contentType,
+            b: d.body,
+          })),
+        ),
+      ])
+    ).rows as { connection_id: string; delivery_key: string; id: string }[];
+    if (rows.length) this.outbox.committed();
+    const idOf = new Map(rows.map((r) => [`${r.connection_id}\u0000${r.delivery_key}`, r.id]));
+    // The same delivery twice in one group: the first is stored, the second is a replay.
+    return items.map((d) => {
+      const k = keyOf(d);
+      const id = idOf.get(k) ?? null;
+      idOf.delete(k);
+      return id;
     });
-    await this.knex.transaction(async (trx) => {
-      for (const [orgId, idx] of byOrg) {
-        await trx.raw("select set_config('app.org_id', ?, true)", [orgId]);
-        const rows = (await trx("webhook_deliveries")
-          .insert(
-            idx.map((i) => {
-              const d = items[i] as IncomingDelivery;
-              return {
-                org_id: orgId,
-                connection_id: d.connectionId,
-                delivery_key: d.key,
-                event: d.event,
-                headers: JSON.stringify(d.headers),
-                content_type: d.contentType,
-                body: d.body,
-              };
-            }),
-          )
-          .onConflict(["connection_id", "delivery_key"])
-          .ignore()
-          .returning(["id", "connection_id", "delivery_key"])) as {
-          id: string;
-          connection_id: string;
-          delivery_key: string;
-        }[];
-        const idOf = new Map(rows.map((r) => [`${r.connection_id}\u0000${r.delivery_key}`, r.id]));
-        for (const i of idx) {
-          const d = items[i] as IncomingDelivery;
-          out[i] = idOf.get(`${d.connectionId}\u0000${d.key}`) ?? null;
-        }
-        const ids = rows.map((r) => r.id);
-        for (let s = 0; s < ids.length; s += 100) {
-          const part = ids.slice(s, s + 100);
-          await this.outbox.job(trx, WEBHOOK_QUEUE, { orgId, deliveryIds: part }, `webhooks:${part[0]}:0`);
-        }
-      }
-    });
-    return out;
   }
 }
 

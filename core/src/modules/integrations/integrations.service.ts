@@ -103,7 +103,7 @@ export const credentialsInput = z.discriminatedUnion("kind", [
 ]);
 export type CredentialsInput = z.infer<typeof credentialsInput>;
 
-interface ConnectionRow {
+export interface ConnectionRow {
   id: string;
   org_id: string;
   plugin_id: string;

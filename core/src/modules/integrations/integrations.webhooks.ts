@@ -6,9 +6,9 @@ import { createHash } from "node:crypto";
 import type { Context } from "koa";
 import type { Knex } from "knex";
 import { z } from "zod";
-import { parseBody, type DeliveryScope } from "@worksynapse/plugin-sdk";
+import { parseBody, type Connection, type DeliveryScope } from "@worksynapse/plugin-sdk";
 import type { Job } from "../../platform/bus/bus.js";
-import type { Outbox } from "../../platform/bus/outbox.js";
+import type { Outbox, OutboxEvent } from "../../platform/bus/outbox.js";
 import { defineEvent } from "../../platform/bus/topology.js";
 import { WEBHOOK_QUEUE } from "./integrations.queue.js";
 import type { DeliveryBatcher, HookTarget, HookTargets } from "./integrations.ingest.js";
@@ -18,7 +18,7 @@ import { AppError } from "../../platform/http/errors.js";
 import type { Caller } from "../../platform/auth/caller.js";
 import type { RunningPlugin } from "../../plugin-host/host.js";
 import { callerOfUser } from "../identity/auth.js";
-import { runtimeConnection, type IntegrationDeps } from "./integrations.service.js";
+import { runtimeConnection, type ConnectionRow, type IntegrationDeps } from "./integrations.service.js";
 
 /** Headers never stored (credentials and signatures). */
 const SECRET_HEADERS =
@@ -95,6 +95,8 @@ export interface ReceiverDeps extends IntegrationDeps {
   batcher: DeliveryBatcher;
 }
 
+const UUID = z.uuid();
+
 /** Receives one delivery: verify, store and enqueue (with the deliveries arriving meanwhile), answer. */
 export async function receiveWebhook(
   deps: ReceiverDeps,
@@ -102,7 +104,7 @@ export async function receiveWebhook(
   connectionId: string,
 ): Promise<{ status: number; body: unknown }> {
   const notFound = () => AppError.notFound("No such webhook.");
-  if (!z.uuid().safeParse(connectionId).success) throw notFound();
+  if (!UUID.safeParse(connectionId).success) throw notFound();
   const body = await rawBody(ctx, deps.config.integrations.webhookBodyBytes);
   const target: HookTarget | null = await deps.hooks.get(connectionId);
   const p = target && deps.plugins.get(target.pluginId);
@@ -157,94 +159,157 @@ export async function receiveWebhook(
 /** Asks the assistant as a person (null on a process without the assistant). */
 export type AskAs = (caller: Caller, question: string, source: string) => Promise<string>;
 
-/** Processes one delivery, exactly once: its effects and its "processed" mark commit together. */
-async function processOne(
-  deps: IntegrationDeps & { outbox: Outbox; ask: AskAs | null },
-  orgId: string,
-  deliveryId: string,
-): Promise<void> {
-  try {
-    await withOrg(deps.knex, orgId, async (trx) => {
-      // The row lock makes a concurrent redelivery wait, then find the delivery processed.
-      const d = await trx("webhook_deliveries").where({ id: deliveryId }).forUpdate().first();
-      if (!d || d.status === "processed") return;
-      const row = await trx("integration_connections").where({ id: d.connection_id }).first();
-      const p = row && deps.plugins.get(row.plugin_id);
-      if (!row || !p?.webhooks) throw new Error(`the plugin of this delivery is not running`);
-      const connection = runtimeConnection(deps, row, p);
-      const scope: DeliveryScope = {
-        connection,
-        publish: (event, payload) =>
-          publishPluginEvent(deps.outbox, trx, p.id, event, { orgId, connectionId: row.id, payload }),
-        record: async (type, summary, payload) => {
-          await trx("integration_events").insert({
-            org_id: orgId,
-            connection_id: row.id,
-            delivery_id: deliveryId,
-            type: type.slice(0, 100),
-            summary: summary.slice(0, 500),
-            payload: JSON.stringify(payload ?? null),
-          });
-        },
-        ask: async (email, question) => {
-          if (!deps.ask) throw new Error("the assistant does not run on this process");
-          const caller = await callerOfUser(trx, orgId, email);
-          if (!caller) return `(No active WorkSynapse account ${email} to ask as.)`;
-          return deps.ask(caller, question, p.manifest.name);
-        },
-      };
-      await p.webhooks.handle(
-        { id: d.id, event: d.event, headers: d.headers, payload: parseBody(d.content_type, d.body) },
-        scope,
-      );
-      await trx("webhook_deliveries")
-        .where({ id: deliveryId })
-        .update({ status: "processed", processed_at: trx.fn.now(), attempts: d.attempts + 1, error: null });
-    });
-  } catch (err) {
-    await withOrg(deps.knex, orgId, (trx) =>
-      trx("webhook_deliveries")
-        .where({ id: deliveryId })
-        .whereNot({ status: "processed" })
-        .update({
-          status: "failed",
-          error: (err as Error).message.slice(0, 500),
-          attempts: trx.raw("attempts + 1"),
-        }),
+type ProcessDeps = IntegrationDeps & { outbox: Outbox; ask: AskAs | null };
+
+/**
+ * Processes a group of one organization's deliveries in one transaction, each exactly once: the plugin's effects
+ * (recorded events, published events) are kept in memory per delivery and written together with the deliveries'
+ * "processed" marks, in a few statements for the whole group. A delivery whose handler throws loses its effects
+ * and is marked failed; the others go on. Returns the first handler error (after the commit).
+ */
+async function processGroup(deps: ProcessDeps, orgId: string, ids: string[]): Promise<unknown> {
+  return withOrg(deps.knex, orgId, async (trx) => {
+    // The row locks make a concurrent redelivery wait, then find the deliveries processed (the status is
+    // checked again on the locked row).
+    const rows = (await trx("webhook_deliveries")
+      .whereIn("id", ids)
+      .whereNot({ status: "processed" })
+      .forUpdate()) as Record<string, unknown>[];
+    if (!rows.length) return undefined;
+    const order = new Map(ids.map((id, i) => [id, i]));
+    rows.sort((a, b) => (order.get(a.id as string) ?? 0) - (order.get(b.id as string) ?? 0));
+    const connectionRows = new Map<string, ConnectionRow>(
+      (
+        (await trx("integration_connections").whereIn("id", [
+          ...new Set(rows.map((d) => d.connection_id as string)),
+        ])) as ConnectionRow[]
+      ).map((r) => [r.id, r]),
     );
-    throw err;
-  }
+    const connections = new Map<string, Connection>();
+    const records: Record<string, unknown>[] = [];
+    const events: OutboxEvent[] = [];
+    const processed: string[] = [];
+    let failure: unknown;
+    for (const d of rows) {
+      const deliveryId = d.id as string;
+      const mine = { records: [] as Record<string, unknown>[], events: [] as OutboxEvent[] };
+      try {
+        const row = connectionRows.get(d.connection_id as string);
+        const p = row && deps.plugins.get(row.plugin_id);
+        if (!row || !p?.webhooks) throw new Error(`the plugin of this delivery is not running`);
+        let connection = connections.get(row.id);
+        if (!connection) connections.set(row.id, (connection = runtimeConnection(deps, row, p)));
+        const scope: DeliveryScope = {
+          connection,
+          publish: async (event, payload) => {
+            if (!/^[a-z][a-z0-9_.-]{0,60}$/.test(event)) throw new Error(`bad event name ${event}`);
+            mine.events.push({
+              def: defineEvent(`plugins.${p.id}.${event}`, z.unknown()),
+              payload: { orgId, connectionId: row.id, payload },
+            });
+          },
+          record: async (type, summary, payload) => {
+            mine.records.push({
+              org_id: orgId,
+              connection_id: row.id,
+              delivery_id: deliveryId,
+              type: type.slice(0, 100),
+              summary: summary.slice(0, 500),
+              payload: JSON.stringify(payload ?? null),
+            });
+          },
+          ask: async (email, question) => {
+            if (!deps.ask) throw new Error("the assistant does not run on this process");
+            const caller = await callerOfUser(trx, orgId, email);
+            if (!caller) return `(No active WorkSynapse account ${email} to ask as.)`;
+            return deps.ask(caller, question, p.manifest.name);
+          },
+        };
+        await p.webhooks.handle(
+          {
+            id: deliveryId,
+            event: d.event as string,
+            headers: d.headers as Record<string, string>,
+            payload: parseBody(d.content_type as string, d.body as string),
+          },
+          scope,
+        );
+        records.push(...mine.records);
+        events.push(...mine.events);
+        processed.push(deliveryId);
+      } catch (err) {
+        failure ??= err;
+        await trx("webhook_deliveries")
+          .where({ id: deliveryId })
+          .update({
+            status: "failed",
+            error: (err as Error).message.slice(0, 500),
+            attempts: trx.raw("attempts + 1"),
+          });
+      }
+    }
+    for (let i = 0; i < records.length; i += 1000)
+      await trx("integration_events").insert(records.slice(i, i + 1000));
+    await deps.outbox.events(trx, events);
+    if (processed.length)
+      await trx("webhook_deliveries")
+        .whereIn("id", processed)
+        .update({
+          status: "processed",
+          processed_at: trx.fn.now(),
+          attempts: trx.raw("attempts + 1"),
+          error: null,
+        });
+    return failure;
+  });
 }
 
 /**
- * Processes a job's deliveries one by one, each exactly once. A delivery that fails is marked so and the others
- * go on; the job then fails, and its retry skips the deliveries already processed.
+ * Processes a job's deliveries, each exactly once, as one group (see processGroup). When the group's writes fail
+ * as a whole (nothing of it committed), its deliveries are processed one by one, so that one cannot hold back
+ * the others. A delivery that fails is marked so; the job then fails, and its retry skips the deliveries already
+ * processed.
  */
 export async function processDeliveries(
-  deps: IntegrationDeps & { outbox: Outbox; ask: AskAs | null },
+  deps: ProcessDeps,
   job: Job<z.infer<typeof WEBHOOK_QUEUE.schema>>,
 ): Promise<void> {
-  let failure: unknown;
-  for (const id of job.payload.deliveryIds) {
+  const { orgId, deliveryIds } = job.payload;
+  // One delivery in a group of its own; when even that cannot be written, it is marked failed.
+  const alone = async (id: string): Promise<unknown> => {
     try {
-      await processOne(deps, job.payload.orgId, id);
+      return await processGroup(deps, orgId, [id]);
     } catch (err) {
-      failure ??= err;
+      await markFailed(deps, orgId, id, err);
+      return err;
     }
-  }
+  };
+  let failure: unknown;
+  if (deliveryIds.length === 1) failure = await alone(deliveryIds[0] as string);
+  else
+    try {
+      failure = await processGroup(deps, orgId, deliveryIds);
+    } catch {
+      for (const id of deliveryIds) {
+        const err = await alone(id);
+        failure ??= err;
+      }
+    }
   if (failure) throw failure;
 }
 
-/** Publishes `plugins.<id>.<event>` after the transaction commits. */
-async function publishPluginEvent(
-  outbox: Outbox,
-  trx: Knex.Transaction,
-  pluginId: string,
-  event: string,
-  payload: unknown,
-) {
-  if (!/^[a-z][a-z0-9_.-]{0,60}$/.test(event)) throw new Error(`bad event name ${event}`);
-  await outbox.event(trx, defineEvent(`plugins.${pluginId}.${event}`, z.unknown()), payload);
+/** Marks a delivery failed, outside the transaction that failed. */
+async function markFailed(deps: ProcessDeps, orgId: string, id: string, err: unknown): Promise<void> {
+  await withOrg(deps.knex, orgId, (trx) =>
+    trx("webhook_deliveries")
+      .where({ id })
+      .whereNot({ status: "processed" })
+      .update({
+        status: "failed",
+        error: (err as Error).message.slice(0, 500),
+        attempts: trx.raw("attempts + 1"),
+      }),
+  );
 }
 
 /** 404 unless the connection is the caller's organization's (no existence oracle across organizations). */

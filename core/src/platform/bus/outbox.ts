@@ -5,11 +5,17 @@ import type { Logger } from "../log.js";
 import type { Bus } from "./bus.js";
 import { eventSubject, jobSubject, type EventDef, type QueueDef } from "./topology.js";
 
+/** An event for Outbox.events. */
+export interface OutboxEvent<T extends z.ZodType = z.ZodType> {
+  def: EventDef<T>;
+  payload: z.infer<T>;
+}
+
 /** Writes events and jobs into the outbox table inside the caller's transaction. */
 export class Outbox {
   private readonly listeners = new Set<() => void>();
 
-  constructor(private readonly prefix: string) {}
+  constructor(readonly prefix: string) {}
 
   /** Publishes an event once the transaction commits. */
   async event<T extends z.ZodType>(
@@ -19,6 +25,23 @@ export class Outbox {
     msgId = randomUUID(),
   ) {
     await this.add(trx, eventSubject(this.prefix, def.name), def.schema.parse(payload), msgId);
+  }
+
+  /** Publishes several events once the transaction commits (one statement per thousand). */
+  async events(trx: Knex.Transaction, events: OutboxEvent[]) {
+    for (let i = 0; i < events.length; i += 1000) {
+      await trx("outbox")
+        .insert(
+          events.slice(i, i + 1000).map((e) => ({
+            subject: eventSubject(this.prefix, e.def.name),
+            payload: JSON.stringify(e.def.schema.parse(e.payload)),
+            msg_id: randomUUID(),
+          })),
+        )
+        .onConflict("msg_id")
+        .ignore();
+    }
+    if (events.length) trx.executionPromise.then(() => this.committed()).catch(() => undefined);
   }
 
   /** Enqueues a job once the transaction commits; the job id dedupes repeated enqueues. */
@@ -37,7 +60,12 @@ export class Outbox {
       .onConflict("msg_id")
       .ignore();
     // Wake the relay as soon as the row is visible, instead of waiting for its next poll.
-    trx.executionPromise.then(() => this.listeners.forEach((l) => l())).catch(() => undefined);
+    trx.executionPromise.then(() => this.committed()).catch(() => undefined);
+  }
+
+  /** Wakes the relay: rows were added by a statement that has committed (also one that wrote them in SQL). */
+  committed(): void {
+    this.listeners.forEach((l) => l());
   }
 
   /** Called after each commit that added rows. */
