@@ -40,6 +40,7 @@ export {
   BackupError,
   type BackupManifest,
 } from "./modules/system/backup.js";
+export { recordCommandBackup } from "./modules/system/backups.service.js";
 export {
   generateSigningKey,
   minisignPublicKey,

@@ -46,6 +46,7 @@ import {
   generateSigningKey,
   verifyFile,
   createBackup,
+  recordCommandBackup,
   restoreBackup,
   verifyBackup,
   importModel,
@@ -792,14 +793,26 @@ export function program(): Command {
         const passphrase = o.passphraseFile
           ? readKeyFile(o.passphraseFile, "passphrase")
           : cfg.backup.passphrase;
-        const r = await createBackup({
-          config: cfg,
-          outDir: o.out,
-          keys: o.passphraseFile ? { passphrase } : recipients.length ? { recipients } : { passphrase },
-          includeModels: o.models,
-          keep: o.keep,
-          log: silentLogger(),
-        });
+        const backup = () =>
+          createBackup({
+            config: cfg,
+            outDir: o.out,
+            keys: o.passphraseFile ? { passphrase } : recipients.length ? { recipients } : { passphrase },
+            includeModels: o.models,
+            keep: o.keep,
+            log: silentLogger(),
+          });
+        // On PostgreSQL the backup is recorded as a run the admin page lists (the embedded database is locked
+        // by the backup itself, so it is not).
+        let r: Awaited<ReturnType<typeof createBackup>>;
+        if (cfg.database.url || cfg.database.ownerUrl) {
+          const owner = openOwnerDatabase(cfg);
+          try {
+            r = await recordCommandBackup(owner.knex, silentLogger(), backup);
+          } finally {
+            await owner.close();
+          }
+        } else r = await backup();
         for (const f of r.removed) out(`removed   ${f} (retention: ${o.keep} kept)`);
         out(`wrote     ${r.file} (${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${r.manifest.files.length} files)`);
         out(

@@ -1,4 +1,4 @@
-import { execFile, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -344,6 +344,16 @@ describe("backup and restore", () => {
     expect(readdirSync(envA.WORKSYNAPSE_DATA_DIR as string).filter((f) => f.startsWith(".staging-"))).toEqual(
       [],
     );
+    // Each command's backup is a run the admin page lists; the killed one is marked failed (its process is
+    // gone), which is what let the next one start.
+    const runs = execFileSync(
+      "psql",
+      [dbA.url, "-tAc", "select trigger || ' ' || status from backup_runs order by created_at"],
+      { encoding: "utf8" },
+    )
+      .trim()
+      .split("\n");
+    expect(runs.slice(-3)).toEqual(["command failed", "command succeeded", "command succeeded"]);
   }, 120_000);
 
   it("restores onto a wiped installation: every listing, the knowledge-base search, files and the audit chain are as they were", async () => {

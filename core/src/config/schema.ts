@@ -587,8 +587,33 @@ export const configSchema = z.object({
         .default("pg_dump")
         .describe("The pg_dump binary (PostgreSQL client tools of the server's major version or newer)."),
       pgRestoreBin: z.string().default("pg_restore").describe("The pg_restore binary."),
+      schedule: z
+        .string()
+        .regex(/^([01]\d|2[0-3]):[0-5]\d$/, "a time of day, HH:MM")
+        .optional()
+        .describe(
+          "Time of day (HH:MM, the server's time zone) the worker backs up the installation every day (PostgreSQL only). Unset: no scheduled backups.",
+        ),
+      keep: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(1000)
+        .default(14)
+        .describe(
+          "How many of the newest archives the worker's backups keep in backup.dir (older ones are deleted).",
+        ),
+      includeModels: bool
+        .default(false)
+        .describe("Whether the worker's backups hold the model files (large; they can be imported again)."),
     })
-    .default({ recipients: [], pgDumpBin: "pg_dump", pgRestoreBin: "pg_restore" }),
+    .default({
+      recipients: [],
+      pgDumpBin: "pg_dump",
+      pgRestoreBin: "pg_restore",
+      keep: 14,
+      includeModels: false,
+    }),
   secrets: z
     .object({
       masterKey: secret(

@@ -8,6 +8,8 @@ import { IDENTITY_PERMISSIONS } from "./identity/identity.permissions.js";
 import { registerIdentityRoutes } from "./identity/identity.routes.js";
 import { startCheckpointer } from "./identity/audit.anchor.js";
 import { registerSsoRoutes } from "./sso/sso.routes.js";
+import { registerBackupRoutes } from "./system/backups.routes.js";
+import { startBackupScheduler } from "./system/backups.service.js";
 import { SSO_SECRET_PURPOSE } from "./sso/sso.service.js";
 import { handleSyncJob, SSO_SYNC_QUEUE, startSyncScheduler } from "./sso/sso.sync.js";
 import { AI_PERMISSIONS } from "./ai/ai.permissions.js";
@@ -43,6 +45,13 @@ export const MODULES: ModuleDefinition[] = [
     routes: (api, app) => registerIdentityRoutes(api, app),
     worker: ({ knex, config, auditKey, log }) => ({
       stop: startCheckpointer({ knex, config, masterKey: auditKey, log: log.child({ module: "audit" }) }),
+    }),
+  }),
+  defineModule({
+    id: "backups",
+    routes: (api, app) => registerBackupRoutes(api, { config: app.config, bus: app.bus }),
+    worker: ({ knex, config, bus, log }) => ({
+      stop: startBackupScheduler({ knex, config, bus, log: log.child({ module: "backup" }) }),
     }),
   }),
   defineModule({

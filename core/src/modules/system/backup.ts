@@ -584,6 +584,13 @@ export async function restoreBackup(opts: RestoreOptions): Promise<BackupManifes
     const owner = openOwnerDatabase(config);
     try {
       await runMigrations(owner.knex, config.database.appRole, "latest", log);
+      // The backup's own run (and any other under way) was "running" in the snapshot; it ended elsewhere.
+      await owner.knex("backup_runs").whereIn("status", ["queued", "running"]).update({
+        status: "failed",
+        finished_at: owner.knex.fn.now(),
+        error:
+          "Under way when the backup this installation was restored from was taken; it ended there, not here.",
+      });
     } finally {
       await owner.close();
     }
