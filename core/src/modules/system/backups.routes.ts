@@ -4,26 +4,15 @@ import type { Bus } from "../../platform/bus/bus.js";
 import { afterCommit, dataOf, type Api } from "../../platform/http/api.js";
 import { AppError } from "../../platform/http/errors.js";
 import type { Caller } from "../../platform/auth/caller.js";
-import { backupRequested, listRuns, requestBackup, unavailableReason } from "./backups.service.js";
+import {
+  backupRequested,
+  backupRunSchema,
+  listRuns,
+  requestBackup,
+  unavailableReason,
+} from "./backups.service.js";
 
 const tags = ["system"];
-
-const runSchema = z
-  .object({
-    id: z.uuid(),
-    trigger: z.enum(["schedule", "manual", "command"]),
-    status: z.enum(["queued", "running", "succeeded", "failed"]),
-    requestedBy: z.uuid().nullable(),
-    node: z.string().nullable(),
-    createdAt: z.string(),
-    startedAt: z.string().nullable(),
-    finishedAt: z.string().nullable(),
-    file: z.string().nullable(),
-    bytes: z.number().nullable(),
-    files: z.number().nullable(),
-    error: z.string().nullable(),
-  })
-  .meta({ id: "BackupRun" });
 
 const statusSchema = z
   .object({
@@ -33,7 +22,7 @@ const statusSchema = z
     keep: z.number(),
     includeModels: z.boolean(),
     encryption: z.enum(["recipients", "passphrase"]).nullable(),
-    runs: z.array(runSchema),
+    runs: z.array(backupRunSchema),
   })
   .meta({ id: "BackupStatus" });
 
@@ -76,7 +65,7 @@ export function registerBackupRoutes(api: Api, deps: { config: Config; bus: Bus 
     summary: "Ask the worker for a backup now (system administrators); 409 when one is queued or running",
     tags,
     status: 202,
-    response: dataOf(runSchema),
+    response: dataOf(backupRunSchema),
     errors: [409],
     handler: async (_ctx, _in, { caller, trx }) => {
       onlySystemAdmins(caller);

@@ -4,6 +4,7 @@
 // failed instead of blocking the next. The archive is the one `worksynapse backup` writes (backup.ts).
 import { hostname } from "node:os";
 import type { Knex } from "knex";
+import { z } from "zod";
 import type { Bus } from "../../platform/bus/bus.js";
 import type { Config } from "../../config/schema.js";
 import type { Logger } from "../../platform/log.js";
@@ -11,20 +12,23 @@ import { AppError } from "../../platform/http/errors.js";
 import { createBackup, type BackupKeys, type BackupResult } from "./backup.js";
 
 /** A backup run as the admin UI shows it. */
-export interface BackupRun {
-  id: string;
-  trigger: "schedule" | "manual" | "command";
-  status: "queued" | "running" | "succeeded" | "failed";
-  requestedBy: string | null;
-  node: string | null;
-  createdAt: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  file: string | null;
-  bytes: number | null;
-  files: number | null;
-  error: string | null;
-}
+export const backupRunSchema = z
+  .object({
+    id: z.uuid(),
+    trigger: z.enum(["schedule", "manual", "command"]),
+    status: z.enum(["queued", "running", "succeeded", "failed"]),
+    requestedBy: z.uuid().nullable(),
+    node: z.string().nullable(),
+    createdAt: z.string(),
+    startedAt: z.string().nullable(),
+    finishedAt: z.string().nullable(),
+    file: z.string().nullable(),
+    bytes: z.number().nullable(),
+    files: z.number().nullable(),
+    error: z.string().nullable(),
+  })
+  .meta({ id: "BackupRun" });
+export type BackupRun = z.infer<typeof backupRunSchema>;
 
 /** A running backup whose worker has not said it is alive for this long is taken for dead. */
 const DEAD_AFTER_S = 120;
