@@ -28,6 +28,23 @@ export const TINY: TinyModelShape = {
   seed: 42,
 };
 
+/**
+ * A model sized like a small production one for benchmarks (bench:llm --production): about 102 million
+ * parameters in F32 (410 MB), so that decoding reads as many bytes per token as a quantized model of a few
+ * billion parameters would on a larger machine, and runs at tens of tokens per second on one core here. The
+ * vocabulary stays the generated one (its byte fallback and word pieces).
+ */
+export const PRODUCTION_LIKE: TinyModelShape = {
+  vocab: 960,
+  embd: 768,
+  heads: 12,
+  headsKv: 4,
+  ff: 2048,
+  blocks: 16,
+  context: 2048,
+  seed: 7,
+};
+
 const enum T {
   U32 = 4,
   I32 = 5,
