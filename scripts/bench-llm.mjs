@@ -114,7 +114,14 @@ async function viaServer(url, key) {
   // The server's own timing of the generation (from the handler, after admission, to the last token).
   const serverDecodeTps =
     (done.usage.completionTokens - 1) / ((done.timing.ms - done.timing.firstTokenMs) / 1000);
-  return { tokens: done.usage.completionTokens, ms, firstMs: first - t0, lastMs: last - t0, serverDecodeTps };
+  return {
+    tokens: done.usage.completionTokens,
+    ms,
+    firstMs: first - t0,
+    lastMs: last - t0,
+    serverDecodeTps,
+    serverFirstMs: done.timing.firstTokenMs,
+  };
 }
 
 const dbName = `ws_benchllm_${randomBytes(4).toString("hex")}`;
@@ -224,6 +231,8 @@ try {
         rawMs: median(rawRuns.map((r) => r.firstMs)),
         overheadMs: Number(ttftOverhead.toFixed(2)),
         goalMs: 10,
+        // As the server timed it, from its handler (after authentication and admission) to the first token.
+        serverSideMs: median(ours.map((r) => r.serverFirstMs)),
       },
     };
     mkdirSync("test-results", { recursive: true });
