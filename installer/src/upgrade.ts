@@ -7,6 +7,7 @@ import {
   rmSync,
   symlinkSync,
   mkdtempSync,
+  writeFileSync,
 } from "node:fs";
 import path from "node:path";
 import { compareVersions, verifyFile } from "@worksynapse/core";
@@ -79,6 +80,36 @@ function pointCurrent(prefix: string, target: string): void {
   renameSync(tmp, path.join(prefix, "current"));
 }
 
+/**
+ * Where an upgrade under way says how far it got, so that running it again with the same bundle resumes it
+ * (after a kill or a power loss) instead of being refused. Removed when the upgrade ends either way.
+ */
+export interface UpgradeJournal {
+  /** The bundle's name (worksynapse-<version>-<platform>). */
+  bundle: string;
+  /** The `current` link's target before the upgrade (versions/<name>). */
+  from: string;
+  fromVersion: string;
+  /** "backed-up": stopped and backed up; "switching": about to point `current` at the new version (the
+   *  migrations applied before are known); "switched": `current` points at it, migrating or starting. */
+  step: "backed-up" | "switching" | "switched";
+  /** Migrations applied before the upgrade (what a roll-back keeps). */
+  before?: string[];
+}
+
+export const journalFile = (prefix: string) => path.join(prefix, "upgrade-journal.json");
+
+function writeJournal(prefix: string, j: UpgradeJournal): void {
+  const tmp = `${journalFile(prefix)}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(j, null, 2) + "\n");
+  renameSync(tmp, journalFile(prefix));
+}
+
+function readJournal(prefix: string): UpgradeJournal | null {
+  const file = journalFile(prefix);
+  return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as UpgradeJournal) : null;
+}
+
 /** Applied migrations as `migrate status` lists them. */
 const applied = (status: string) =>
   status
@@ -99,30 +130,56 @@ export async function upgrade(o: UpgradeOptions): Promise<"upgraded" | "rolled b
   const newVersion = m[1] as string;
   const current = path.join(o.prefix, "current");
   if (!existsSync(current)) throw new Error(`${current} does not exist: install with install.sh first`);
-  const oldTarget = readlinkSync(current);
+  // An upgrade that was interrupted: resumed with its bundle, refused with another.
+  const journal = readJournal(o.prefix);
+  if (journal && journal.bundle !== name)
+    throw new Error(
+      `an upgrade to ${journal.bundle} was interrupted (${journalFile(o.prefix)}); run upgrade again with that bundle to finish it or roll it back`,
+    );
+  const oldTarget = journal?.from ?? readlinkSync(current);
   const oldName = path.basename(oldTarget);
-  const oldVersion = (
-    JSON.parse(readFileSync(path.join(current, "package.json"), "utf8")) as { version: string }
-  ).version;
-  if (oldName === name) throw new Error(`${name} is already the current version`);
+  const oldVersion =
+    journal?.fromVersion ??
+    (JSON.parse(readFileSync(path.join(current, "package.json"), "utf8")) as { version: string }).version;
+  if (!journal && oldName === name) throw new Error(`${name} is already the current version`);
   if (compareVersions(newVersion, oldVersion) < 0)
     throw new Error(
       `${newVersion} is older than the installed ${oldVersion}: downgrades are refused (restore a backup instead)`,
     );
-  out(`upgrading ${oldVersion} -> ${newVersion}`);
+  if (journal)
+    out(`resuming  the interrupted upgrade ${oldVersion} -> ${newVersion} (it had reached: ${journal.step})`);
+  else out(`upgrading ${oldVersion} -> ${newVersion}`);
 
-  // 2. Stop, back up with the running version.
+  // 2. Stop, back up with the running version (not again when resuming: the backup was taken).
   if ((await sh(o.stopCommand, out)) !== 0) throw new Error("the stop command failed; nothing was changed");
-  if (o.backupArgs) {
+  if (o.backupArgs && !journal) {
     const b = await cli(current, ["backup", ...o.backupArgs], out);
     if (b.code !== 0) {
       await sh(o.startCommand, out);
       throw new Error("the backup failed; the previous version was started again and nothing was changed");
     }
   }
-
-  // 3. The new version beside the old one; `current` switched.
   const versions = path.join(o.prefix, "versions");
+  let before: string[];
+  if (journal?.step === "switching" || journal?.step === "switched") {
+    before = journal.before ?? [];
+    pointCurrent(o.prefix, `versions/${name}`);
+  } else {
+    writeJournal(o.prefix, { bundle: name, from: oldTarget, fromVersion: oldVersion, step: "backed-up" });
+    before = await unpackAndSwitch(o, name, versions, { from: oldTarget, fromVersion: oldVersion });
+  }
+  return finish(o, { name, newVersion, oldVersion, oldTarget, before, versions });
+}
+
+/** Step 3: the new version beside the old one, then `current` switched to it. The migrations applied before. */
+async function unpackAndSwitch(
+  o: UpgradeOptions,
+  name: string,
+  versions: string,
+  was: { from: string; fromVersion: string },
+): Promise<string[]> {
+  const { out } = o;
+  const current = path.join(o.prefix, "current");
   const work = mkdtempSync(path.join(versions, ".unpack-"));
   try {
     // The system's tar: much quicker than a JavaScript one on a bundle of thousands of files.
@@ -138,9 +195,38 @@ export async function upgrade(o: UpgradeOptions): Promise<"upgraded" | "rolled b
     rmSync(work, { recursive: true, force: true });
   }
   const before = applied((await cli(path.join(versions, name), ["migrate", "status"], () => {})).text);
+  writeJournal(o.prefix, { bundle: name, ...was, step: "switching", before });
   pointCurrent(o.prefix, `versions/${name}`);
+  writeJournal(o.prefix, { bundle: name, ...was, step: "switched", before });
   out(`switched  ${current} -> versions/${name}`);
+  return before;
+}
 
+/** Steps 4 and 5: migrate, start, check; roll back when that fails. The journal is removed at the end. */
+async function finish(
+  o: UpgradeOptions,
+  u: {
+    name: string;
+    newVersion: string;
+    oldVersion: string;
+    oldTarget: string;
+    before: string[];
+    versions: string;
+  },
+): Promise<"upgraded" | "rolled back"> {
+  try {
+    return await migrateStartCheck(o, u);
+  } finally {
+    rmSync(journalFile(o.prefix), { force: true });
+  }
+}
+
+async function migrateStartCheck(
+  o: UpgradeOptions,
+  { newVersion, oldVersion, oldTarget, before, versions }: Parameters<typeof finish>[1],
+): Promise<"upgraded" | "rolled back"> {
+  const { out } = o;
+  const current = path.join(o.prefix, "current");
   // 4. Migrate, start, check.
   // `migrate up` prints every migration's state afterwards.
   const migrated = await cli(current, ["migrate", "up"], () => {});

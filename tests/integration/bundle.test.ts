@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   copyFileSync,
@@ -181,7 +181,7 @@ wait $pid || true
     expect(readFileSync(path.join(work, "server.log"), "utf8")).toMatch(/shutdown complete/);
   }, 300_000);
 
-  it("upgrades the installed version to a newer bundle, and rolls back when the new version's health check fails", async () => {
+  it("upgrades the installed version to a newer bundle, resumes an interrupted upgrade, and rolls back when the new version's health check fails", async () => {
     // The newer bundle: this one with the version raised and one more migration, re-signed by the same key.
     const next = VERSION.replace(/\d+$/, (d) => String(Number(d) + 1));
     const nextName = NAME.replace(`-${VERSION}-`, `-${next}-`);
@@ -306,9 +306,35 @@ wait $pid || true
       expect(readdirSync(path.join(data, "backups")).filter((f) => f.endsWith(".wsbackup"))).toHaveLength(1);
 
       rmSync(path.join(data, ".fail-start"));
-      // (The backup was shown above; this time the upgrade goes without one, to keep the test short.)
+      // An upgrade killed right after it switched `current` (the new version is unpacked from the attempt
+      // above): what it leaves is its journal and the link. Another bundle is refused until it is finished.
+      const before = (await status())
+        .split("\n")
+        .filter((l) => /\bapplied\s*$/.test(l))
+        .map((l) => l.split(/\s+/)[0]);
+      writeFileSync(
+        path.join(prefix, "upgrade-journal.json"),
+        JSON.stringify({
+          bundle: nextName,
+          from: `versions/${NAME}`,
+          fromVersion: VERSION,
+          step: "switched",
+          before,
+        }),
+      );
+      execFileSync("ln", ["-sfn", `versions/${nextName}`, path.join(prefix, "current")]);
+      const other = await promisify(execFile)(
+        process.execPath,
+        [path.join(ROOT, "installer/bin/worksynapse.mjs"), "upgrade", "--bundle", bundle, "--prefix", prefix],
+        { env },
+      ).catch((e: { stderr: string }) => e);
+      expect((other as { stderr: string }).stderr).toMatch(/an upgrade to .* was interrupted/);
+      // Run again with its bundle, it resumes: migrate, start, check. (The backup was taken and shown above;
+      // a resumed upgrade does not take another.)
       const done = await upgradeTo("60", "--no-backup");
       expect(done.code, done.out).toBe(0);
+      expect(done.out).toMatch(/resuming {2}the interrupted upgrade .* \(it had reached: switched\)/);
+      expect(existsSync(path.join(prefix, "upgrade-journal.json"))).toBe(false);
       expect(done.out).toMatch(
         new RegExp(`upgraded {2}to ${next.replaceAll(".", "\\.")}; 1 migrations applied`),
       );
