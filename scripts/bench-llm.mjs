@@ -206,34 +206,40 @@ try {
   const oursDecode = median(ours.map(decodeTps));
   const rawDecode = median(rawRuns.map(decodeTps));
 
+  // One request at a time, ours against raw: the figures both modes report (goals: see the header).
+  const single = {
+    tokensPerRequest: median(ours.map((r) => r.tokens)),
+    generation: {
+      oursTokensPerSecond: oursTps,
+      rawTokensPerSecond: rawTps,
+      ratio: Number((oursTps / rawTps).toFixed(3)),
+      goal: PRODUCTION ? 0.97 : 0.9,
+    },
+    decode: {
+      oursTokensPerSecond: oursDecode,
+      rawTokensPerSecond: rawDecode,
+      ratio: Number((oursDecode / rawDecode).toFixed(3)),
+      ...(PRODUCTION && { goal: 0.97 }),
+      // As the server timed it (whole milliseconds): what of the gap is in generation, not HTTP.
+      serverSideTokensPerSecond: median(ours.map((r) => r.serverDecodeTps)),
+    },
+    timeToFirstToken: {
+      oursMs: median(ours.map((r) => r.firstMs)),
+      rawMs: median(rawRuns.map((r) => r.firstMs)),
+      overheadMs: Number(ttftOverhead.toFixed(2)),
+      ...(PRODUCTION && { goalMs: 10 }),
+      // As the server timed it, from its handler (after authentication and admission) to the first token.
+      serverSideMs: median(ours.map((r) => r.serverFirstMs)),
+    },
+  };
+
   if (PRODUCTION) {
     rawServer.close();
     const report = {
       model: "generated, PRODUCTION_LIKE (scripts/make-tiny-model.ts)",
       rounds: ROUNDS,
       maxTokens: MAX_TOKENS,
-      tokensPerRequest: median(ours.map((r) => r.tokens)),
-      generation: {
-        oursTokensPerSecond: oursTps,
-        rawTokensPerSecond: rawTps,
-        ratio: Number((oursTps / rawTps).toFixed(3)),
-        goal: 0.97,
-      },
-      decode: {
-        oursTokensPerSecond: oursDecode,
-        rawTokensPerSecond: rawDecode,
-        ratio: Number((oursDecode / rawDecode).toFixed(3)),
-        goal: 0.97,
-        serverSideTokensPerSecond: median(ours.map((r) => r.serverDecodeTps)),
-      },
-      timeToFirstToken: {
-        oursMs: median(ours.map((r) => r.firstMs)),
-        rawMs: median(rawRuns.map((r) => r.firstMs)),
-        overheadMs: Number(ttftOverhead.toFixed(2)),
-        goalMs: 10,
-        // As the server timed it, from its handler (after authentication and admission) to the first token.
-        serverSideMs: median(ours.map((r) => r.serverFirstMs)),
-      },
+      ...single,
     };
     mkdirSync("test-results", { recursive: true });
     writeFileSync("test-results/bench-llm-production.json", JSON.stringify(report, null, 2));
@@ -320,25 +326,7 @@ try {
       model: path.basename(MODEL),
       rounds: ROUNDS,
       maxTokens: MAX_TOKENS,
-      tokensPerRequest: median(ours.map((r) => r.tokens)),
-      generation: {
-        oursTokensPerSecond: oursTps,
-        rawTokensPerSecond: rawTps,
-        ratio: Number((oursTps / rawTps).toFixed(3)),
-        goal: 0.9,
-      },
-      decode: {
-        oursTokensPerSecond: oursDecode,
-        rawTokensPerSecond: rawDecode,
-        ratio: Number((oursDecode / rawDecode).toFixed(3)),
-        // As the server timed it (whole milliseconds): what of the gap is in generation, not HTTP.
-        serverSideTokensPerSecond: median(ours.map((r) => r.serverDecodeTps)),
-      },
-      timeToFirstToken: {
-        oursMs: median(ours.map((r) => r.firstMs)),
-        rawMs: median(rawRuns.map((r) => r.firstMs)),
-        overheadMs: Number(ttftOverhead.toFixed(2)),
-      },
+      ...single,
       concurrency: {
         oneClientTokensPerSecond: median(one),
         fourClientsTokensPerSecond: median(four),

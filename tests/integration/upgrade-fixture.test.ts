@@ -12,12 +12,9 @@ import knexFactory from "knex";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureAppRole } from "../../core/src/platform/db/database.js";
 import { signGeneric } from "../../core/src/platform/gateway/webhooks.js";
-import { silentLogger } from "../../core/src/platform/log.js";
-import { startServer } from "../../core/src/server.js";
-import { testConfig } from "../support/config.js";
 import { signIn, type Client } from "../support/identity.js";
 import { createTestDatabase, type TestDatabase } from "../support/pg.js";
-import type { TestServer } from "../support/server.js";
+import { getTestServer, type TestServer } from "../support/server.js";
 
 const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/upgrade");
 const manifest = JSON.parse(readFileSync(path.join(dir, "manifest.json"), "utf8")) as {
@@ -46,29 +43,20 @@ beforeAll(async () => {
     input: gunzipSync(readFileSync(path.join(dir, "database.sql.gz"))),
     stdio: ["pipe", "ignore", "pipe"],
   });
-  const config = testConfig({
-    DATABASE_URL: pg.url,
-    WORKSYNAPSE_SECRETS_MASTER_KEY: manifest.masterKey,
-    WORKSYNAPSE_INTEGRATIONS_ALLOW_LOOPBACK: "true",
-  });
-  const server = await startServer(config, silentLogger());
-  const url = server.url as string;
-  srv = {
-    ...server,
-    url,
-    config,
+  srv = await getTestServer({
     pg,
-    fetch: (p, init) => fetch(url + p, init),
-    close: async () => {
-      await server.stop();
+    env: {
+      WORKSYNAPSE_SECRETS_MASTER_KEY: manifest.masterKey,
+      WORKSYNAPSE_INTEGRATIONS_ALLOW_LOOPBACK: "true",
     },
-  };
+  });
   ada = await signIn(srv, manifest.signIn.email, manifest.signIn.password);
 }, 120_000);
 
 afterAll(async () => {
-  await srv?.close();
-  await pg?.drop();
+  // The server drops the database it was given.
+  if (srv) await srv.close();
+  else await pg?.drop();
 });
 
 describe("upgrade from the previous release's database", () => {

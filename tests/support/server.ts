@@ -16,9 +16,13 @@ export interface TestServer extends RunningServer {
 
 /** Starts a real server (real PostgreSQL, real NATS, loopback HTTP). */
 export async function getTestServer(
-  opts: StartOptions & { env?: Record<string, string> } = {},
+  opts: StartOptions & {
+    env?: Record<string, string>;
+    /** A database prepared beforehand (e.g. loaded from a dump); the server takes it and drops it at close. */
+    pg?: TestDatabase;
+  } = {},
 ): Promise<TestServer> {
-  const pg = await createTestDatabase("srv");
+  const pg = opts.pg ?? (await createTestDatabase("srv"));
   const config = testConfig({ DATABASE_URL: pg.url, ...opts.env });
   const server = await startServer(config, silentLogger(), opts);
   const url = server.url as string;

@@ -275,8 +275,7 @@ export function registerAiRoutes(
       "Model packs in the server's import folder, each checked: signed by a trusted key and holding the file its manifest names (system administrators)",
     tags,
     response: dataOf(z.object({ folder: z.string(), packs: z.array(packSchema) })),
-    handler: async (_ctx, _in, { caller }) => {
-      if (!caller.systemAdmin) throw AppError.forbidden("Only system administrators import models.");
+    handler: async (_ctx, _in, _scope) => {
       const packs = await listImportablePacks(deps.config);
       return {
         data: {
@@ -311,8 +310,7 @@ export function registerAiRoutes(
     body: z.strictObject({ folder: z.string().min(1).max(300) }),
     status: 201,
     response: dataOf(z.object({ id: z.uuid(), name: z.string(), role: z.enum(["chat", "embedding"]) })),
-    handler: async (_ctx, { body }, { caller, trx }) => {
-      if (!caller.systemAdmin) throw AppError.forbidden("Only system administrators import models.");
+    handler: async (_ctx, { body }, { trx }) => {
       const runtime = need(deps.runtime);
       const dir = packInImportDir(deps.config, body.folder);
       const m = await importPack(trx, await runtime.llama(), deps.config, dir, trustedPackKeys(deps.config));
@@ -330,8 +328,7 @@ export function registerAiRoutes(
     tags,
     params: z.object({ id: z.uuid() }),
     status: 204,
-    handler: async (_ctx, { params }, { caller, trx }) => {
-      if (!caller.systemAdmin) throw AppError.forbidden("Only system administrators remove models.");
+    handler: async (_ctx, { params }, { trx }) => {
       await removeModel(trx, deps.config, params.id);
       catalog = undefined;
     },

@@ -168,7 +168,6 @@ export async function runQueued(deps: {
   knex: Knex;
   config: Config;
   log: Logger;
-  backup?: typeof createBackup;
 }): Promise<BackupRun | null> {
   const { knex, config, log } = deps;
   const claimed = (
@@ -185,7 +184,7 @@ export async function runQueued(deps: {
   return recordRun(knex, id, log, () => {
     const keys = configuredKeys(config);
     if (!keys) throw new Error("no encryption key is configured");
-    return (deps.backup ?? createBackup)({
+    return createBackup({
       config,
       keys,
       includeModels: config.backup.includeModels,

@@ -92,8 +92,9 @@ export interface RouteDef<
   /** The permission the caller needs; omit for routes any signed-in caller may use (their own profile). */
   permission?: string;
   /**
-   * "installation" for routes over data no organization owns (the list of organizations, the model
-   * catalog), which refuse non-system-administrators before any lookup; default "organization".
+   * "installation" for routes over data no organization owns (the list of organizations, model packs,
+   * backups): after the input is validated, callers who are not system administrators get 403 before the
+   * handler runs; default "organization".
    */
   scope?: "organization" | "installation";
   /**
@@ -211,6 +212,8 @@ export class Api {
             ctx.state.caller = caller;
             if (def.permission) requirePermission(caller, def.permission);
             const valid = await input;
+            if (def.scope === "installation" && !caller.systemAdmin)
+              throw AppError.forbidden("Only system administrators may do this.");
             if (status !== 200) ctx.status = status;
             return def.handler(ctx, valid, { caller, trx, early: (await early) as E });
           })
