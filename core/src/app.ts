@@ -11,7 +11,7 @@ import { registerSystemRoutes, type Readiness } from "./modules/system/system.ro
 import { Authenticator } from "./modules/identity/auth.js";
 import { createLimiters } from "./modules/identity/identity.routes.js";
 import type { Knex } from "knex";
-import type { AiRuntime } from "./modules/ai/runtime.js";
+import type { Inference } from "./modules/ai/runtime.js";
 import { MODULES, permissionCatalog } from "./modules/catalog.js";
 import { pluginModules } from "./modules/integrations/integrations.module.js";
 import type { AppContext, ModuleDefinition } from "./modules/module.js";
@@ -42,7 +42,7 @@ export interface AppDeps {
   /** Signs access tokens; required with a database. */
   masterKey?: string;
   /** The local inference service (null: AI routes answer 503). */
-  ai?: AiRuntime | null;
+  ai?: Inference | null;
   /** The bus (ephemeral progress events) and the outbox (jobs after commit); null in an app built for docs. */
   bus?: Bus | null;
   outbox?: Outbox | null;

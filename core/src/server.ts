@@ -19,7 +19,8 @@ import { PluginHost } from "./plugin-host/host.js";
 import type { ToolRegistry } from "./platform/tools/registry.js";
 import { assertNoPendingRotation, auditRootKey, ensureMasterKey } from "./platform/secrets.js";
 import { withDeadline } from "./platform/deadline.js";
-import { AiRuntime } from "./modules/ai/runtime.js";
+import { AiRuntime, type Inference } from "./modules/ai/runtime.js";
+import { RemoteInference, serveInference } from "./modules/ai/inference.remote.js";
 import { openDatabase, type Database } from "./platform/db/database.js";
 import { connectBus, databaseDeadLetters, type Bus } from "./platform/bus/bus.js";
 import { startLocalNats, type LocalNats } from "./platform/bus/local-server.js";
@@ -38,7 +39,7 @@ export interface RunningServer {
   outbox: Outbox;
   readiness: Readiness;
   /** The inference service of the web role. */
-  ai?: AiRuntime;
+  ai?: Inference;
   /** The AI tool registry of the web role (the assistant runs tools through it). */
   tools?: ToolRegistry;
   /** Reads the TLS certificate and key again (SIGHUP); new connections use them. False without TLS. */
@@ -128,12 +129,19 @@ export async function startServer(
     },
   };
   const kbIndex = new KbIndex(kbDir(config));
-  // The inference service loads models lazily: web answers chat, the worker embeds documents.
-  const ai =
-    config.roles.includes("web") || config.roles.includes("worker")
+  // The inference service loads models lazily: web answers chat, the worker embeds documents. With ai.remote
+  // they use the inference nodes over the bus; a process with the inference role serves its own to them.
+  const uses = config.roles.includes("web") || config.roles.includes("worker");
+  const local =
+    config.roles.includes("inference") || (uses && !config.ai.remote)
       ? new AiRuntime(config, log.child({ module: "ai" }))
       : undefined;
+  const ai = uses ? (config.ai.remote ? new RemoteInference(bus, config) : local) : undefined;
   const started: Started[] = [];
+  if (config.roles.includes("inference") && local) {
+    const served = serveInference({ bus, runtime: local, config, log: log.child({ module: "inference" }) });
+    started.push({ stop: served.stop });
+  }
   if (config.roles.includes("worker")) {
     const masterKey = ensureMasterKey(config, log);
     for (const m of modules)
@@ -246,7 +254,7 @@ export async function startServer(
       }, grace);
       await step("http", () => httpClosed, grace + 1000);
       clearTimeout(timeout);
-      await step("ai", () => ai?.close(), 5000);
+      await step("ai", () => Promise.all([ai?.close(), ai !== local && local?.close()]), 5000);
       await step("kb index", () => kbIndex.close(), 5000);
       await step("parser", () => closeParser(), 1000);
       await step("bus", () => bus.close(), 5000);

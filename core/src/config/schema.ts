@@ -21,10 +21,12 @@ export const configSchema = z.object({
     .default("./data")
     .describe("Directory for everything local: embedded database, bus storage, files, models, secrets."),
   roles: z
-    .array(z.enum(["web", "worker"]))
+    .array(z.enum(["web", "worker", "inference"]))
     .min(1)
     .default(["web", "worker"])
-    .describe("Which roles this process runs (comma-separated in env or --roles)."),
+    .describe(
+      "Which roles this process runs (comma-separated in env or --roles): web (HTTP), worker (background jobs), inference (serves its models to the others over the bus; see docs/scaling.md).",
+    ),
   shutdownDeadlineMs: z.coerce
     .number()
     .int()
@@ -262,6 +264,11 @@ export const configSchema = z.object({
         .enum(["auto", "off"])
         .default("auto")
         .describe("Use a GPU when llama.cpp finds one (auto) or never (off)."),
+      remote: bool
+        .default(false)
+        .describe(
+          "Use the inference nodes (processes with the inference role) over the bus instead of loading models in this process.",
+        ),
       importDir: z
         .string()
         .optional()
@@ -285,6 +292,7 @@ export const configSchema = z.object({
       maxTokens: 512,
       idleUnloadMinutes: 30,
       gpu: "auto",
+      remote: false,
       packKeys: [],
     }),
   assistant: z

@@ -10,7 +10,7 @@ import type { Gateway } from "../platform/gateway/gateway.js";
 import type { Api } from "../platform/http/api.js";
 import type { Logger } from "../platform/log.js";
 import type { ToolRegistry } from "../platform/tools/registry.js";
-import type { AiRuntime } from "./ai/runtime.js";
+import type { Inference } from "./ai/runtime.js";
 import type { AgentDeps, Engine } from "./assistant/agent.js";
 import type { ChatNotifier } from "./chat/chat.service.js";
 import type { Authenticator } from "./identity/auth.js";
@@ -29,7 +29,7 @@ export interface AppContext {
   masterKey?: string;
   bus: Bus | null;
   outbox: Outbox;
-  ai: AiRuntime | null;
+  ai: Inference | null;
   permissions: PermissionCatalog;
   authenticator: Authenticator | null;
   limiters: Limiters | null;
@@ -54,7 +54,7 @@ export interface WorkerContext {
   masterKey: string;
   /** What the audit chain's MACs and checkpoints derive from (platform/secrets.ts `auditRootKey`). */
   auditKey: string;
-  ai: AiRuntime | null;
+  ai: Inference | null;
   kbIndex: KbIndex;
   gateway: Gateway;
   plugins: PluginHost;

@@ -12,7 +12,7 @@ import { requestLog } from "../../platform/http/envelope.js";
 import { admitAiRequest, recordUsageNow } from "../identity/org.service.js";
 import { listModels, orgModels, removeModel, setOrgModels, type ModelRow } from "./models.service.js";
 import { importDir, importPack, listImportablePacks, packInImportDir, trustedPackKeys } from "./packs.js";
-import type { AiRuntime, ChatMessage, GenerateResult } from "./runtime.js";
+import type { Inference, ChatMessage, GenerateResult } from "./runtime.js";
 import { Speculations, type SpeculativeRequest } from "./speculation.js";
 
 const message = z.object({
@@ -129,7 +129,7 @@ function generationFailure(ctx: Context, err: unknown): AppError {
 /** Registers the AI routes: models and defaults, streaming chat, and the OpenAI-compatible API. */
 export function registerAiRoutes(
   api: Api,
-  deps: { knex: Knex | null; config: Config; runtime: AiRuntime | null },
+  deps: { knex: Knex | null; config: Config; runtime: Inference | null },
 ): void {
   const tags = ["ai"];
   const need = <T>(v: T | null): T => {

@@ -186,6 +186,67 @@ class LoadedModel {
   }
 }
 
+/** What the rest of core uses of inference: this process's (AiRuntime) or inference nodes' over the bus. */
+export interface Inference {
+  /** CPU threads per inference. */
+  readonly threads: number;
+  /** A llama.cpp binding in this process for reading model files on import (never for inference). */
+  llama(): Promise<Llama>;
+  status(): Promise<ModelStatus[]>;
+  openChat(req: OpenChatRequest): Promise<ChatHandle>;
+  generate(req: GenerateRequest): Promise<GenerateResult>;
+  embed(model: ModelRow, texts: string[]): Promise<number[][]>;
+  countTokens(model: ModelRow, text: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** A loaded model's queue state (the admin page). */
+export interface ModelStatus {
+  id: string;
+  busy: number;
+  queued: number;
+  free: number;
+  /** Sequences in use in each context. */
+  contexts: number[];
+  memoryBytes: number;
+}
+
+/** One answer on a chat opened for it: the last message must be the user's; the rest is the history. */
+export async function generateOn(
+  rt: Pick<Inference, "openChat">,
+  req: GenerateRequest,
+): Promise<GenerateResult> {
+  const system = req.messages
+    .filter((m) => m.role === "system")
+    .map((m) => m.content)
+    .join("\n\n");
+  const turns = req.messages.filter((m) => m.role !== "system");
+  const last = turns[turns.length - 1];
+  if (!last || last.role !== "user") throw AppError.badRequest("The last message must be from the user.");
+  const chat = await rt.openChat({
+    orgId: req.orgId,
+    model: req.model,
+    system,
+    history: turns.slice(0, -1),
+    signal: req.signal,
+  });
+  try {
+    return await chat.prompt(last.content, req);
+  } finally {
+    await chat.close();
+  }
+}
+
+/** The llama.cpp binding for reading model files (prebuilt binaries only, nothing downloaded). */
+export function readerLlama(config: Config): Promise<Llama> {
+  return getLlama({
+    build: "never",
+    gpu: config.ai.gpu === "off" ? false : "auto",
+    logLevel: "error" as never,
+    progressLogs: false,
+  });
+}
+
 /** The default thread count: one on small machines (spin-waiting threads slow a busy core), half the cores above that. */
 export const defaultThreads = () => (cpus().length <= 2 ? 1 : Math.floor(cpus().length / 2));
 
@@ -215,7 +276,7 @@ interface Pending {
  * Array.prototype.concat for the whole isolate (it sets Symbol.isConcatSpreadable), a path node-llama-cpp takes
  * for every token. The queue, fairness between organizations, timeouts and cancellation stay here.
  */
-export class AiRuntime {
+export class AiRuntime implements Inference {
   private llamaPromise?: Promise<Llama>;
   private readonly loaded = new Map<string, Promise<LoadedModel>>();
   private readonly timer: NodeJS.Timeout;
@@ -239,12 +300,7 @@ export class AiRuntime {
    * imported. Inference never uses it: it runs on the inference thread.
    */
   llama(): Promise<Llama> {
-    this.llamaPromise ??= getLlama({
-      build: "never",
-      gpu: this.config.ai.gpu === "off" ? false : "auto",
-      logLevel: "error" as never,
-      progressLogs: false,
-    });
+    this.llamaPromise ??= readerLlama(this.config);
     return this.llamaPromise;
   }
 
@@ -357,17 +413,7 @@ export class AiRuntime {
   }
 
   /** Which models are loaded, with their queue state (for the admin page). */
-  async status(): Promise<
-    {
-      id: string;
-      busy: number;
-      queued: number;
-      free: number;
-      /** Sequences in use in each context. */
-      contexts: number[];
-      memoryBytes: number;
-    }[]
-  > {
+  async status(): Promise<ModelStatus[]> {
     const out = [];
     for (const [id, p] of this.loaded) {
       const m = await p.catch(() => undefined);
@@ -455,26 +501,8 @@ export class AiRuntime {
   }
 
   /** Generates a chat answer, streaming text chunks, with cancellation and the configured timeout. */
-  async generate(req: GenerateRequest): Promise<GenerateResult> {
-    const system = req.messages
-      .filter((m) => m.role === "system")
-      .map((m) => m.content)
-      .join("\n\n");
-    const turns = req.messages.filter((m) => m.role !== "system");
-    const last = turns[turns.length - 1];
-    if (!last || last.role !== "user") throw AppError.badRequest("The last message must be from the user.");
-    const chat = await this.openChat({
-      orgId: req.orgId,
-      model: req.model,
-      system,
-      history: turns.slice(0, -1),
-      signal: req.signal,
-    });
-    try {
-      return await chat.prompt(last.content, req);
-    } finally {
-      await chat.close();
-    }
+  generate(req: GenerateRequest): Promise<GenerateResult> {
+    return generateOn(this, req);
   }
 
   /** Embeds texts with a model; vectors have the model's embedding length. */

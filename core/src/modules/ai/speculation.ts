@@ -1,7 +1,7 @@
 import type { EarlyIdentity } from "../../platform/http/api.js";
 import { AppError } from "../../platform/http/errors.js";
 import type { ModelRow } from "./models.service.js";
-import type { AiRuntime, GenerateRequest, GenerateResult } from "./runtime.js";
+import type { Inference, GenerateRequest, GenerateResult } from "./runtime.js";
 
 /** What a generation route knows of its request before the caller is loaded: everything but who and which model. */
 export type SpeculativeRequest = Omit<GenerateRequest, "orgId" | "model" | "signal" | "onToken">;
@@ -40,7 +40,7 @@ export class Speculations {
   private readonly last = new Map<string, ModelRow>();
 
   constructor(
-    private readonly runtime: () => AiRuntime | null,
+    private readonly runtime: () => Inference | null,
     private readonly max = 10_000,
   ) {}
 

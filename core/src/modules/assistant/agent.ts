@@ -8,7 +8,7 @@ import type { Logger } from "../../platform/log.js";
 import type { Passage, ToolDef, ToolRegistry, ToolResult } from "../../platform/tools/registry.js";
 import { recordUsage } from "../identity/org.service.js";
 import type { ModelRow } from "../ai/models.service.js";
-import type { AiRuntime, ChatHandle, ChatMessage, OpenChatRequest } from "../ai/runtime.js";
+import type { Inference, ChatHandle, ChatMessage, OpenChatRequest } from "../ai/runtime.js";
 import { fitContext, type Turn } from "./context.js";
 import { AnswerStream, decisionParser, decisionSchema, type Decision } from "./grammar.js";
 import {
@@ -790,7 +790,7 @@ async function loop(
 }
 
 /** The llama.cpp engine: chats on the runtime's shared models. */
-export function llamaEngine(runtime: AiRuntime, config: Config): Engine {
+export function llamaEngine(runtime: Inference, config: Config): Engine {
   return {
     open: (req) => runtime.openChat(req),
     countTokens: (model, text) => runtime.countTokens(model, text),

@@ -9,7 +9,7 @@ import { AppError } from "../../platform/http/errors.js";
 import { actorOf, audit } from "../identity/audit.js";
 import { listGrants, replaceGrants, type Grant } from "../identity/grants.js";
 import { orgModels, presentModel, type ModelRow } from "../ai/models.service.js";
-import type { AiRuntime } from "../ai/runtime.js";
+import type { Inference } from "../ai/runtime.js";
 import { KB_INDEX_QUEUE } from "./kb.events.js";
 import { HEADING_SEP, type Hit, type KbIndex, type SearchMode } from "./kb.index.js";
 
@@ -24,7 +24,7 @@ export interface KbDeps {
   config: Config;
   index: KbIndex;
   outbox: Outbox;
-  ai: AiRuntime | null;
+  ai: Inference | null;
 }
 
 /** What the caller may do with a collection. */

@@ -16,7 +16,7 @@ export const systemInfoSchema = z
   .object({
     name: z.literal("WorkSynapse"),
     version: z.string(),
-    roles: z.array(z.enum(["web", "worker"])),
+    roles: z.array(z.enum(["web", "worker", "inference"])),
     database: z.enum(["postgres", "pglite"]),
   })
   .meta({ id: "SystemInfo" });

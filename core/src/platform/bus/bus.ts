@@ -1,4 +1,4 @@
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import {
   AckPolicy,
   DeliverPolicy,
@@ -72,6 +72,28 @@ export interface Bus {
   broadcast(subject: string, payload: unknown): void;
   /** Listens to what other processes broadcast; returns the function that stops it. */
   onBroadcast(subject: string, handler: (payload: unknown, subject: string) => void): () => void;
+  /**
+   * Serves requests (core NATS request/reply): one member of the queue group gets each message, with the
+   * subject to answer on (`answer`), which may be answered several times (streamed replies). Returns the
+   * function that stops serving.
+   */
+  serve(
+    subject: string,
+    queue: string,
+    handler: (payload: unknown, replyTo: string | undefined) => void,
+  ): () => void;
+  /** Sends a request whose answers go to `replyTo` (a subject under an inbox). */
+  request(subject: string, payload: unknown, replyTo: string): void;
+  /** Sends an answer to a request. */
+  answer(replyTo: string, payload: unknown): void;
+  /**
+   * A private inbox: answers to subjects under `prefix` come to `handler`, with `noResponders` when nobody
+   * served the request's subject. Returns the prefix and the function that stops it.
+   */
+  inbox(handler: (payload: unknown, subject: string, noResponders: boolean) => void): {
+    prefix: string;
+    stop: () => void;
+  };
   isConnected(): boolean;
   /** A round trip to the server (PING/PONG); rejects when it does not come back within `timeoutMs`. */
   ping(timeoutMs: number): Promise<void>;
@@ -273,6 +295,40 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
     listen: (subject, handler) => subscribe(nc, subject, handler),
     broadcast: (subject, payload) => send(others, subject, payload),
     onBroadcast: (subject, handler) => subscribe(others, subject, handler),
+    serve: (subject, queue, handler) => {
+      const sub = nc.subscribe(subject, {
+        queue,
+        callback: (err, m) => {
+          if (err) return;
+          try {
+            handler(JSON.parse(decoder.decode(m.data)), m.reply);
+          } catch (e) {
+            log.warn({ err: e, subject }, "request handler failed");
+          }
+        },
+      });
+      return () => sub.unsubscribe();
+    },
+    request: (subject, payload, replyTo) => {
+      if (!nc.isClosed()) nc.publish(subject, encoder.encode(JSON.stringify(payload)), { reply: replyTo });
+    },
+    answer: (replyTo, payload) => send(nc, replyTo, payload),
+    inbox: (handler) => {
+      const prefix = createInbox();
+      const sub = nc.subscribe(`${prefix}.*`, {
+        callback: (err, m) => {
+          if (err) return;
+          // The server's "no responders" status: an empty message with a 503 header.
+          if (m.headers?.code === 503) return handler(undefined, m.subject, true);
+          try {
+            handler(JSON.parse(decoder.decode(m.data)), m.subject, false);
+          } catch (e) {
+            log.warn({ err: e, subject: m.subject }, "answer handler failed");
+          }
+        },
+      });
+      return { prefix, stop: () => sub.unsubscribe() };
+    },
     isConnected: () => !nc.isClosed() && !nc.isDraining(),
     ping: async (timeoutMs) => {
       if (nc.isClosed()) throw new Error("connection closed");

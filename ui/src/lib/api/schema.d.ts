@@ -2925,7 +2925,7 @@ export interface components {
             /** @constant */
             name: "WorkSynapse";
             version: string;
-            roles: ("web" | "worker")[];
+            roles: ("web" | "worker" | "inference")[];
             /** @enum {string} */
             database: "postgres" | "pglite";
         };

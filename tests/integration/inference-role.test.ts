@@ -1,0 +1,203 @@
+// Inference as its own role: a web process with ai.remote and no model loaded uses a separate process started
+// with `--roles inference` over the real NATS server (request/reply, streamed tokens). Real llama.cpp on the
+// generated tiny model; the inference process is killed and frozen to show what a web node does then.
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getTestServer, type TestServer } from "../support/server.js";
+import { readEvents } from "../support/sse.js";
+import { createTestOrg, type TestOrg } from "../support/identity.js";
+import { spawnCore, type CoreProcess } from "../support/process.js";
+import { NATS_URL } from "../support/env.js";
+import { makeTinyModel } from "../../scripts/make-tiny-model.js";
+import { importModel } from "../../core/src/modules/ai/models.service.js";
+import { startServer, type RunningServer } from "../../core/src/server.js";
+import { testConfig } from "../support/config.js";
+import { silentLogger } from "../../core/src/platform/log.js";
+
+let web: TestServer;
+let web2: RunningServer;
+let org: TestOrg;
+let key: string;
+const nodes: CoreProcess[] = [];
+
+/** Starts an inference process on the web server's database, bus prefix and model files. */
+async function startInferenceNode(): Promise<CoreProcess> {
+  const node = spawnCore(
+    {
+      DATABASE_URL: web.pg.url,
+      NATS_URL,
+      WORKSYNAPSE_NATS_PREFIX: web.config.nats.prefix,
+      WORKSYNAPSE_DATA_DIR: web.config.dataDir,
+      WORKSYNAPSE_AI_THREADS: "1",
+      WORKSYNAPSE_AI_PARALLEL: "1",
+      WORKSYNAPSE_AI_MAX_QUEUE: "1",
+      WORKSYNAPSE_AI_CONTEXT_SIZE: "512",
+      WORKSYNAPSE_LOG_LEVEL: "info",
+    },
+    ["--roles", "inference"],
+  );
+  nodes.push(node);
+  for (let i = 0; i < 600 && !node.lines.some((l) => l.includes("serving inference over the bus")); i++) {
+    if (node.child.exitCode !== null) throw new Error(`the inference node exited: ${node.stderr()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  expect(node.lines.some((l) => l.includes("serving inference over the bus"))).toBe(true);
+  return node;
+}
+
+/** The web UI's chat (server-sent events). */
+const chat = (base: string, content: string, maxTokens = 24, signal?: AbortSignal) =>
+  fetch(`${base}/api/ai/chat`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: JSON.stringify({ model: "tiny", messages: [{ role: "user", content }], maxTokens }),
+    signal,
+  });
+
+/** The OpenAI-compatible API, not streamed: failures come back as HTTP statuses. */
+const complete = (base: string, content: string, maxTokens = 24) =>
+  fetch(`${base}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: JSON.stringify({ model: "tiny", messages: [{ role: "user", content }], max_tokens: maxTokens }),
+  });
+
+beforeAll(async () => {
+  web = await getTestServer({
+    env: { WORKSYNAPSE_AI_REMOTE: "true", WORKSYNAPSE_ROLES: "web" },
+  });
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "ws-infer-")), "tiny.gguf");
+  makeTinyModel(file);
+  // Importing reads the file in the web process (a CPU binding) and stores it where the nodes find it.
+  await importModel(web.db.knex, await web.ai!.llama(), web.config, { file, name: "tiny", role: "chat" });
+  org = await createTestOrg(web, "infer");
+  key = (
+    await org.owner.json<{ data: { key: string } }>(
+      "POST",
+      "/api/api-keys",
+      { name: "infer", permissions: ["ai.chat"] },
+      201,
+    )
+  ).data.key;
+  // A second web process on the same database and bus.
+  web2 = await startServer(
+    testConfig({
+      DATABASE_URL: web.pg.url,
+      WORKSYNAPSE_NATS_PREFIX: web.config.nats.prefix,
+      WORKSYNAPSE_DATA_DIR: web.config.dataDir,
+      WORKSYNAPSE_AI_REMOTE: "true",
+      WORKSYNAPSE_ROLES: "web",
+    }),
+    silentLogger(),
+  );
+}, 120_000);
+
+afterAll(async () => {
+  for (const n of nodes)
+    if (n.child.exitCode === null && n.child.signalCode === null) n.child.kill("SIGKILL");
+  await web2?.stop();
+  await web?.close();
+});
+
+describe("inference as its own role", () => {
+  it("answers 503 with a clear error while no inference node runs", async () => {
+    const r = await complete(web.url, "Once upon a time");
+    expect(r.status).toBe(503);
+    expect(r.headers.get("retry-after")).toBe("5");
+    expect(await r.json()).toMatchObject({
+      error: { code: "unavailable", message: "No inference node is running." },
+    });
+    // The web UI's stream ends with the same error.
+    const ev = await readEvents(await chat(web.url, "Once upon a time"));
+    expect(ev.find((e) => e.event === "error")?.data).toMatchObject({
+      error: { message: "No inference node is running." },
+    });
+  });
+
+  it("streams answers generated by the inference node to both web processes", async () => {
+    await startInferenceNode();
+    for (const base of [web.url, web2.url as string]) {
+      const r = await chat(base, "Once upon a time");
+      expect(r.status).toBe(200);
+      const ev = await readEvents(r);
+      const tokens = ev.filter((e) => e.event === "token");
+      const done = ev.find((e) => e.event === "done")?.data as {
+        message: { content: string };
+        usage: { completionTokens: number };
+      };
+      expect(tokens.length).toBeGreaterThan(0);
+      expect(tokens.map((t) => (t.data as { text: string }).text).join("")).toBe(done.message.content);
+      expect(done.usage.completionTokens).toBeGreaterThan(0);
+    }
+    // The model is loaded on the inference node, which the web process reports.
+    const models = await org.owner.json<{ data: { models: { name: string; loaded: boolean }[] } }>(
+      "GET",
+      "/api/ai/models",
+    );
+    expect(models.data.models.find((m) => m.name === "tiny")).toMatchObject({ loaded: true });
+  });
+
+  it("admits globally: one sequence and a queue of one on the node, whichever web process asks", async () => {
+    // Answers at once through two web processes, on a node with one sequence and room for one waiter: the
+    // node turns away what does not fit, with Retry-After, as a single process would.
+    const results = await Promise.all(
+      Array.from({ length: 6 }, async (_, i) => {
+        const r = await complete(i % 2 ? (web2.url as string) : web.url, "Go on", 300);
+        return { status: r.status, retry: r.headers.get("retry-after"), body: await r.text() };
+      }),
+    );
+    expect(results.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(2);
+    const refused = results.filter((r) => r.status === 503);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused[0]?.retry).toBe("2");
+    expect(refused[0]?.body).toContain("busy");
+    // The sequence is given back: the next answer is generated.
+    const after = await complete(web2.url as string, "Again");
+    expect(after.status).toBe(200);
+  });
+
+  it("a client that leaves frees the sequence on the inference node", async () => {
+    const ac = new AbortController();
+    const r = await chat(web.url, "Once upon a time", 400, ac.signal);
+    expect(r.status).toBe(200);
+    ac.abort();
+    await r.text().catch(() => undefined);
+    let busy = 1;
+    for (let i = 0; i < 100 && busy !== 0; i++) {
+      const m = await org.owner.json<{ data: { models: { name: string; busy: number }[] } }>(
+        "GET",
+        "/api/ai/models",
+      );
+      busy = m.data.models.find((x) => x.name === "tiny")?.busy ?? -1;
+      if (busy !== 0) await new Promise((res) => setTimeout(res, 50));
+    }
+    expect(busy).toBe(0);
+    const next = await chat(web.url, "Again");
+    expect(next.status).toBe(200);
+    await next.text();
+  });
+
+  it("a frozen node fails the request within seconds, a killed one at once, and a new node takes over", async () => {
+    const node = nodes[nodes.length - 1] as CoreProcess;
+    node.child.kill("SIGSTOP");
+    const t0 = Date.now();
+    const frozen = await complete(web.url, "Once upon a time");
+    expect(frozen.status).toBe(503);
+    expect(await frozen.json()).toMatchObject({
+      error: { message: "The inference node stopped answering. Try again." },
+    });
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    node.child.kill("SIGKILL");
+    await node.exit;
+    const gone = await complete(web.url, "Once upon a time");
+    expect(gone.status).toBe(503);
+    expect(await gone.json()).toMatchObject({ error: { message: "No inference node is running." } });
+    // The web process stayed up and serves the rest of the product meanwhile.
+    expect((await fetch(`${web.url}/readyz`)).status).toBe(200);
+    await startInferenceNode();
+    const back = await complete(web.url, "Once upon a time");
+    expect(back.status).toBe(200);
+  }, 60_000);
+});
