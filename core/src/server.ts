@@ -9,7 +9,7 @@ import { buildApp } from "./app.js";
 import { MODULES, moduleQueues, permissionCatalog } from "./modules/catalog.js";
 import { pluginModules } from "./modules/integrations/integrations.module.js";
 import type { Started } from "./modules/module.js";
-import { KbIndex } from "./modules/kb/kb.index.js";
+import { databaseExclusive, KbIndex } from "./modules/kb/kb.index.js";
 import { kbDir } from "./modules/kb/kb.service.js";
 import { closeParser } from "./modules/kb/parse/parser.js";
 import { bindCatalog } from "./platform/auth/permissions.js";
@@ -128,7 +128,7 @@ export async function startServer(
       bus: () => bus.ping(1500),
     },
   };
-  const kbIndex = new KbIndex(kbDir(config));
+  const kbIndex = new KbIndex(kbDir(config), databaseExclusive(db.knex));
   // The inference service loads models lazily: web answers chat, the worker embeds documents. With ai.remote
   // they use the inference nodes over the bus; a process with the inference role serves its own to them.
   const uses = config.roles.includes("web") || config.roles.includes("worker");

@@ -258,10 +258,10 @@ async function migrateStartCheck(
   }
   pointCurrent(o.prefix, oldTarget);
   out(`switched  ${current} -> ${oldTarget}; ${added.length} migrations undone`);
-  // The previous version gets at least a minute: it is what the site falls back on.
+  // The previous version gets at least two minutes (a loaded machine starts slowly): the site falls back on it.
   const started =
     (await sh(o.startCommand, out)) === 0 &&
-    (await healthy(o.healthUrl, Math.max(o.healthTimeoutMs, 60_000)));
+    (await healthy(o.healthUrl, Math.max(o.healthTimeoutMs, 120_000)));
   if (!started)
     throw new Error(
       "the previous version did not come back healthy; restore the backup taken before the upgrade",

@@ -147,11 +147,25 @@ describe("the Helm chart, rendered by the real helm", () => {
       WORKSYNAPSE_NATS_TOKEN_FILE: "/run/secrets/worksynapse/nats-token",
       WORKSYNAPSE_HTTP_BODY_LIMIT: "2mb",
     });
-    expect(fullWeb.spec.template?.spec.containers[0]?.resources?.limits).toMatchObject({
+    expect(fullWeb.spec.template?.spec.tolerations).toHaveLength(1);
+    // Inference pods on GPU nodes serve the models; web and worker pods use them over NATS.
+    expect(defaults.find((m) => m.metadata.name === "ws-inference")).toBeUndefined();
+    expect(envOf(web)).not.toHaveProperty("WORKSYNAPSE_AI_REMOTE");
+    const inference = byName(full, "Deployment", "ws-inference");
+    expect(inference.spec.template?.spec.containers[0]?.args).toEqual([
+      "node",
+      "core/dist/src/main.js",
+      "--roles",
+      "inference",
+    ]);
+    expect(inference.spec.template?.spec.containers[0]?.resources?.limits).toMatchObject({
       "nvidia.com/gpu": 1,
     });
-    expect(fullWeb.spec.template?.spec.runtimeClassName).toBe("nvidia");
-    expect(fullWeb.spec.template?.spec.tolerations).toHaveLength(1);
+    expect(inference.spec.template?.spec.runtimeClassName).toBe("nvidia");
+    expect(inference.spec.template?.spec.nodeSelector).toEqual({ "nvidia.com/gpu.present": "true" });
+    expect(envOf(inference)).not.toHaveProperty("WORKSYNAPSE_AI_REMOTE");
+    for (const name of ["ws-web", "ws-worker"])
+      expect(envOf(byName(full, "Deployment", name)).WORKSYNAPSE_AI_REMOTE).toBe("true");
     expect(byName(full, "PodDisruptionBudget", "ws-web").spec.minAvailable).toBe(2);
     expect(full.filter((m) => m.kind === "NetworkPolicy")).toHaveLength(2);
     expect(byName(full, "Ingress", "ws").spec.tls).toEqual([
@@ -220,6 +234,7 @@ describe("the Helm chart, rendered by the real helm", () => {
       "web.resorces.limits.memory=1Gi",
       "nats.url=http://nats:4222",
       "publicUrl=ai.internal",
+      "inference.gpus=1",
     ]) {
       const r = await helm("template", "ws", chartDir, "--set", set);
       expect(r.code, set).not.toBe(0);

@@ -55,6 +55,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* Web and worker pods use the inference pods over NATS when there are any. */}}
+{{- define "worksynapse.aiRemote" -}}
+{{- if .Values.inference.enabled }}
+- name: WORKSYNAPSE_AI_REMOTE
+  value: "true"
+{{- end }}
+{{- end }}
+
 {{- define "worksynapse.volumes" -}}
 - name: data
   persistentVolumeClaim:

@@ -1,3 +1,4 @@
+import type { Knex } from "knex";
 import * as lancedb from "@lancedb/lancedb";
 import { Field, FixedSizeList, Float32, Int32, Schema, Utf8 } from "apache-arrow";
 import type { Chunk } from "./parse/chunk.js";
@@ -49,6 +50,22 @@ const uuidList = (ids: string[]) => {
   return ids.map((id) => `'${id}'`).join(", ");
 };
 
+/** Runs `fn`, a write to an organization's table, while no other writer of that table runs. */
+export type Exclusive = <T>(orgId: string, fn: () => Promise<T>) => Promise<T>;
+
+/**
+ * The one-writer rule across processes (several workers on one shared volume): a PostgreSQL advisory lock per
+ * organization's table, held by a transaction while the write runs (it ends with the transaction, or with the
+ * connection of a process that died).
+ */
+export const databaseExclusive =
+  (knex: Knex): Exclusive =>
+  (orgId, fn) =>
+    knex.transaction(async (trx) => {
+      await trx.raw("select pg_advisory_xact_lock(hashtextextended(?, 0))", [`kb-index:${orgId}`]);
+      return fn();
+    });
+
 /**
  * The knowledge base's vectors and full-text index: one LanceDB table per organization, so isolation does
  * not rest on a filter. Only the worker's ingestion writes; web processes read and see new versions
@@ -61,7 +78,14 @@ export class KbIndex {
   private db?: Promise<lancedb.Connection>;
   private readonly tables = new Map<string, Promise<lancedb.Table | null>>();
 
-  constructor(private readonly dir: string) {}
+  /**
+   * @param exclusive runs a write to an organization's table while no other process writes to it (the
+   *   one-writer rule of a LanceDB table on a shared volume; `databaseExclusive` across processes).
+   */
+  constructor(
+    private readonly dir: string,
+    private readonly exclusive: Exclusive = (_orgId, fn) => fn(),
+  ) {}
 
   private conn(): Promise<lancedb.Connection> {
     return (this.db ??= lancedb.connect(this.dir, { readConsistencyInterval: 1 }));
@@ -137,6 +161,10 @@ export class KbIndex {
 
   /** Drops an organization's table (re-index with another embedding model). */
   async drop(orgId: string): Promise<void> {
+    return this.exclusive(orgId, () => this.dropNow(orgId));
+  }
+
+  private async dropNow(orgId: string): Promise<void> {
     const name = KbIndex.tableOf(orgId);
     const db = await this.conn();
     if ((await db.tableNames()).includes(name)) await db.dropTable(name);
@@ -150,6 +178,15 @@ export class KbIndex {
    * stay until `dropOlderGenerations`: the database switches search to the new one in between.
    */
   async addGeneration(
+    orgId: string,
+    doc: { id: string; name: string; collectionId: string; generation: number },
+    chunks: Chunk[],
+    vectors: number[][] | null,
+  ): Promise<void> {
+    return this.exclusive(orgId, () => this.addNow(orgId, doc, chunks, vectors));
+  }
+
+  private async addNow(
     orgId: string,
     doc: { id: string; name: string; collectionId: string; generation: number },
     chunks: Chunk[],
@@ -188,16 +225,20 @@ export class KbIndex {
 
   /** Removes the generations of a document older than the one now served (deletions apply to reads at once). */
   async dropOlderGenerations(orgId: string, documentId: string, generation: number): Promise<void> {
-    const t = await this.table(orgId);
-    await t?.delete(`document_id = '${documentId}' AND generation < ${generation}`);
+    await this.exclusive(orgId, async () => {
+      const t = await this.table(orgId);
+      await t?.delete(`document_id = '${documentId}' AND generation < ${generation}`);
+    });
   }
 
   /** Removes every chunk of a document. */
   async removeDocument(orgId: string, documentId: string): Promise<void> {
-    const t = await this.table(orgId);
-    if (!t) return;
-    await t.delete(`document_id = '${documentId}'`);
-    await this.refreshFts(t);
+    await this.exclusive(orgId, async () => {
+      const t = await this.table(orgId);
+      if (!t) return;
+      await t.delete(`document_id = '${documentId}'`);
+      await this.refreshFts(t);
+    });
   }
 
   /**
