@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// The offline bundle: `npm run bundle -- [--key signing.key] [--out dist-bundle] [--skip-build]`.
-// One archive per platform (the one this machine is: its Node runtime goes in) with the built server and UI,
+// The offline bundle: `npm run bundle -- [--key signing.key] [--out dist-bundle] [--skip-build] [--platform P]`.
+// One archive per platform (this machine's, or linux-x64 / linux-arm64 given by --platform: the target's Node
+// runtime, native packages and nats-server are then fetched at build time from the npm registry and Debian's
+// archive, never at the site) with the built server and UI,
 // production dependencies only (no install script runs) with the llama.cpp binaries of that platform (CPU; the
 // CUDA and Vulkan variants become add-on archives), the bundled nats-server, migrations, compose and Helm files,
 // a CycloneDX SBOM, SHA256SUMS and install.sh; the archive is signed in minisign's format (docs/install.md).
@@ -35,17 +37,20 @@ const { values: opts } = parseArgs({
     "no-addons": { type: "boolean", default: false },
     // Tests: quicker, larger compression.
     fast: { type: "boolean", default: false },
+    platform: { type: "string" },
   },
 });
 const run = (cmd, args, cwd = ROOT) =>
   execFileSync(cmd, args, { cwd, stdio: ["ignore", "inherit", "inherit"] });
 const log = (s) => process.stdout.write(`${s}\n`);
 
-const platform = `${process.platform}-${process.arch}`;
+const host = `${process.platform}-${process.arch}`;
+const platform = opts.platform ?? host;
 if (!["linux-x64", "linux-arm64"].includes(platform)) {
-  console.error(`bundles are made for linux-x64 and linux-arm64; this machine is ${platform}`);
+  console.error(`bundles are made for linux-x64 and linux-arm64, not ${platform}`);
   process.exit(2);
 }
+const cross = platform !== host;
 const version = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")).version;
 const name = `worksynapse-${version}-${platform}`;
 const out = path.resolve(opts.out);
@@ -85,9 +90,25 @@ for (const ws of [
   for (const rel of ["dist", "bin", "migrations", "assets", "build", "plugin.json"]) copy(`${ws}/${rel}`);
 }
 
-// 2. Production dependencies, exactly as locked, no install script run.
-log("installing production dependencies");
-run("npm", ["ci", "--omit=dev", "--ignore-scripts", "--prefer-offline", "--no-audit", "--no-fund"], stage);
+// 2. Production dependencies, exactly as locked, no install script run; the optional native packages are the
+// target platform's (npm's --os/--cpu/--libc).
+log(`installing production dependencies for ${platform}`);
+const [os, arch] = platform.split("-");
+run(
+  "npm",
+  [
+    "ci",
+    "--omit=dev",
+    "--ignore-scripts",
+    "--prefer-offline",
+    "--no-audit",
+    "--no-fund",
+    `--os=${os}`,
+    `--cpu=${arch}`,
+    "--libc=glibc",
+  ],
+  stage,
+);
 
 // 3. Native binaries of this platform only: the CPU build of llama.cpp in the bundle, CUDA and Vulkan as add-ons.
 const addons = [];
@@ -107,7 +128,6 @@ for (const pkg of existsSync(llamaDir) ? readdirSync(llamaDir) : []) {
     addons.push(pkg.slice(platform.length + 1));
   } else rmSync(path.join(llamaDir, pkg), { recursive: true, force: true });
 }
-const [os, arch] = platform.split("-");
 const onnxBin = path.join(stage, "node_modules", "onnxruntime-node", "bin", "napi-v3");
 if (existsSync(onnxBin)) {
   for (const o of readdirSync(onnxBin)) {
@@ -118,11 +138,47 @@ if (existsSync(onnxBin)) {
   }
 }
 
-// 4. The runtime this build was tested with: Node and nats-server.
+// 4. The runtime this build was tested with: Node and nats-server (for another platform: the same Node version's
+// binary from the npm registry, node-<os>-<arch>, and the same Debian release's nats-server package).
 const { findNatsServer } = await import("../core/dist/src/platform/bus/local-server.js");
 mkdirSync(path.join(stage, "runtime", "bin"), { recursive: true });
-copyFileSync(process.execPath, path.join(stage, "runtime", "bin", "node"));
-copyFileSync(findNatsServer(), path.join(stage, "runtime", "bin", "nats-server"));
+if (cross) {
+  const tmp = path.join(out, `.runtime-${platform}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  log(`fetching Node ${process.versions.node} for ${platform}`);
+  const tgz = execFileSync("npm", ["pack", `node-${platform}@${process.versions.node}`, "--silent"], {
+    cwd: tmp,
+    encoding: "utf8",
+  }).trim();
+  run("tar", ["-xzf", tgz, "package/bin/node"], tmp);
+  copyFileSync(path.join(tmp, "package", "bin", "node"), path.join(stage, "runtime", "bin", "node"));
+  log(`fetching nats-server for ${platform} (Debian)`);
+  const debArch = arch === "x64" ? "amd64" : arch;
+  mkdirSync(path.join(tmp, "lists", "partial"), { recursive: true });
+  mkdirSync(path.join(tmp, "cache", "archives", "partial"), { recursive: true });
+  const apt = [
+    `-o=APT::Architecture=${debArch}`,
+    `-o=APT::Architectures::=${debArch}`,
+    `-o=Dir::State::Lists=${tmp}/lists`,
+    `-o=Dir::Cache=${tmp}/cache`,
+    "-o=Dir::State::status=/dev/null",
+    "-o=APT::Sandbox::User=root",
+    "-qq",
+  ];
+  run("apt-get", [...apt, "update"], tmp);
+  run("apt-get", [...apt, "download", `nats-server:${debArch}`], tmp);
+  const deb = readdirSync(tmp).find((f) => f.startsWith("nats-server_") && f.endsWith(".deb"));
+  run("dpkg-deb", ["-x", deb, "deb"], tmp);
+  copyFileSync(
+    path.join(tmp, "deb", "usr", "bin", "nats-server"),
+    path.join(stage, "runtime", "bin", "nats-server"),
+  );
+  rmSync(tmp, { recursive: true, force: true });
+} else {
+  copyFileSync(process.execPath, path.join(stage, "runtime", "bin", "node"));
+  copyFileSync(findNatsServer(), path.join(stage, "runtime", "bin", "nats-server"));
+}
 mkdirSync(path.join(stage, "bin"));
 const launcher = (target) => `#!/bin/sh
 # Runs WorkSynapse with the Node runtime and nats-server of this bundle.

