@@ -171,7 +171,7 @@ if (cross) {
   const deb = readdirSync(tmp).find((f) => f.startsWith("nats-server_") && f.endsWith(".deb"));
   run("dpkg-deb", ["-x", deb, "deb"], tmp);
   copyFileSync(
-    path.join(tmp, "deb", "usr", "bin", "nats-server"),
+    path.join(tmp, "deb", "usr", "sbin", "nats-server"),
     path.join(stage, "runtime", "bin", "nats-server"),
   );
   rmSync(tmp, { recursive: true, force: true });
