@@ -489,10 +489,10 @@ export function program(): Command {
   };
   const modelRows = (list: Awaited<ReturnType<typeof listModels>>) =>
     table([
-      ["NAME", "ROLE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "EMBED", "CHAT TEMPLATE", "SIZE", "SHA256"],
+      ["NAME", "ROLES", "ARCH", "PARAMS", "QUANT", "CONTEXT", "EMBED", "CHAT TEMPLATE", "SIZE", "SHA256"],
       ...list.map((m) => [
         m.name,
-        m.role,
+        m.roles.join(","),
         m.metadata.architecture,
         String(m.metadata.parameterCount),
         m.metadata.quantization,

@@ -80,7 +80,7 @@ describe("AI models page and playground", () => {
       .getByRole("link", { name: "AI models" })
       .click();
     await page.waitForURL(`${url}/admin/models`);
-    await page.getByRole("cell", { name: /tiny/ }).waitFor();
+    await page.getByRole("cell", { name: /^tiny/ }).first().waitFor();
     await page.getByText("F32").waitFor();
     expect((await new AxeBuilder({ page }).analyze()).violations.map((v) => v.id)).toEqual([]);
     await page.getByRole("link", { name: "Try a prompt" }).click();
@@ -118,6 +118,18 @@ describe("AI models page and playground", () => {
       .getByRole("cell", { name: /Ward Helper/ })
       .first()
       .waitFor();
+    // One file for chat and embeddings: the system administrator ticks the second role, and it stays ticked.
+    const roles = page.getByRole("group", { name: "What Ward Helper is used for" });
+    expect(await roles.getByRole("checkbox", { name: "Chat" }).isChecked()).toBe(true);
+    const saved = page.waitForResponse((r) => r.url().endsWith("/roles") && r.status() === 200);
+    await roles.getByRole("checkbox", { name: "Embeddings" }).check();
+    await saved;
+    await page.reload();
+    await page
+      .getByRole("group", { name: "What Ward Helper is used for" })
+      .getByRole("checkbox", { name: "Embeddings", checked: true })
+      .waitFor();
+    expect((await new AxeBuilder({ page }).analyze()).violations.map((v) => v.id)).toEqual([]);
     expect(watch.consoleErrors).toEqual([]);
     expect(watch.foreignRequests).toEqual([]);
     await ctx.close();

@@ -101,6 +101,9 @@ describe("knowledge base in the browser", () => {
     const cite = page.getByRole("link", { name: /stroke-pathway\.pdf, page 2/ }).first();
     await cite.waitFor();
     expect(await page.locator("mark").first().textContent()).toMatch(/alteplase|thrombolysis|window/i);
+    // The page says which search ran (an embedding model is set here: meaning and words) and each hit's relevance.
+    await page.getByRole("status").filter({ hasText: "Searched by: Meaning and words." }).waitFor();
+    expect(await page.locator(".relevance").first().textContent()).toMatch(/rank score [\d.]+/);
     expect(await axe(page)).toEqual([]);
     await page.screenshot({ path: `${SHOTS}kb-search.png`, fullPage: true });
 

@@ -103,6 +103,20 @@ describe("the index check at start", () => {
         body: JSON.stringify({ query: "night pharmacist", mode: "fts" }),
       });
     expect(((await (await search(srv, org.owner)).json()) as Data<unknown[]>).data.length).toBe(1);
+    // No embedding model on this server: a search by meaning runs on full text and says so.
+    const hybrid = (await (
+      await srv.fetch("/api/kb/search", {
+        method: "POST",
+        headers: { ...org.owner.headers({ "content-type": "application/json" }), origin: srv.url },
+        body: JSON.stringify({ query: "night pharmacist", mode: "hybrid" }),
+      })
+    ).json()) as Data<unknown[]> & { search: { mode: string; reason: string; message: string } };
+    expect(hybrid.data.length).toBe(1);
+    expect(hybrid.search).toMatchObject({
+      mode: "fts",
+      reason: "no_embedding_model",
+      message: "No embedding model is set for this organization's index: searched by full text only.",
+    });
     await srv.stop();
     // Damage the organization's table: every data file replaced by garbage.
     const table = path.join(kbDir(srv.config), `${KbIndex.tableOf(org.orgId)}.lance`);

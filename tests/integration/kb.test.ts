@@ -158,9 +158,20 @@ describe("knowledge base: ingestion and retrieval", () => {
     // Words only a DOCX heading holds find its section by full text ("Isolation" is in no paragraph).
     const [iso] = await search(alice.client, "isolation", { mode: "fts" });
     expect(iso?.citation).toMatchObject({ documentId: docxId, heading: ["Isolation"] });
-    // Each mode works on its own too.
+    // Each mode works on its own too, says that it ran, and shows the relevance under the fused rank.
     for (const mode of ["vector", "fts", "hybrid"]) {
-      expect((await search(alice.client, "norovirus side rooms", { mode })).length, mode).toBeGreaterThan(0);
+      const r = await alice.client.json<
+        Data<(Hit & { relevance: { bm25: number | null; distance: number | null } })[]> & {
+          search: { requested: string; mode: string; reason: string | null };
+        }
+      >("POST", "/api/kb/search", { query: "norovirus side rooms", mode });
+      expect(r.data.length, mode).toBeGreaterThan(0);
+      expect(r.search).toMatchObject({ requested: mode, mode, reason: null });
+      const top = r.data[0]?.relevance;
+      if (mode === "vector") expect(top).toMatchObject({ bm25: null, distance: expect.any(Number) });
+      if (mode === "fts") expect(top).toMatchObject({ bm25: expect.any(Number), distance: null });
+      if (mode === "hybrid")
+        expect(r.data.some((h) => h.relevance.bm25 !== null && h.relevance.distance !== null)).toBe(true);
     }
     const detail = await alice.client.json<Data<{ chunkList: { page: number | null; text: string }[] }>>(
       "GET",
@@ -259,6 +270,21 @@ describe("knowledge base: ingestion and retrieval", () => {
     expect((await search(alice.client, "giraffe garage", { mode: "fts" }))[0]?.citation.documentId).toBe(id);
     const files = path.join(kbDir(srv.config), "files", org.orgId, id);
     expect(readdirSync(files)).toHaveLength(1);
+    // Two files of one name in one request: the second replaces the first, and the document indexes (the first
+    // one's job, superseded, must not remove the second one's file).
+    const twice = await uploadOk(alice.client, collectionId, [
+      { name: "rota.txt", data: "The rota is pinned by the lifts." },
+      { name: "rota.txt", data: "The rota moved to the staff room noticeboard." },
+    ]);
+    expect(twice.map((r) => r.outcome)).toEqual(["queued", "replaced"]);
+    const rota = twice[1]!.document!.id;
+    expect(twice[0]!.document!.id).toBe(rota);
+    const [done] = [...(await settled(alice.client, collectionId, [rota])).values()];
+    expect(done?.status, done?.error ?? "").toBe("indexed");
+    expect(
+      (await search(alice.client, "staff room noticeboard", { mode: "fts" }))[0]?.citation.documentId,
+    ).toBe(rota);
+    expect(readdirSync(path.join(kbDir(srv.config), "files", org.orgId, rota))).toHaveLength(1);
 
     await alice.client.json("DELETE", `/api/kb/documents/${id}`, undefined, 204);
     // Gone from search at once; the worker removes the file and chunks.

@@ -138,13 +138,47 @@ describe("model packs", () => {
     const ok = await admin.request("POST", "/api/ai/model-packs/import", { folder: "Ward-Helper.wsmodel" });
     expect(ok.status, await ok.clone().text()).toBe(201);
     const models = (
-      await admin.json<{ data: { models: { name: string; role: string }[] } }>("GET", "/api/ai/models")
+      await admin.json<{ data: { models: { name: string; roles: string[] }[] } }>("GET", "/api/ai/models")
     ).data.models;
-    expect(models.map((m) => [m.name, m.role])).toEqual([["Ward Helper", "chat"]]);
+    expect(models.map((m) => [m.name, m.roles])).toEqual([["Ward Helper", ["chat"]]]);
     const again = await admin.request("POST", "/api/ai/model-packs/import", {
       folder: "Ward-Helper.wsmodel",
     });
     expect(again.status).toBe(409);
+  });
+
+  it("lets one file serve chat and embeddings: imported again for another role, or its roles set", async () => {
+    // The same GGUF as the imported pack's, imported for embeddings with the CLI: its model gains the role.
+    const env = { ...process.env, DATABASE_URL: srv.pg.url, WORKSYNAPSE_DATA_DIR: srv.config.dataDir };
+    const gguf = path.join(work, "Ward Helper.gguf");
+    const r = await run(process.execPath, [BIN, "models", "import", gguf, "--role", "embedding"], { env });
+    expect(r.stdout).toMatch(/Ward Helper\s+chat,embedding/);
+    type Models = { data: { models: { id: string; name: string; roles: string[] }[] } };
+    const list = (await admin.json<Models>("GET", "/api/ai/models")).data.models;
+    expect(list.map((m) => [m.name, m.roles])).toEqual([["Ward Helper", ["chat", "embedding"]]]);
+    const id = list[0]!.id;
+    // Again for a role it has: 409, nothing changes.
+    const again = await run(process.execPath, [BIN, "models", "import", gguf, "--role", "chat"], {
+      env,
+    }).catch((e: { code: number; stderr: string }) => e);
+    expect((again as { code: number }).code).not.toBe(0);
+    expect((again as { stderr: string }).stderr).toMatch(/already registered as Ward Helper for chat/);
+    // Organizations use it for both: their knowledge base embeds with it.
+    const org = await createTestOrg(srv, "roles");
+    const status = await org.owner.json<{ data: { embeddingModel: { name: string } | null } }>(
+      "GET",
+      "/api/kb/status",
+    );
+    expect(status.data.embeddingModel?.name).toBe("Ward Helper");
+    // A system administrator sets the roles; at least one; others may not.
+    const set = (c: Client, roles: string[]) => c.request("PUT", `/api/ai/models/${id}/roles`, { roles });
+    const chatOnly = await set(admin, ["chat"]);
+    expect(chatOnly.status).toBe(200);
+    expect(((await chatOnly.json()) as { data: { roles: string[] } }).data.roles).toEqual(["chat"]);
+    expect((await set(admin, [])).status).toBe(400);
+    expect((await set(admin, ["reranker"])).status).toBe(400);
+    expect((await set(org.owner, ["chat", "embedding"])).status).toBe(403);
+    expect((await admin.json<Models>("GET", "/api/ai/models")).data.models[0]?.roles).toEqual(["chat"]);
   });
 
   it("is for system administrators only", async () => {

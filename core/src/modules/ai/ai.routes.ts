@@ -10,7 +10,15 @@ import { afterCommit, dataOf } from "../../platform/http/api.js";
 import { AppError } from "../../platform/http/errors.js";
 import { requestLog } from "../../platform/http/envelope.js";
 import { admitAiRequest, recordUsageNow } from "../identity/org.service.js";
-import { listModels, orgModels, removeModel, setOrgModels, type ModelRow } from "./models.service.js";
+import {
+  listModels,
+  MODEL_ROLES,
+  orgModels,
+  removeModel,
+  setModelRoles,
+  setOrgModels,
+  type ModelRow,
+} from "./models.service.js";
 import { importDir, importPack, listImportablePacks, packInImportDir, trustedPackKeys } from "./packs.js";
 import type { Inference, ChatMessage, GenerateResult } from "./runtime.js";
 import { Speculations, type SpeculativeRequest } from "./speculation.js";
@@ -30,12 +38,13 @@ const chatBody = z
   })
   .meta({ id: "ChatRequest" });
 
+const modelRole = z.enum(MODEL_ROLES);
 const modelSchema = z
   .object({
     id: z.uuid(),
     name: z.string(),
     sha256: z.string(),
-    role: z.enum(["chat", "embedding"]),
+    roles: z.array(modelRole).describe("What it is used for: chat, embedding or both."),
     metadata: z.object({
       architecture: z.string(),
       parameterCount: z.number(),
@@ -309,13 +318,41 @@ export function registerAiRoutes(
     tags,
     body: z.strictObject({ folder: z.string().min(1).max(300) }),
     status: 201,
-    response: dataOf(z.object({ id: z.uuid(), name: z.string(), role: z.enum(["chat", "embedding"]) })),
+    response: dataOf(z.object({ id: z.uuid(), name: z.string(), roles: z.array(modelRole) })),
     handler: async (_ctx, { body }, { trx }) => {
       const runtime = need(deps.runtime);
       const dir = packInImportDir(deps.config, body.folder);
       const m = await importPack(trx, await runtime.llama(), deps.config, dir, trustedPackKeys(deps.config));
       catalog = undefined;
-      return { data: { id: m.id, name: m.name, role: m.role } };
+      return { data: { id: m.id, name: m.name, roles: m.roles } };
+    },
+  });
+
+  api.route({
+    method: "put",
+    path: "/api/ai/models/:id/roles",
+    operationId: "setAiModelRoles",
+    scope: "installation",
+    summary: "Set what a model is used for: chat, embedding or both (system administrators)",
+    tags,
+    params: z.object({ id: z.uuid() }),
+    body: z.strictObject({ roles: z.array(modelRole).min(1).max(2) }),
+    response: dataOf(modelSchema),
+    errors: [400, 403, 404],
+    handler: async (_ctx, { params, body }, { trx }) => {
+      const m = await setModelRoles(trx, params.id, body.roles);
+      catalog = undefined;
+      const s = (await deps.runtime?.status())?.find((x) => x.id === m.id);
+      return {
+        data: {
+          ...m,
+          loaded: Boolean(s),
+          memoryBytes: s?.memoryBytes ?? 0,
+          contexts: s?.contexts.length ?? 0,
+          busy: s?.busy ?? 0,
+          queued: s?.queued ?? 0,
+        },
+      };
     },
   });
 

@@ -159,13 +159,25 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       const run = m.embeddingQueue.then(async () => {
         const ctx = await (m.embedding as Promise<LlamaEmbeddingContext>);
         const out: number[][] = [];
-        // A text longer than the embedding context is embedded by its first part (as embedding models do), rather
-        // than failing its document forever; a few tokens are left for the ones the model adds itself.
+        // A text longer than the model's window (a 512-token embedding model, a 2,000-character passage) is
+        // embedded window by window and the vectors averaged, weighted by their tokens (as the whole text's would
+        // be, without normalising: the other vectors are not either): all of the text counts and no document fails
+        // for it. A few tokens are left for the ones the model adds.
         const limit = Math.max(1, req.contextSize - 8);
         for (const t of req.texts) {
           const tokens = m.model.tokenize(t);
-          const input = tokens.length > limit ? tokens.slice(0, limit) : t;
-          out.push([...(await ctx.getEmbeddingFor(input)).vector]);
+          if (tokens.length <= limit) {
+            out.push([...(await ctx.getEmbeddingFor(t)).vector]);
+            continue;
+          }
+          let sum: number[] = [];
+          for (let i = 0; i < tokens.length; i += limit) {
+            const window = tokens.slice(i, i + limit);
+            const v = (await ctx.getEmbeddingFor(window)).vector;
+            if (!sum.length) sum = new Array<number>(v.length).fill(0);
+            for (let k = 0; k < v.length; k++) sum[k]! += v[k]! * window.length;
+          }
+          out.push(sum.map((x) => x / tokens.length));
         }
         return out;
       });

@@ -28,12 +28,17 @@ export interface ModelMetadata {
   sizeBytes: number;
 }
 
+/** What a model is used for. */
+export type ModelRole = "chat" | "embedding";
+export const MODEL_ROLES: readonly ModelRole[] = ["chat", "embedding"];
+
 /** A registered model as the API shows it. */
 export interface ModelRow {
   id: string;
   name: string;
   sha256: string;
-  role: "chat" | "embedding";
+  /** What it is used for: chat, embedding, or both. */
+  roles: ModelRole[];
   metadata: ModelMetadata;
   createdAt: string;
 }
@@ -127,7 +132,7 @@ export function presentModel(r: Record<string, unknown>): ModelRow {
     id: r.id as string,
     name: r.name as string,
     sha256: r.sha256 as string,
-    role: r.role as "chat" | "embedding",
+    roles: r.roles as ModelRole[],
     metadata: {
       architecture: r.architecture as string,
       parameterCount: Number(r.parameter_count ?? 0),
@@ -142,17 +147,27 @@ export function presentModel(r: Record<string, unknown>): ModelRow {
   };
 }
 
-/** Copies a GGUF file into the models folder (hashing it), checks it, and registers it. */
+/**
+ * Copies a GGUF file into the models folder (hashing it), checks it, and registers it for a role. The same file
+ * again for another role adds that role to its model (one file, one copy, loaded once); for a role it already
+ * has, 409.
+ */
 export async function importModel(
   knex: Knex,
   llama: Llama,
   config: Config,
-  input: { file: string; name?: string; role: "chat" | "embedding" },
+  input: { file: string; name?: string; role: ModelRole },
 ): Promise<ModelRow> {
   const meta = await inspectModelFile(llama, input.file);
   const sha = await sha256Of(input.file);
   const existing = await knex("ai_models").where({ sha256: sha }).first();
-  if (existing) throw AppError.conflict(`This model is already registered as ${existing.name as string}.`);
+  if (existing) {
+    if ((existing.roles as ModelRole[]).includes(input.role))
+      throw AppError.conflict(
+        `This model is already registered as ${existing.name as string} for ${input.role}.`,
+      );
+    return setModelRoles(knex, existing.id as string, [...(existing.roles as ModelRole[]), input.role]);
+  }
   mkdirSync(modelsDir(config), { recursive: true });
   const target = modelFile(config, sha);
   const tmp = `${target}.${process.pid}.tmp`;
@@ -166,7 +181,7 @@ export async function importModel(
         name,
         sha256: sha,
         size_bytes: meta.sizeBytes,
-        role: input.role,
+        roles: [input.role],
         architecture: meta.architecture,
         parameter_count: meta.parameterCount,
         quantization: meta.quantization,
@@ -182,6 +197,19 @@ export async function importModel(
       throw AppError.conflict(`A model named ${name} exists.`, { field: "name" });
     throw err;
   }
+}
+
+/** Sets what a model is used for (at least one role). */
+export async function setModelRoles(
+  db: Knex | Knex.Transaction,
+  id: string,
+  roles: ModelRole[],
+): Promise<ModelRow> {
+  const unique = MODEL_ROLES.filter((r) => roles.includes(r));
+  if (!unique.length) throw AppError.badRequest("A model needs at least one role.");
+  const [row] = await db("ai_models").where({ id }).update({ roles: unique }).returning("*");
+  if (!row) throw AppError.notFound("No such model.");
+  return presentModel(row);
 }
 
 /** Every registered model. */
@@ -211,9 +239,9 @@ export async function orgModels(
 ): Promise<{ chat?: ModelRow; embedding?: ModelRow }> {
   const all = await listModels(trx);
   const chosen = await trx("ai_org_models").where({ org_id: orgId }).first();
-  const pick = (id: string | null | undefined, role: "chat" | "embedding") =>
+  const pick = (id: string | null | undefined, role: ModelRole) =>
     all.find((m) => m.id === id) ??
-    all.find((m) => m.role === role) ??
+    all.find((m) => m.roles.includes(role)) ??
     (role === "embedding" ? all[0] : undefined);
   return {
     chat: pick(chosen?.chat_model_id as string | null, "chat"),

@@ -20,7 +20,12 @@ export interface ChunkRow {
 
 /** A chunk found by a search, with its rank in the list it came from. */
 export interface Hit extends ChunkRow {
+  /** The fused rank score (reciprocal rank fusion). */
   score: number;
+  /** The full-text relevance (BM25) where full-text search found the chunk. */
+  bm25: number | null;
+  /** The vector distance where vector search found the chunk. */
+  distance: number | null;
 }
 
 /** How to search: by meaning (vectors), by words (full text), or both fused by reciprocal rank. */
@@ -305,10 +310,14 @@ export class KbIndex {
         : Promise.resolve([]),
     ]);
     const fused = new Map<string, Hit>();
-    for (const list of [vec, fts] as ChunkRow[][]) {
+    for (const [list, kind] of [
+      [vec, "distance"],
+      [fts, "bm25"],
+    ] as [(ChunkRow & { _distance?: number; _score?: number })[], "distance" | "bm25"][]) {
       list.forEach((row, rank) => {
-        const hit = fused.get(row.id) ?? { ...plain(row), score: 0 };
+        const hit = fused.get(row.id) ?? { ...plain(row), score: 0, bm25: null, distance: null };
         hit.score += 1 / (RRF_K + rank + 1);
+        hit[kind] = Number(kind === "distance" ? row._distance : row._score);
         fused.set(row.id, hit);
       });
     }

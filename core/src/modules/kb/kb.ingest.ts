@@ -85,13 +85,15 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
   const id = doc.id as string;
   const generation = doc.generation as number;
   const collectionId = doc.collection_id as string;
+  /** Records progress; false when a newer upload has superseded this generation (nothing was recorded). */
   const stage = async (status: string, progress: number, extra: Record<string, unknown> = {}) => {
-    await withOrg(deps.knex, orgId, (trx) =>
+    const updated = await withOrg(deps.knex, orgId, (trx) =>
       trx("kb_documents")
         .where({ id, generation })
         // Progress: the stall watchdog (kb.watchdog.ts) starts counting again.
         .update({ status, progress, updated_at: trx.fn.now(), stall_retries: 0, ...extra }),
     );
+    if (updated === 0) return false;
     const msg: KbProgress = {
       documentId: id,
       collectionId,
@@ -100,6 +102,7 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
       error: (extra.error as string | undefined) ?? null,
     };
     deps.bus.notify(progressSubject(deps.bus.prefix, orgId), msg);
+    return true;
   };
 
   await stage("extracting", 5);
@@ -154,7 +157,8 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
       throw err;
     }
   }
-  await stage("embedding", 92);
+  // Superseded meanwhile (the same name uploaded again): the newer generation's job indexes it.
+  if (!(await stage("embedding", 92))) return;
   // New chunks in, then search switches to them (one row update), then the old ones go: no gap, no mix.
   await deps.index.addGeneration(
     orgId,
@@ -171,10 +175,15 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
     stale: true,
   });
   await settle(deps, orgId, id, generation);
-  // Files of earlier generations (a replaced upload) are no longer needed.
+  // Files of earlier generations (a replaced upload) are no longer needed. The row is read again: a newer upload
+  // of the same name (the same request may hold two) may have come in meanwhile, and its file must stay.
+  const current = await withOrg(deps.knex, orgId, (trx) =>
+    trx("kb_documents").where({ id }).first("sha256", "generation"),
+  );
+  if (current?.generation !== generation) return;
   const dir = documentDir(deps.config, orgId, id);
   for (const name of await readdir(dir).catch(() => [] as string[]))
-    if (name !== doc.sha256) await rm(path.join(dir, name), { force: true });
+    if (name !== current.sha256) await rm(path.join(dir, name), { force: true });
 }
 
 /** Removes the chunks of generations older than the served one, then marks the document settled. */

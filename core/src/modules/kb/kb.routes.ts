@@ -212,15 +212,16 @@ export function registerKbRoutes(api: Api, deps: KbRouteDeps): void {
     tags,
     permission: "kb.read",
     body: s.searchBody,
-    response: dataOf(z.array(s.searchHitSchema)),
+    response: z.object({ data: z.array(s.searchHitSchema), search: s.searchModeSchema }),
     // The index query of this credential's last plan runs alongside loading the caller, planning and committing.
     early: ({ body }, who) => guesses.start(deps, who, body),
     handler: async (_ctx, { body }, scope) => {
       const plan = await kb.planSearch(scope, body);
       // Embedding the query and searching the index hold no database connection.
-      return afterCommit(async () => ({
-        data: kb.finishSearch(plan, await guesses.run(deps, plan, body, scope.early), body),
-      }));
+      return afterCommit(async () => {
+        const run = await guesses.run(deps, plan, body, scope.early);
+        return { data: kb.finishSearch(plan, run.hits, body), search: kb.searchModeOf(body, run) };
+      });
     },
   });
   api.route({

@@ -117,12 +117,32 @@ export const citationSchema = z
 export const searchHitSchema = z
   .object({
     chunkId: z.string(),
+    /** The fused rank (reciprocal rank fusion of the vector and full-text lists). */
     score: z.number(),
+    relevance: z
+      .object({
+        bm25: z.number().nullable().describe("Full-text relevance (BM25), when full text found the passage."),
+        distance: z.number().nullable().describe("Vector distance, when vector search found the passage."),
+      })
+      .describe("The underlying relevance next to the fused rank."),
     text: z.string(),
     snippet: z.array(snippetPart),
     citation: citationSchema,
   })
   .meta({ id: "KbSearchHit" });
+
+const modes = z.enum(["hybrid", "vector", "fts"]);
+export const searchModeSchema = z
+  .object({
+    requested: modes,
+    mode: modes.describe("The mode that ran."),
+    reason: z
+      .enum(["no_embedding_model", "embedding_unavailable"])
+      .nullable()
+      .describe("Why the mode that ran is not the one asked for."),
+    message: z.string().nullable(),
+  })
+  .meta({ id: "KbSearchMode" });
 
 export const statusSchema = z
   .object({

@@ -300,8 +300,8 @@ export async function retryDocument(svc: Svc, deps: KbDeps, id: string) {
 /** The embedding model an organization's index uses: only a model registered for embeddings is fit. */
 export async function embeddingChoice(trx: Knex.Transaction, orgId: string) {
   const { embedding } = await orgModels(trx, orgId);
-  const fit = embedding?.role === "embedding" && !!embedding.metadata.embeddingLength;
-  return { model: fit ? embedding : null, unfit: !fit && embedding ? embedding : null };
+  const fit = !!embedding?.roles.includes("embedding") && !!embedding.metadata.embeddingLength;
+  return { model: fit ? (embedding ?? null) : null, unfit: !fit && embedding ? embedding : null };
 }
 
 /** The index's model (as built), the organization's current choice, and what the admin should know. */
@@ -314,7 +314,7 @@ export async function indexStatus(svc: Svc) {
   const warnings: string[] = [];
   if (unfit)
     warnings.push(
-      `The embedding model ${unfit.name} is not an embedding model (it is registered for ${unfit.role}); search uses full text only. Import an embedding model with --role embedding and choose it.`,
+      `The embedding model ${unfit.name} is not an embedding model (it is registered for ${unfit.roles.join(" and ")}); search uses full text only. Import an embedding model with --role embedding and choose it.`,
     );
   else if (!model) warnings.push("No embedding model is installed; search uses full text only.");
   const reindexNeeded = !!state && (state.embedding_model_id ?? null) !== (model?.id ?? null);
@@ -484,24 +484,61 @@ export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPl
   };
 }
 
-/** Step 2 (no transaction: embedding takes time): the query's vector and the index's hits. */
+/** What a search ran: the hits, the mode that actually ran, and why it differs from the one asked for. */
+export interface SearchRun {
+  hits: Hit[];
+  mode: SearchMode;
+  /** no_embedding_model: the index has no vectors; embedding_unavailable: the query could not be embedded. */
+  reason: "no_embedding_model" | "embedding_unavailable" | null;
+}
+
+/**
+ * Step 2 (no transaction: embedding takes time): the query's vector and the index's hits. Without an embedding
+ * model, or when the query cannot be embedded (the AI busy or away), the search runs on full text and says so.
+ */
 export async function runSearch(
   deps: KbDeps,
   plan: Pick<SearchPlan, "orgId" | "collectionIds" | "model">,
   input: SearchInput,
-): Promise<Hit[]> {
-  if (!plan.collectionIds.length) return [];
-  const vector =
-    input.mode !== "fts" && deps.ai && plan.model
-      ? ((await deps.ai.embed(plan.model, [input.query]))[0] ?? null)
-      : null;
-  return searchWithin(deps.index, plan.orgId, {
+): Promise<SearchRun> {
+  if (!plan.collectionIds.length) return { hits: [], mode: input.mode, reason: null };
+  let vector: number[] | null = null;
+  let reason: SearchRun["reason"] = null;
+  if (input.mode !== "fts") {
+    if (!plan.model) reason = "no_embedding_model";
+    else if (!deps.ai) reason = "embedding_unavailable";
+    else {
+      try {
+        vector = (await deps.ai.embed(plan.model, [input.query]))[0] ?? null;
+      } catch {
+        reason = "embedding_unavailable";
+      }
+    }
+  }
+  const mode = vector ? input.mode : "fts";
+  const hits = await searchWithin(deps.index, plan.orgId, {
     text: input.query,
     vector,
     collectionIds: plan.collectionIds,
     limit: input.limit,
-    mode: input.mode,
+    mode,
   });
+  return { hits, mode, reason };
+}
+
+/** What the search response says of the mode (the UI shows `message` when the mode is not the one asked for). */
+export function searchModeOf(input: SearchInput, run: SearchRun) {
+  return {
+    requested: input.mode,
+    mode: run.mode,
+    reason: run.reason,
+    message:
+      run.reason === "no_embedding_model"
+        ? "No embedding model is set for this organization's index: searched by full text only."
+        : run.reason === "embedding_unavailable"
+          ? "The AI could not embed the query just now: searched by full text only."
+          : null,
+  };
 }
 
 /**
@@ -518,6 +555,7 @@ export function finishSearch(plan: SearchPlan, hits: Hit[], input: SearchInput) 
     out.push({
       chunkId: h.id,
       score: h.score,
+      relevance: { bm25: h.bm25, distance: h.distance },
       text: h.text,
       snippet: snippetOf(h.text, input.query),
       citation: {
@@ -562,7 +600,7 @@ export class SearchGuesses {
   }
 
   /** The hits for a fresh plan: the guessed query's if it searched the same, else a new query. */
-  run(deps: KbDeps, plan: SearchPlan, input: SearchInput, guess: SearchGuess): Promise<Hit[]> {
+  run(deps: KbDeps, plan: SearchPlan, input: SearchInput, guess: SearchGuess): Promise<SearchRun> {
     if (this.last.size >= this.max) this.last.delete(this.last.keys().next().value as string);
     this.last.set(guess.key, { orgId: plan.orgId, collectionIds: plan.collectionIds, model: plan.model });
     const g = guess.started;
@@ -580,13 +618,13 @@ export class SearchGuesses {
 /** A search's guess (see SearchGuesses): its key, and the index query started on it, if any. */
 export interface SearchGuess {
   key: string;
-  started: (Pick<SearchPlan, "orgId" | "collectionIds" | "model"> & { hits: Promise<Hit[]> }) | null;
+  started: (Pick<SearchPlan, "orgId" | "collectionIds" | "model"> & { hits: Promise<SearchRun> }) | null;
 }
 
 /** The three steps, for the AI tool (which runs in its own transaction). */
 export async function search(svc: Svc, deps: KbDeps, input: SearchInput) {
   const plan = await planSearch(svc, input);
-  return finishSearch(plan, await runSearch(deps, plan, input), input);
+  return finishSearch(plan, (await runSearch(deps, plan, input)).hits, input);
 }
 
 /** How long a request waits for the LanceDB index before answering 503. */

@@ -950,6 +950,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/ai/models/{id}/roles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Set what a model is used for: chat, embedding or both (system administrators) */
+        put: operations["setAiModelRoles"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/ai/models/{id}": {
         parameters: {
             query?: never;
@@ -3188,8 +3205,8 @@ export interface components {
             id: string;
             name: string;
             sha256: string;
-            /** @enum {string} */
-            role: "chat" | "embedding";
+            /** @description What it is used for: chat, embedding or both. */
+            roles: ("chat" | "embedding")[];
             metadata: {
                 architecture: string;
                 parameterCount: number;
@@ -3492,6 +3509,13 @@ export interface components {
         KbSearchHit: {
             chunkId: string;
             score: number;
+            /** @description The underlying relevance next to the fused rank. */
+            relevance: {
+                /** @description Full-text relevance (BM25), when full text found the passage. */
+                bm25: number | null;
+                /** @description Vector distance, when vector search found the passage. */
+                distance: number | null;
+            };
             text: string;
             snippet: {
                 text: string;
@@ -3511,6 +3535,18 @@ export interface components {
             chunkIndex: number;
             start: number;
             end: number;
+        };
+        KbSearchMode: {
+            /** @enum {string} */
+            requested: "hybrid" | "vector" | "fts";
+            /**
+             * @description The mode that ran.
+             * @enum {string}
+             */
+            mode: "hybrid" | "vector" | "fts";
+            /** @description Why the mode that ran is not the one asked for. */
+            reason: ("no_embedding_model" | "embedding_unavailable") | null;
+            message: string | null;
         };
         KbStatus: {
             embeddingModel: {
@@ -9294,9 +9330,92 @@ export interface operations {
                             /** Format: uuid */
                             id: string;
                             name: string;
-                            /** @enum {string} */
-                            role: "chat" | "embedding";
+                            roles: ("chat" | "embedding")[];
                         };
+                    };
+                };
+            };
+            /** @description Invalid request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Missing permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limit or quota exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    setAiModelRoles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    roles: ("chat" | "embedding")[];
+                };
+            };
+        };
+        responses: {
+            /** @description Set what a model is used for: chat, embedding or both (system administrators) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["AiModel"];
                     };
                 };
             };
@@ -13864,6 +13983,7 @@ export interface operations {
                 content: {
                     "application/json": {
                         data: components["schemas"]["KbSearchHit"][];
+                        search: components["schemas"]["KbSearchMode"];
                     };
                 };
             };
