@@ -92,6 +92,21 @@ describe("knowledge base in the browser", () => {
       .getByRole("row", { name: /Résumé été\.txt/ })
       .getByText("Indexed")
       .waitFor({ timeout: 60_000 });
+    // A folder: its files keep their paths, so two index.md files in different folders are two documents.
+    const folder = mkdtempSync(path.join(tmpdir(), "ws-e2e-folder-"));
+    for (const [sub, text] of [
+      ["triage", "Triage colours run from red to blue."],
+      ["handover", "Handover uses the SBAR structure."],
+    ]) {
+      mkdirSync(path.join(folder, "wards", sub), { recursive: true });
+      writeFileSync(path.join(folder, "wards", sub, "index.md"), `# ${sub}\n\n${text}\n`);
+    }
+    await page.getByLabel("Choose a folder").setInputFiles(path.join(folder, "wards"));
+    for (const sub of ["triage", "handover"])
+      await page
+        .getByRole("row", { name: new RegExp(`wards/${sub}/index\\.md`) })
+        .getByText("Indexed")
+        .waitFor({ timeout: 60_000 });
     await page.screenshot({ path: `${SHOTS}kb-collection.png`, fullPage: true });
 
     await page.getByRole("link", { name: "Search documents" }).click();

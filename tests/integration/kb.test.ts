@@ -30,6 +30,7 @@ type Data<T> = { data: T };
 interface Doc {
   id: string;
   name: string;
+  path: string;
   status: string;
   error: string | null;
   chunks: number;
@@ -292,6 +293,52 @@ describe("knowledge base: ingestion and retrieval", () => {
     const deadline = Date.now() + 20_000;
     while (existsSync(files) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     expect(existsSync(files)).toBe(false);
+  });
+});
+
+describe("knowledge base: folder uploads", () => {
+  it("keeps paths: one name in two folders is two documents, and a path again replaces only its own", async () => {
+    const folders = (
+      await alice.client.json<Data<{ id: string }>>("POST", "/api/kb/collections", { name: "Handbook" }, 201)
+    ).data.id;
+    const up = await uploadOk(alice.client, folders, [
+      {
+        name: "handbook/install/index.md",
+        data: "# Install\n\nRun the installer from the USB stick in room 4.",
+      },
+      { name: "handbook/backup/index.md", data: "# Backup\n\nBackups go to the tape library every night." },
+      // A path is a label: `..` segments are dropped, nothing is written anywhere by it.
+      { name: "../../etc/notes.txt", data: "Visitors sign in at the front desk." },
+    ]);
+    expect(up.map((r) => [r.outcome, r.name, r.document?.path, r.document?.name])).toEqual([
+      ["queued", "handbook/install/index.md", "handbook/install/index.md", "index.md"],
+      ["queued", "handbook/backup/index.md", "handbook/backup/index.md", "index.md"],
+      ["queued", "etc/notes.txt", "etc/notes.txt", "notes.txt"],
+    ]);
+    const ids = up.map((r) => r.document!.id);
+    expect(new Set(ids).size).toBe(3);
+    for (const d of (await settled(alice.client, folders, ids)).values()) expect(d.status).toBe("indexed");
+    const [tape] = await search(alice.client, "tape library", { mode: "fts", collectionIds: [folders] });
+    expect(tape?.citation).toMatchObject({ documentId: ids[1], documentName: "handbook/backup/index.md" });
+    // The same path again replaces that document only.
+    const again = await uploadOk(alice.client, folders, [
+      {
+        name: "handbook/install/index.md",
+        data: "# Install\n\nThe installer now lives on the DVD in room 5.",
+      },
+    ]);
+    expect(again[0]).toMatchObject({ outcome: "replaced", document: { id: ids[0] } });
+    await settled(alice.client, folders, [ids[0]!]);
+    const listed = (await alice.client.json<Data<Doc[]>>("GET", `/api/kb/collections/${folders}/documents`))
+      .data;
+    expect(listed.map((d) => d.path)).toEqual([
+      "etc/notes.txt",
+      "handbook/backup/index.md",
+      "handbook/install/index.md",
+    ]);
+    expect(
+      (await search(alice.client, "DVD room", { mode: "fts", collectionIds: [folders] }))[0]?.citation,
+    ).toMatchObject({ documentId: ids[0], documentName: "handbook/install/index.md" });
   });
 });
 

@@ -162,7 +162,7 @@ async function ingest(deps: IngestDeps, job: Job<Payload>, doc: Record<string, u
   // New chunks in, then search switches to them (one row update), then the old ones go: no gap, no mix.
   await deps.index.addGeneration(
     orgId,
-    { id, name: doc.name as string, collectionId, generation },
+    { id, name: (doc.path ?? doc.name) as string, collectionId, generation },
     chunks,
     vectors,
   );

@@ -49,6 +49,7 @@ export const documentSchema = z
     id,
     collectionId: id,
     name: z.string(),
+    path: z.string().describe("The relative path it was uploaded with (folder uploads), else its name."),
     kind: z.string(),
     sizeBytes: z.number(),
     sha256: z.string(),
@@ -104,7 +105,9 @@ const snippetPart = z.object({ text: z.string(), match: z.boolean() });
 export const citationSchema = z
   .object({
     documentId: id,
-    documentName: z.string(),
+    documentName: z
+      .string()
+      .describe("The document's path (its name, or its relative path in a folder upload)."),
     collectionId: id,
     collectionName: z.string(),
     page: z.number().nullable(),

@@ -181,6 +181,7 @@ export function presentDocument(r: Record<string, unknown>) {
     id: r.id as string,
     collectionId: r.collection_id as string,
     name: r.name as string,
+    path: (r.path as string | undefined) ?? (r.name as string),
     kind: r.kind as string,
     sizeBytes: Number(r.size_bytes),
     sha256: r.sha256 as string,
@@ -198,7 +199,7 @@ export function presentDocument(r: Record<string, unknown>) {
 /** The documents of a collection. */
 export async function listDocuments(svc: Svc, collectionId: string) {
   await collectionRow(svc, collectionId);
-  const rows = await svc.trx("kb_documents").where({ collection_id: collectionId }).orderByRaw("lower(name)");
+  const rows = await svc.trx("kb_documents").where({ collection_id: collectionId }).orderByRaw("lower(path)");
   return rows.map(presentDocument);
 }
 

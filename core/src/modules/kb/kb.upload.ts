@@ -29,7 +29,8 @@ const receive = (ctx: Context, deps: KbDeps) =>
  * Stores uploaded documents in a collection the caller manages. Each file is written to a temp file,
  * fsynced, checked (type from its bytes against its extension, size, emptiness), renamed into place, and
  * only then is its row committed with the ingestion job (outbox). The same content twice in a collection
- * is reported as a duplicate; a new file with the name of an existing document replaces it.
+ * is reported as a duplicate; a file with the path of an existing document (its name, or its relative path in
+ * a folder upload) replaces it.
  */
 export async function upload(
   ctx: Context,
@@ -45,7 +46,7 @@ export async function upload(
       results.push(await store(knex, caller, deps, collectionId, f));
     } catch (err) {
       if (!(err instanceof FileRefused)) throw err;
-      results.push({ name: f.name, outcome: "refused", error: { code: err.code, message: err.message } });
+      results.push({ name: f.path, outcome: "refused", error: { code: err.code, message: err.message } });
     } finally {
       await rm(f.tmp, { force: true });
     }
@@ -60,10 +61,10 @@ async function store(knex: Knex, caller: Caller, deps: KbDeps, collectionId: str
   const kind = await detectKind(f.tmp, f.name, (await stat(f.tmp)).size);
   const existing = await withOrg(knex, caller.orgId, async (trx) => ({
     same: await trx("kb_documents").where({ collection_id: collectionId, sha256: f.sha256 }).first(),
-    named: await trx("kb_documents").where({ collection_id: collectionId, name: f.name }).first(),
+    named: await trx("kb_documents").where({ collection_id: collectionId, path: f.path }).first(),
   }));
   if (existing.same)
-    return { name: f.name, outcome: "duplicate" as const, document: presentDocument(existing.same) };
+    return { name: f.path, outcome: "duplicate" as const, document: presentDocument(existing.same) };
   const id = (existing.named?.id as string | undefined) ?? randomUUID();
   const dir = documentDir(deps.config, caller.orgId, id);
   await mkdir(dir, { recursive: true });
@@ -74,6 +75,7 @@ async function store(knex: Knex, caller: Caller, deps: KbDeps, collectionId: str
     return await withOrg(knex, caller.orgId, async (trx) => {
       const base = {
         name: f.name,
+        path: f.path,
         kind,
         mime: MIME[kind],
         size_bytes: f.size,
@@ -103,7 +105,7 @@ async function store(knex: Knex, caller: Caller, deps: KbDeps, collectionId: str
       if (!row) throw AppError.conflict("The document was deleted while it was being replaced.");
       await enqueueIndex({ caller, trx }, deps, id, row.generation as number, "upload");
       return {
-        name: f.name,
+        name: f.path,
         outcome: existing.named ? ("replaced" as const) : ("queued" as const),
         document: presentDocument(row),
       };
@@ -111,7 +113,7 @@ async function store(knex: Knex, caller: Caller, deps: KbDeps, collectionId: str
   } catch (err) {
     // The row did not commit: the file must not stay (unless it is the content of the document being replaced).
     if (!existing.named) await rm(dir, { recursive: true, force: true });
-    if ((err as { code?: string }).code === "23505") return { name: f.name, outcome: "duplicate" as const };
+    if ((err as { code?: string }).code === "23505") return { name: f.path, outcome: "duplicate" as const };
     throw err;
   }
 }

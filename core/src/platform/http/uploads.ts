@@ -12,7 +12,10 @@ import { AppError } from "./errors.js";
 
 /** A file received to a temporary place, fsynced, with its hash and whether it passed the per-file limit. */
 export interface Received {
+  /** The file's name (the last segment of its path). */
   name: string;
+  /** The relative path it was sent with (a folder upload: `guides/install/index.md`), else its name. */
+  path: string;
   tmp: string;
   size: number;
   sha256: string;
@@ -81,6 +84,31 @@ export function cleanFileName(raw: string | undefined): string {
   return stem.join("") + "…" + ext;
 }
 
+/** Deepest folder path kept, and its length in UTF-8 bytes. */
+const MAX_PATH_SEGMENTS = 32;
+const MAX_PATH_BYTES = 1024;
+
+/**
+ * A relative path as sent by a folder upload, as stored and shown: each segment cleaned as a file name, empty,
+ * `.` and `..` segments dropped (a path is a label here, never a place on disk), `/` between segments, at most
+ * 32 segments and 1,024 bytes (the innermost kept).
+ */
+export function cleanFilePath(raw: string | undefined): string {
+  const segments = (raw ?? "")
+    .split(/[/\\]/)
+    .map((s) =>
+      s
+        .normalize("NFC")
+        .replace(/[\p{Cc}\p{Cf}]/gu, "")
+        .trim(),
+    )
+    .filter((s) => s && s !== "." && s !== "..")
+    .map((s) => cleanFileName(s));
+  let kept = segments.slice(-MAX_PATH_SEGMENTS);
+  while (kept.length > 1 && Buffer.byteLength(kept.join("/")) > MAX_PATH_BYTES) kept = kept.slice(1);
+  return kept.join("/") || cleanFileName(raw);
+}
+
 /** fsyncs a directory, so a rename into it survives a crash. */
 export const fsyncDir = async (dir: string) => {
   const fh = await open(dir, "r");
@@ -121,6 +149,8 @@ export async function receiveFiles(
           // Browsers send file names as raw UTF-8 in filename="..." (busboy reads latin1 by default);
           // filename*=UTF-8''... (RFC 5987) is decoded as it says.
           defParamCharset: "utf8",
+          // The relative path of a folder upload is kept (cleanFilePath); names are cut to their last segment.
+          preservePath: true,
           limits: {
             files: limits.maxFiles,
             // One byte past the limit: a file of exactly the limit is allowed ("at most N bytes").
@@ -137,6 +167,7 @@ export async function receiveFiles(
         const name = cleanFileName(info.filename);
         const rec: Received = {
           name,
+          path: cleanFilePath(info.filename),
           tmp: path.join(tmpDir, randomUUID()),
           size: 0,
           sha256: "",

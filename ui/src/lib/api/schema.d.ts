@@ -3456,6 +3456,8 @@ export interface components {
             /** Format: uuid */
             collectionId: string;
             name: string;
+            /** @description The relative path it was uploaded with (folder uploads), else its name. */
+            path: string;
             kind: string;
             sizeBytes: number;
             sha256: string;
@@ -3485,6 +3487,8 @@ export interface components {
             /** Format: uuid */
             collectionId: string;
             name: string;
+            /** @description The relative path it was uploaded with (folder uploads), else its name. */
+            path: string;
             kind: string;
             sizeBytes: number;
             sha256: string;
@@ -3526,6 +3530,7 @@ export interface components {
         KbCitation: {
             /** Format: uuid */
             documentId: string;
+            /** @description The document's path (its name, or its relative path in a folder upload). */
             documentName: string;
             /** Format: uuid */
             collectionId: string;

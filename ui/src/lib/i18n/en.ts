@@ -523,6 +523,8 @@ export const en = {
   "kb.upload.zone": "Upload documents",
   "kb.upload.drop": "Drop PDF, DOCX, TXT, Markdown, HTML or CSV files here",
   "kb.upload.pick": "Choose files",
+  "kb.upload.pickFolder": "Choose a folder",
+  "kb.upload.many": "{first} and {count} more",
   "kb.upload.formats": "Up to 20 files at a time. Each is read, split into passages and indexed.",
   "kb.upload.progress": "Uploading {name}",
   "kb.upload.duplicate": "{name} is already in this collection.",

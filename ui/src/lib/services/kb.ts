@@ -15,18 +15,58 @@ export interface KbProgress {
   error: string | null;
 }
 
+/** A file to upload and the relative path it keeps (a folder upload), else its name. */
+export interface UploadItem {
+  file: File;
+  path: string;
+}
+
+/** Picked files: their paths are the folder picker's relative paths, else their names. */
+export const picked = (files: Iterable<File>): UploadItem[] =>
+  [...files].map((file) => ({ file, path: file.webkitRelativePath || file.name }));
+
+/** The files of a drop, folders walked with their relative paths (a dropped folder is not a file). */
+export async function dropped(data: DataTransfer): Promise<UploadItem[]> {
+  const entries = [...data.items]
+    .map((i) => i.webkitGetAsEntry?.())
+    .filter((e): e is FileSystemEntry => Boolean(e));
+  if (!entries.length) return picked(data.files);
+  const out: UploadItem[] = [];
+  const walk = async (entry: FileSystemEntry, prefix: string): Promise<void> => {
+    if (entry.isFile) {
+      const file = await new Promise<File>((resolve, reject) =>
+        (entry as FileSystemFileEntry).file(resolve, reject),
+      );
+      out.push({ file, path: prefix + entry.name });
+    } else if (entry.isDirectory) {
+      const reader = (entry as FileSystemDirectoryEntry).createReader();
+      // readEntries gives a batch at a time, an empty one at the end.
+      for (;;) {
+        const batch = await new Promise<FileSystemEntry[]>((resolve, reject) =>
+          reader.readEntries(resolve, reject),
+        );
+        if (!batch.length) break;
+        for (const e of batch) await walk(e, `${prefix}${entry.name}/`);
+      }
+    }
+  };
+  for (const e of entries) await walk(e, "");
+  return out;
+}
+
 /**
  * Uploads files with progress. The one call that does not go through the generated client: fetch cannot
- * report upload progress, XMLHttpRequest can. It sends the same CSRF header as the client.
+ * report upload progress, XMLHttpRequest can. It sends the same CSRF header as the client. Each file's name
+ * in the form is its relative path, which the server keeps (documents are identified by path).
  */
 export function uploadFiles(
   collectionId: string,
-  files: File[],
+  files: UploadItem[],
   onProgress: (fraction: number) => void,
 ): Promise<KbUploadResult[]> {
   return new Promise((resolve, reject) => {
     const form = new FormData();
-    for (const f of files) form.append("files", f, f.name);
+    for (const f of files) form.append("files", f.file, f.path);
     const xhr = new XMLHttpRequest();
     xhr.open("POST", `/api/kb/collections/${encodeURIComponent(collectionId)}/documents`);
     xhr.setRequestHeader("x-requested-with", "worksynapse");
