@@ -97,7 +97,7 @@ describe("knowledge base in the browser", () => {
     for (const [sub, text] of [
       ["triage", "Triage colours run from red to blue."],
       ["handover", "Handover uses the SBAR structure."],
-    ]) {
+    ] as const) {
       mkdirSync(path.join(folder, "wards", sub), { recursive: true });
       writeFileSync(path.join(folder, "wards", sub, "index.md"), `# ${sub}\n\n${text}\n`);
     }
