@@ -501,6 +501,7 @@ export const en = {
   "kb.search.vector": "Meaning only",
   "kb.search.fts": "Words only",
   "kb.search.run": "Search",
+  "kb.search.size": "Documents shown",
   "kb.search.none": "No passage matches in the collections you can read.",
   "kb.search.ran": "Searched by: {mode}.",
   "kb.search.reason.no_embedding_model":
