@@ -15,6 +15,7 @@ import {
   makeExternalImageDocx,
   makeLoopingPdf,
   makePdf,
+  makeZip,
   makeZipBombDocx,
 } from "../support/kb-fixtures.js";
 
@@ -339,6 +340,52 @@ describe("knowledge base: folder uploads", () => {
     expect(
       (await search(alice.client, "DVD room", { mode: "fts", collectionIds: [folders] }))[0]?.citation,
     ).toMatchObject({ documentId: ids[0], documentName: "handbook/install/index.md" });
+  });
+
+  it("unpacks a zip archive into documents with their paths, refusing what it must and bombs whole", async () => {
+    const zipped = (
+      await alice.client.json<Data<{ id: string }>>("POST", "/api/kb/collections", { name: "Zipped" }, 201)
+    ).data.id;
+    const archive = await makeZip([
+      { name: "site/guide/index.md", data: Buffer.from("# Guide\n\nThe generator room is behind ward 9.") },
+      { name: "site/faq/index.md", data: Buffer.from("# FAQ\n\nVisiting hours end at eight.") },
+      // Renamed to ../../outside.txt below (zip writers refuse to write such a name; attackers do not).
+      { name: "aa/aa/outside.txt", data: Buffer.from("Only a label: written nowhere but the store.") },
+      { name: "site/logo.png", data: Buffer.from("not really a picture") },
+    ]);
+    const hostile = Buffer.from(
+      archive.toString("latin1").replaceAll("aa/aa/outside.txt", "../../outside.txt"),
+      "latin1",
+    );
+    const up = await uploadOk(alice.client, zipped, [{ name: "site.zip", data: hostile }]);
+    expect(up.map((r) => [r.name, r.outcome, r.error?.code ?? null])).toEqual([
+      ["site/guide/index.md", "queued", null],
+      ["site/faq/index.md", "queued", null],
+      ["outside.txt", "queued", null],
+      ["site/logo.png", "refused", "unsupported_type"],
+    ]);
+    const ids = up.filter((r) => r.document).map((r) => r.document!.id);
+    for (const d of (await settled(alice.client, zipped, ids)).values()) expect(d.status).toBe("indexed");
+    const [room] = await search(alice.client, "generator room", { mode: "fts", collectionIds: [zipped] });
+    expect(room?.citation).toMatchObject({ documentName: "site/guide/index.md" });
+    // A bomb (a small archive that unpacks past the upload limit) and a file that is no zip: refused whole.
+    const bomb = await makeZip([{ name: "zeros.txt", data: Buffer.alloc(210 * 1024 * 1024) }]);
+    // Every file refused: 400, with each file's reason.
+    const r = await upload(alice.client, zipped, [
+      { name: "bomb.zip", data: bomb },
+      { name: "fake.zip", data: "plain text, not an archive" },
+    ]);
+    expect(r.status).toBe(400);
+    const refused = ((await r.json()) as { error: { details: { files: UploadResult[] } } }).error.details
+      .files;
+    expect(refused.map((f) => [f.name, f.outcome, f.error?.code])).toEqual([
+      ["bomb.zip", "refused", "zip_too_large"],
+      ["fake.zip", "refused", "not_zip"],
+    ]);
+    const listed = (await alice.client.json<Data<Doc[]>>("GET", `/api/kb/collections/${zipped}/documents`))
+      .data;
+    expect(listed.map((d) => d.path)).toEqual(["outside.txt", "site/faq/index.md", "site/guide/index.md"]);
+    expect(readdirSync(path.join(kbDir(srv.config), "tmp"))).toEqual([]);
   });
 });
 

@@ -113,7 +113,8 @@ const ROOT_RELS = `<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 </Relationships>`;
 const W = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"';
 
-function zip(entries: { name: string; data: Buffer; compress?: boolean }[]): Promise<Buffer> {
+/** A zip archive of the given entries. */
+export function makeZip(entries: { name: string; data: Buffer; compress?: boolean }[]): Promise<Buffer> {
   const z = new yazl.ZipFile();
   for (const e of entries) z.addBuffer(e.data, e.name, { compress: e.compress ?? true });
   z.end();
@@ -127,7 +128,7 @@ function zip(entries: { name: string; data: Buffer; compress?: boolean }[]): Pro
 
 /** A DOCX (a Word zip, recognized as DOCX) whose one extra entry inflates to `megabytes` of zeros. */
 export async function makeZipBombDocx(megabytes = 300): Promise<Buffer> {
-  return zip([
+  return makeZip([
     { name: "[Content_Types].xml", data: Buffer.from(CONTENT_TYPES) },
     { name: "_rels/.rels", data: Buffer.from(ROOT_RELS) },
     {
@@ -159,7 +160,7 @@ export async function makeExternalImageDocx(target: string, text: string): Promi
 <Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
 <Relationship Id="rIdImg" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/image" Target="file://${target}" TargetMode="External"/>
 </Relationships>`;
-  return zip([
+  return makeZip([
     { name: "[Content_Types].xml", data: Buffer.from(CONTENT_TYPES) },
     { name: "_rels/.rels", data: Buffer.from(ROOT_RELS) },
     { name: "word/document.xml", data: Buffer.from(doc) },

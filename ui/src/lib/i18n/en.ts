@@ -526,7 +526,8 @@ export const en = {
   "kb.upload.pick": "Choose files",
   "kb.upload.pickFolder": "Choose a folder",
   "kb.upload.many": "{first} and {count} more",
-  "kb.upload.formats": "Up to 20 files at a time. Each is read, split into passages and indexed.",
+  "kb.upload.formats":
+    "Up to 20 files at a time, or a zip archive (its files keep their paths). Each is read, split into passages and indexed.",
   "kb.upload.progress": "Uploading {name}",
   "kb.upload.duplicate": "{name} is already in this collection.",
   "kb.ingest.progress": "Indexing {name}",

@@ -28,7 +28,14 @@ export const MIME: Record<Kind, string> = {
 /** Why a file was refused at upload. */
 export class FileRefused extends Error {
   constructor(
-    readonly code: "unsupported_type" | "type_mismatch" | "empty_file" | "file_too_large",
+    readonly code:
+      | "unsupported_type"
+      | "type_mismatch"
+      | "empty_file"
+      | "file_too_large"
+      | "not_zip"
+      | "zip_too_many_entries"
+      | "zip_too_large",
     message: string,
   ) {
     super(message);
