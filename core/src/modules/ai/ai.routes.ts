@@ -20,7 +20,7 @@ import {
   type ModelRow,
 } from "./models.service.js";
 import { importDir, importPack, listImportablePacks, packInImportDir, trustedPackKeys } from "./packs.js";
-import type { Inference, ChatMessage, GenerateResult } from "./runtime.js";
+import type { Inference, ChatMessage, GenerateResult, ModelStatus } from "./runtime.js";
 import { Speculations, type SpeculativeRequest } from "./speculation.js";
 
 const message = z.object({
@@ -63,6 +63,19 @@ const modelSchema = z
     createdAt: z.string(),
   })
   .meta({ id: "AiModel" });
+
+/** A model with what the runtime says of its load (not loaded: zeros). */
+function withLoad(m: ModelRow, status: ModelStatus[]) {
+  const s = status.find((x) => x.id === m.id);
+  return {
+    ...m,
+    loaded: Boolean(s),
+    memoryBytes: s?.memoryBytes ?? 0,
+    contexts: s?.contexts.length ?? 0,
+    busy: s?.busy ?? 0,
+    queued: s?.queued ?? 0,
+  };
+}
 
 // The OpenAI-compatible surface takes the fields OpenAI clients send and ignores the ones it does not use.
 const oaiChatBody = z.object({
@@ -219,17 +232,7 @@ export function registerAiRoutes(
     handler: async (_ctx, _in, scope) => {
       const runtime = need(deps.runtime);
       const status = await runtime.status();
-      const models = (await listModels(scope.trx)).map((m) => {
-        const s = status.find((x) => x.id === m.id);
-        return {
-          ...m,
-          loaded: Boolean(s),
-          memoryBytes: s?.memoryBytes ?? 0,
-          contexts: s?.contexts.length ?? 0,
-          busy: s?.busy ?? 0,
-          queued: s?.queued ?? 0,
-        };
-      });
+      const models = (await listModels(scope.trx)).map((m) => withLoad(m, status));
       const defaults = await orgModels(scope.trx, scope.caller.orgId);
       return {
         data: {
@@ -342,17 +345,7 @@ export function registerAiRoutes(
     handler: async (_ctx, { params, body }, { trx }) => {
       const m = await setModelRoles(trx, params.id, body.roles);
       catalog = undefined;
-      const s = (await deps.runtime?.status())?.find((x) => x.id === m.id);
-      return {
-        data: {
-          ...m,
-          loaded: Boolean(s),
-          memoryBytes: s?.memoryBytes ?? 0,
-          contexts: s?.contexts.length ?? 0,
-          busy: s?.busy ?? 0,
-          queued: s?.queued ?? 0,
-        },
-      };
+      return { data: withLoad(m, (await deps.runtime?.status()) ?? []) };
     },
   });
 
