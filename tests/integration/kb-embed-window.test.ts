@@ -89,4 +89,48 @@ describe("embeddings within the model's window", () => {
     expect(diff).toBeGreaterThan(1e-3);
     expect(a!.every(Number.isFinite)).toBe(true);
   });
+
+  it("re-indexes in place: every search finds the documents meanwhile, by full text, and says why", async () => {
+    const collection = (
+      await org.owner.json<Data<{ id: string }>>("POST", "/api/kb/collections", { name: "Long notes" }, 201)
+    ).data.id;
+    // One long document besides the four above, so that the re-index takes a while.
+    const [big] = await uploadFilesOk(srv, org.owner, collection, [
+      { name: "long.txt", data: prose(9, 120_000) },
+    ]);
+    await settledDocs(org.owner, collection, [big!.document!.id]);
+    type Status = { data: { reindexing: { remaining: number } | null; warnings: string[] } };
+    type Found = Data<unknown[]> & { search: { mode: string; reason: string | null } };
+    expect((await org.owner.json<Status>("GET", "/api/kb/status")).data.reindexing).toBeNull();
+    await org.owner.json("POST", "/api/kb/reindex", {}, 202);
+    const seen = new Set<string>();
+    let sawRemaining = false;
+    for (let i = 0; i < 600; i++) {
+      const words = await org.owner.json<Found>("POST", "/api/kb/search", {
+        query: "dialysis handover",
+        mode: "fts",
+      });
+      expect(words.data.length, `poll ${i}`).toBeGreaterThan(0);
+      const meaning = await org.owner.json<Found>("POST", "/api/kb/search", {
+        query: "dialysis handover",
+        mode: "vector",
+      });
+      expect(meaning.data.length, `poll ${i}`).toBeGreaterThan(0);
+      seen.add(`${meaning.search.mode}:${meaning.search.reason}`);
+      const status = (await org.owner.json<Status>("GET", "/api/kb/status")).data;
+      if (status.reindexing) {
+        sawRemaining = true;
+        expect(status.warnings.join(" ")).toMatch(/Re-indexing: \d+ documents to go/);
+      } else if (seen.has("fts:reindexing")) break;
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    expect(sawRemaining).toBe(true);
+    expect(seen).toContain("fts:reindexing");
+    // Done: search by meaning runs on the new vectors again.
+    const after = await org.owner.json<Found>("POST", "/api/kb/search", {
+      query: "dialysis",
+      mode: "vector",
+    });
+    expect(after.search).toMatchObject({ mode: "vector", reason: null });
+  }, 60_000);
 });

@@ -55,6 +55,26 @@ async function fixIndexModel(
 
 /** Handles one index job: ingest a document's current generation, remove a deleted one, or re-index all. */
 export async function handleIndexJob(deps: IngestDeps, job: Job<Payload>): Promise<void> {
+  await indexJob(deps, job);
+  if (!job.payload.reindex) await endReindexWhenDone(deps, job.payload.orgId);
+}
+
+/** Ends an in-place re-index once no document waits for its new passages (failed ones keep their old). */
+async function endReindexWhenDone(deps: IngestDeps, orgId: string): Promise<void> {
+  await withOrg(deps.knex, orgId, (trx) =>
+    trx("kb_index_state")
+      .where({ org_id: orgId, reindexing: true })
+      .whereNotExists(
+        trx("kb_documents")
+          .where({ org_id: orgId })
+          .whereNot({ status: "failed" })
+          .whereRaw("generation is distinct from indexed_generation"),
+      )
+      .update({ reindexing: false, updated_at: trx.fn.now() }),
+  );
+}
+
+async function indexJob(deps: IngestDeps, job: Job<Payload>): Promise<void> {
   const p = job.payload;
   if (p.reindex) return reindexOrganization(deps, p.orgId);
   if (!p.documentId) return;
@@ -196,13 +216,20 @@ async function settle(deps: IngestDeps, orgId: string, id: string, generation: n
 
 /** Drops the organization's index, fixes the current embedding model, and queues every document again. */
 async function reindexOrganization(deps: IngestDeps, orgId: string) {
-  await deps.index.drop(orgId);
+  // With a model of the old one's vector size the table stays: each document keeps serving its passages (by
+  // full text; vectors of two models do not compare) until its new ones are in, as a re-uploaded document
+  // does. Otherwise the table must be made again, and search finds nothing until documents come back.
+  const { model } = await withOrg(deps.knex, orgId, (trx) => embeddingChoice(trx, orgId));
+  const have = await deps.index.dimension(orgId);
+  const inPlace = have !== undefined && have === (model?.metadata.embeddingLength ?? null);
+  if (!inPlace) await deps.index.drop(orgId);
   await withOrg(deps.knex, orgId, async (trx) => {
     await fixIndexModel(trx, orgId, true);
+    await trx("kb_index_state").where({ org_id: orgId }).update({ reindexing: inPlace });
     const docs = (await trx("kb_documents")
       .update({
         generation: trx.raw("generation + 1"),
-        indexed_generation: null,
+        ...(inPlace ? { stale: true } : { indexed_generation: null }),
         status: "queued",
         progress: 0,
         error: null,

@@ -140,7 +140,7 @@ export const searchModeSchema = z
     requested: modes,
     mode: modes.describe("The mode that ran."),
     reason: z
-      .enum(["no_embedding_model", "embedding_unavailable"])
+      .enum(["no_embedding_model", "embedding_unavailable", "reindexing"])
       .nullable()
       .describe("Why the mode that ran is not the one asked for."),
     message: z.string().nullable(),
@@ -152,6 +152,10 @@ export const statusSchema = z
     embeddingModel: z.object({ id, name: z.string() }).nullable(),
     indexModel: z.object({ id, name: z.string() }).nullable(),
     reindexNeeded: z.boolean(),
+    reindexing: z
+      .object({ remaining: z.number() })
+      .nullable()
+      .describe("An in-place re-index under way: documents still to do (search uses full text meanwhile)."),
     warnings: z.array(z.string()),
   })
   .meta({ id: "KbStatus" });

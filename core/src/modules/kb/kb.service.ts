@@ -323,10 +323,23 @@ export async function indexStatus(svc: Svc) {
     warnings.push(
       "The index was built with another embedding model; re-index to search with the current one.",
     );
+  let reindexing: { remaining: number } | null = null;
+  if (state?.reindexing) {
+    const [{ n }] = (await svc
+      .trx("kb_documents")
+      .whereNot({ status: "failed" })
+      .whereRaw("generation is distinct from indexed_generation")
+      .count({ n: "*" })) as [{ n: string }];
+    reindexing = { remaining: Number(n) };
+    warnings.push(
+      `Re-indexing: ${n} documents to go. Meanwhile every document is found by its earlier passages, by full text.`,
+    );
+  }
   return {
     embeddingModel: model ? { id: model.id, name: model.name } : null,
     indexModel: indexModel ? { id: indexModel.id as string, name: indexModel.name as string } : null,
     reindexNeeded,
+    reindexing,
     warnings,
   };
 }
@@ -438,6 +451,8 @@ export interface SearchPlan {
   /** Deleted documents whose chunks the worker has not removed yet. */
   deleted: Set<string>;
   model: ModelRow | null;
+  /** The index is being rebuilt in place: its vectors are of two models, so search runs on full text. */
+  reindexing: boolean;
 }
 
 /**
@@ -460,7 +475,8 @@ export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPl
              and d.collection_id in (select id from readable)) as unsettled,
          (select coalesce(json_agg(t.document_id), '[]') from kb_document_tombstones t) as deleted,
          (select row_to_json(m) from kb_index_state s join ai_models m on m.id = s.embedding_model_id
-           where s.org_id = :org) as model`,
+           where s.org_id = :org) as model,
+         coalesce((select s.reindexing from kb_index_state s where s.org_id = :org), false) as reindexing`,
         { user: caller.userId, org: caller.orgId },
       )
       .options({ name: can(caller, "kb.admin") ? "kb_search_plan_all" : "kb_search_plan" })
@@ -470,6 +486,7 @@ export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPl
     unsettled: [string, number | null][];
     deleted: string[];
     model: Record<string, unknown> | null;
+    reindexing: boolean;
   };
   const collections = new Map(row.collections);
   const collectionIds = input.collectionIds?.length
@@ -482,6 +499,7 @@ export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPl
     unsettled: new Map(row.unsettled),
     deleted: new Set(row.deleted),
     model: row.model ? presentModel(row.model) : null,
+    reindexing: row.reindexing,
   };
 }
 
@@ -489,8 +507,11 @@ export async function planSearch(svc: Svc, input: SearchInput): Promise<SearchPl
 export interface SearchRun {
   hits: Hit[];
   mode: SearchMode;
-  /** no_embedding_model: the index has no vectors; embedding_unavailable: the query could not be embedded. */
-  reason: "no_embedding_model" | "embedding_unavailable" | null;
+  /**
+   * no_embedding_model: the index has no vectors; embedding_unavailable: the query could not be embedded;
+   * reindexing: the index is being rebuilt with another embedding model.
+   */
+  reason: "no_embedding_model" | "embedding_unavailable" | "reindexing" | null;
 }
 
 /**
@@ -499,7 +520,7 @@ export interface SearchRun {
  */
 export async function runSearch(
   deps: KbDeps,
-  plan: Pick<SearchPlan, "orgId" | "collectionIds" | "model">,
+  plan: Pick<SearchPlan, "orgId" | "collectionIds" | "model" | "reindexing">,
   input: SearchInput,
 ): Promise<SearchRun> {
   if (!plan.collectionIds.length) return { hits: [], mode: input.mode, reason: null };
@@ -507,6 +528,7 @@ export async function runSearch(
   let reason: SearchRun["reason"] = null;
   if (input.mode !== "fts") {
     if (!plan.model) reason = "no_embedding_model";
+    else if (plan.reindexing) reason = "reindexing";
     else if (!deps.ai) reason = "embedding_unavailable";
     else {
       try {
@@ -538,7 +560,9 @@ export function searchModeOf(input: SearchInput, run: SearchRun) {
         ? "No embedding model is set for this organization's index: searched by full text only."
         : run.reason === "embedding_unavailable"
           ? "The AI could not embed the query just now: searched by full text only."
-          : null,
+          : run.reason === "reindexing"
+            ? "The index is being rebuilt with another embedding model: searched by full text until it is done."
+            : null,
   };
 }
 
@@ -585,7 +609,10 @@ export function finishSearch(plan: SearchPlan, hits: Hit[], input: SearchInput) 
  * by a search that planned, so a credential refused since costs at most one wasted query.
  */
 export class SearchGuesses {
-  private readonly last = new Map<string, Pick<SearchPlan, "orgId" | "collectionIds" | "model">>();
+  private readonly last = new Map<
+    string,
+    Pick<SearchPlan, "orgId" | "collectionIds" | "model" | "reindexing">
+  >();
   constructor(private readonly max = 10_000) {}
 
   /** Starts the index query of this credential's last plan for the same request, if there was one. */
@@ -603,7 +630,12 @@ export class SearchGuesses {
   /** The hits for a fresh plan: the guessed query's if it searched the same, else a new query. */
   run(deps: KbDeps, plan: SearchPlan, input: SearchInput, guess: SearchGuess): Promise<SearchRun> {
     if (this.last.size >= this.max) this.last.delete(this.last.keys().next().value as string);
-    this.last.set(guess.key, { orgId: plan.orgId, collectionIds: plan.collectionIds, model: plan.model });
+    this.last.set(guess.key, {
+      orgId: plan.orgId,
+      collectionIds: plan.collectionIds,
+      model: plan.model,
+      reindexing: plan.reindexing,
+    });
     const g = guess.started;
     const same =
       g !== null &&
@@ -611,7 +643,8 @@ export class SearchGuesses {
       g.collectionIds.length === plan.collectionIds.length &&
       g.collectionIds.every((id, i) => id === plan.collectionIds[i]) &&
       g.model?.id === plan.model?.id &&
-      g.model?.sha256 === plan.model?.sha256;
+      g.model?.sha256 === plan.model?.sha256 &&
+      g.reindexing === plan.reindexing;
     return same ? g.hits : runSearch(deps, plan, input);
   }
 }
@@ -619,7 +652,9 @@ export class SearchGuesses {
 /** A search's guess (see SearchGuesses): its key, and the index query started on it, if any. */
 export interface SearchGuess {
   key: string;
-  started: (Pick<SearchPlan, "orgId" | "collectionIds" | "model"> & { hits: Promise<SearchRun> }) | null;
+  started:
+    | (Pick<SearchPlan, "orgId" | "collectionIds" | "model" | "reindexing"> & { hits: Promise<SearchRun> })
+    | null;
 }
 
 /** The three steps, for the AI tool (which runs in its own transaction). */

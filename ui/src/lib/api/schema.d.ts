@@ -3550,7 +3550,7 @@ export interface components {
              */
             mode: "hybrid" | "vector" | "fts";
             /** @description Why the mode that ran is not the one asked for. */
-            reason: ("no_embedding_model" | "embedding_unavailable") | null;
+            reason: ("no_embedding_model" | "embedding_unavailable" | "reindexing") | null;
             message: string | null;
         };
         KbStatus: {
@@ -3565,6 +3565,10 @@ export interface components {
                 name: string;
             } | null;
             reindexNeeded: boolean;
+            /** @description An in-place re-index under way: documents still to do (search uses full text meanwhile). */
+            reindexing: {
+                remaining: number;
+            } | null;
             warnings: string[];
         };
         AssistantConversation: {

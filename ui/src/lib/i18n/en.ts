@@ -506,6 +506,8 @@ export const en = {
   "kb.search.ran": "Searched by: {mode}.",
   "kb.search.reason.no_embedding_model":
     "No embedding model is set for this organization's index, so only words were searched.",
+  "kb.search.reason.reindexing":
+    "The index is being rebuilt with another embedding model, so only words were searched until it is done.",
   "kb.search.reason.embedding_unavailable":
     "The AI could not read the question just now, so only words were searched.",
   "kb.search.rank": "rank score {score}",
