@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { execFile } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -178,6 +179,8 @@ describe("model packs", () => {
     expect((await set(admin, [])).status).toBe(400);
     expect((await set(admin, ["reranker"])).status).toBe(400);
     expect((await set(org.owner, ["chat", "embedding"])).status).toBe(403);
+    const missing = await admin.request("PUT", `/api/ai/models/${randomUUID()}/roles`, { roles: ["chat"] });
+    expect(missing.status).toBe(404);
     expect((await admin.json<Models>("GET", "/api/ai/models")).data.models[0]?.roles).toEqual(["chat"]);
   });
 

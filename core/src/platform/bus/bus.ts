@@ -1,4 +1,4 @@
-import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import {
   AckPolicy,
   DeliverPolicy,
@@ -267,18 +267,24 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
   const send = (c: NatsConnection, subject: string, payload: unknown) => {
     if (!c.isClosed()) c.publish(subject, encoder.encode(JSON.stringify(payload)));
   };
+  /**
+   * Subscribes with JSON payloads; `queue`: one member of the group gets each message. A "no responders"
+   * status (an empty message with a 503 header, sent to a request's reply subject) comes as an undefined payload.
+   */
   const subscribe = (
     c: NatsConnection,
     subject: string,
-    handler: (payload: unknown, subject: string) => void,
+    handler: (payload: unknown, m: Msg) => void,
+    queue?: string,
   ) => {
     const sub = c.subscribe(subject, {
+      queue,
       callback: (err, m) => {
         if (err) return;
         try {
-          handler(JSON.parse(decoder.decode(m.data)), m.subject);
+          handler(m.headers?.code === 503 ? undefined : JSON.parse(decoder.decode(m.data)), m);
         } catch (e) {
-          log.warn({ err: e, subject }, "ephemeral message handler failed");
+          log.warn({ err: e, subject: m.subject }, "message handler failed");
         }
       },
     });
@@ -292,42 +298,18 @@ export async function connectBus(opts: ConnectOptions): Promise<Bus> {
       publish(jobSubject(opts.prefix, queue.name), queue.schema.parse(payload), jobId),
     work,
     notify: (subject, payload) => send(nc, subject, payload),
-    listen: (subject, handler) => subscribe(nc, subject, handler),
+    listen: (subject, handler) => subscribe(nc, subject, (p, m) => handler(p, m.subject)),
     broadcast: (subject, payload) => send(others, subject, payload),
-    onBroadcast: (subject, handler) => subscribe(others, subject, handler),
-    serve: (subject, queue, handler) => {
-      const sub = nc.subscribe(subject, {
-        queue,
-        callback: (err, m) => {
-          if (err) return;
-          try {
-            handler(JSON.parse(decoder.decode(m.data)), m.reply);
-          } catch (e) {
-            log.warn({ err: e, subject }, "request handler failed");
-          }
-        },
-      });
-      return () => sub.unsubscribe();
-    },
+    onBroadcast: (subject, handler) => subscribe(others, subject, (p, m) => handler(p, m.subject)),
+    serve: (subject, queue, handler) => subscribe(nc, subject, (p, m) => handler(p, m.reply), queue),
     request: (subject, payload, replyTo) => {
       if (!nc.isClosed()) nc.publish(subject, encoder.encode(JSON.stringify(payload)), { reply: replyTo });
     },
     answer: (replyTo, payload) => send(nc, replyTo, payload),
     inbox: (handler) => {
       const prefix = createInbox();
-      const sub = nc.subscribe(`${prefix}.*`, {
-        callback: (err, m) => {
-          if (err) return;
-          // The server's "no responders" status: an empty message with a 503 header.
-          if (m.headers?.code === 503) return handler(undefined, m.subject, true);
-          try {
-            handler(JSON.parse(decoder.decode(m.data)), m.subject, false);
-          } catch (e) {
-            log.warn({ err: e, subject: m.subject }, "answer handler failed");
-          }
-        },
-      });
-      return { prefix, stop: () => sub.unsubscribe() };
+      const stop = subscribe(nc, `${prefix}.*`, (p, m) => handler(p, m.subject, m.headers?.code === 503));
+      return { prefix, stop };
     },
     isConnected: () => !nc.isClosed() && !nc.isDraining(),
     ping: async (timeoutMs) => {
